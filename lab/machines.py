@@ -1,0 +1,175 @@
+"""Per-node machines: prepare a root, boot it with systemd-nspawn, wait for SSH, power it off."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+import uuid
+from pathlib import Path
+
+from lab.config import LabConfig, LabError
+from lab.network import netns_name
+from lab.shell import run
+
+# The node must be able to remount cgroups, mount overlay snapshots and run containers.
+SYSCALL_FILTER = "@system-service @mount @privileged keyctl bpf"
+
+
+def node_dir(config: LabConfig, name: str) -> Path:
+    return config.state_dir / "nodes" / name
+
+
+def ssh_dir(config: LabConfig) -> Path:
+    return config.state_dir / "ssh"
+
+
+def ssh_key(config: LabConfig) -> Path:
+    return ssh_dir(config) / "id_ed25519"
+
+
+def known_hosts(config: LabConfig) -> Path:
+    return ssh_dir(config) / "known_hosts"
+
+
+def ensure_lab_key(config: LabConfig) -> Path:
+    key = ssh_key(config)
+    if not key.exists():
+        key.parent.mkdir(parents=True, exist_ok=True)
+        os.chmod(key.parent, 0o700)
+        run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "spectra-lab", "-f", str(key)])
+    return key
+
+
+def personalise_root(config: LabConfig, root: Path, name: str, address: str) -> str:
+    """Give a copied root its own identity. Returns the node's ed25519 host public key."""
+    (root / "etc/hostname").write_text(f"{name}\n")
+    (root / "etc/hosts").write_text(
+        f"127.0.0.1\tlocalhost\n127.0.1.1\t{name}\n{address}\t{name}\n::1\tlocalhost ip6-localhost\n"
+    )
+    (root / "etc/machine-id").write_text(uuid.uuid4().hex + "\n")
+    resolv = root / "etc/resolv.conf"
+    if resolv.is_symlink():
+        resolv.unlink()
+    resolv.write_text(Path("/etc/resolv.conf").read_text())
+    # `ssh-keygen -A -f PREFIX` writes every default host key type under PREFIX/etc/ssh.
+    run(["ssh-keygen", "-A", "-f", str(root)])
+    dot_ssh = root / "root/.ssh"
+    dot_ssh.mkdir(mode=0o700, parents=True, exist_ok=True)
+    authorized = dot_ssh / "authorized_keys"
+    authorized.write_text(Path(str(ssh_key(config)) + ".pub").read_text())
+    authorized.chmod(0o600)
+    return (root / "etc/ssh/ssh_host_ed25519_key.pub").read_text().split()[:2][1]
+
+
+def write_known_hosts(config: LabConfig, entries: list[tuple[str, str, str]]) -> None:
+    """entries: (name, address, ed25519 public key)."""
+    lines = [f"{address},{name} ssh-ed25519 {key}\n" for name, address, key in entries]
+    known_hosts(config).write_text("".join(lines))
+
+
+def pid_alive(pid: int | None, name: str) -> bool:
+    if not pid:
+        return False
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except FileNotFoundError:
+        return False
+    return b"systemd-nspawn" in os.path.basename(cmdline[0]) and f"--machine={name}".encode() in cmdline
+
+
+def boot(config: LabConfig, name: str) -> int:
+    """Start the node's systemd as PID 1, detached from any terminal. Returns nspawn's PID."""
+    directory = node_dir(config, name)
+    log_file = directory / "console.log"
+    env = dict(os.environ, SYSTEMD_NSPAWN_API_VFS_WRITABLE="yes")
+    with open(log_file, "ab") as out, open(os.devnull, "rb") as devnull:
+        process = subprocess.Popen(
+            [
+                "systemd-nspawn",
+                "--quiet",
+                "--boot",
+                "--register=no",
+                "--keep-unit",
+                f"--machine={name}",
+                f"--directory={directory / 'rootfs'}",
+                f"--network-namespace-path=/run/netns/{netns_name(name)}",
+                "--console=passive",
+                "--capability=all",
+                f"--system-call-filter={SYSCALL_FILTER}",
+                "--resolv-conf=off",
+                "--timezone=off",
+                "--link-journal=no",
+            ],
+            stdin=devnull,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env=env,
+            start_new_session=True,
+        )
+    (directory / "nspawn.pid").write_text(f"{process.pid}\n")
+    return process.pid
+
+
+def ssh_command(config: LabConfig, address: str, *command: str, timeout: int = 5) -> list[str]:
+    return [
+        "ssh",
+        "-i", str(ssh_key(config)),
+        "-o", f"UserKnownHostsFile={known_hosts(config)}",
+        "-o", "StrictHostKeyChecking=yes",
+        "-o", "BatchMode=yes",
+        "-o", f"ConnectTimeout={timeout}",
+        "-o", "LogLevel=ERROR",
+        f"root@{address}",
+        *command,
+    ]  # fmt: skip
+
+
+def wait_ready(config: LabConfig, name: str, address: str, pid: int, timeout: float = 120) -> str:
+    """Wait until systemd in the node finished booting and SSH answers. Returns the system state."""
+    deadline = time.monotonic() + timeout
+    last = ""
+    while time.monotonic() < deadline:
+        if not pid_alive(pid, name):
+            tail = (node_dir(config, name) / "console.log").read_text(errors="replace")[-2000:]
+            raise LabError(f"node {name} stopped while booting; console log ends:\n{tail}")
+        result = subprocess.run(
+            ssh_command(config, address, "systemctl", "is-system-running", "--wait", timeout=3),
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
+        state = result.stdout.strip()
+        if state in ("running", "degraded"):
+            return state
+        last = (result.stderr or result.stdout).strip()
+        time.sleep(0.5)
+    raise LabError(f"node {name} ({address}) did not finish booting within {timeout:.0f} s: {last}")
+
+
+def power_off(config: LabConfig, name: str, pid: int | None, hard: bool = False, timeout: float = 30) -> None:
+    """Stop a node's whole machine: an orderly shutdown, or a power cut with `hard`."""
+    if not pid_alive(pid, name):
+        return
+    assert pid is not None
+    # SIGTERM makes systemd-nspawn ask the node's systemd for a clean poweroff.
+    os.kill(pid, signal.SIGKILL if hard else signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if not pid_alive(pid, name):
+            return
+        time.sleep(0.2)
+    os.kill(pid, signal.SIGKILL)
+    time.sleep(0.5)
+    if pid_alive(pid, name):
+        raise LabError(f"node {name} (pid {pid}) did not stop")
+
+
+def machine_processes(name: str) -> list[int]:
+    """PIDs of any systemd-nspawn process for this machine, tracked or not."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit() and pid_alive(int(entry.name), name):
+            found.append(int(entry.name))
+    return found

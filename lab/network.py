@@ -1,0 +1,123 @@
+"""The lab network: one bridge on the host, one network namespace and veth pair per node, NAT out."""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+from pathlib import Path
+
+from lab.config import LabConfig, LabError
+from lab.shell import run, succeeds
+
+NAT_COMMENT = "spectra-lab"
+IP_FORWARD = Path("/proc/sys/net/ipv4/ip_forward")
+
+
+def netns_name(node: str) -> str:
+    return f"splab-{node}"
+
+
+def host_veth(index: int) -> str:
+    # Interface names are limited to 15 characters; index-based names always fit.
+    return f"splv{index}"
+
+
+def _links() -> list[dict]:
+    return json.loads(run(["ip", "-j", "address", "show"]).stdout or "[]")
+
+
+def link_exists(name: str) -> bool:
+    return succeeds(["ip", "link", "show", "dev", name])
+
+
+def check_bridge_free(config: LabConfig, lab_owns_bridge: bool) -> None:
+    """Refuse to take over a bridge or an address that something else is using."""
+    if link_exists(config.bridge) and not lab_owns_bridge:
+        raise LabError(
+            f"interface {config.bridge} already exists and was not made by this lab; "
+            "remove it or choose another bridge name"
+        )
+    lab_net = config.network
+    for link in _links():
+        if link.get("ifname") == config.bridge and lab_owns_bridge:
+            continue
+        for addr in link.get("addr_info", []):
+            if addr.get("family") != "inet":
+                continue
+            other = ipaddress.IPv4Network(f"{addr['local']}/{addr['prefixlen']}", strict=False)
+            if other.overlaps(lab_net):
+                raise LabError(
+                    f"address {addr['local']}/{addr['prefixlen']} on {link['ifname']} overlaps the lab "
+                    f"subnet {config.subnet}; choose another subnet inside 198.18.0.0/15"
+                )
+
+
+def _nat_rule(config: LabConfig) -> list[str]:
+    return [
+        "POSTROUTING", "-s", config.subnet, "!", "-o", config.bridge,
+        "-j", "MASQUERADE", "-m", "comment", "--comment", NAT_COMMENT,
+    ]  # fmt: skip
+
+
+def _forward_rules(config: LabConfig) -> list[list[str]]:
+    # Hosts with a FORWARD policy of DROP (Docker sets one) would otherwise block the nodes.
+    return [
+        ["FORWARD", "-i", config.bridge, "-j", "ACCEPT", "-m", "comment", "--comment", NAT_COMMENT],
+        ["FORWARD", "-o", config.bridge, "-j", "ACCEPT", "-m", "comment", "--comment", NAT_COMMENT],
+    ]
+
+
+def bridge_up(config: LabConfig) -> dict:
+    """Create the bridge, NAT and forwarding. Returns what was changed on the host, for `down`."""
+    changed: dict = {}
+    if not link_exists(config.bridge):
+        run(["ip", "link", "add", config.bridge, "type", "bridge"])
+        run(["ip", "address", "add", f"{config.gateway}/{config.network.prefixlen}", "dev", config.bridge])
+    run(["ip", "link", "set", config.bridge, "up"])
+    if IP_FORWARD.read_text().strip() != "1":
+        changed["ip_forward_was"] = IP_FORWARD.read_text().strip()
+        IP_FORWARD.write_text("1\n")
+    if not succeeds(["iptables", "-t", "nat", "-C", *_nat_rule(config)]):
+        run(["iptables", "-t", "nat", "-A", *_nat_rule(config)])
+    for rule in _forward_rules(config):
+        if not succeeds(["iptables", "-C", *rule]):
+            run(["iptables", "-I", *rule])
+    return changed
+
+
+def bridge_down(config: LabConfig, ip_forward_was: str | None) -> None:
+    while succeeds(["iptables", "-t", "nat", "-D", *_nat_rule(config)]):
+        pass
+    for rule in _forward_rules(config):
+        while succeeds(["iptables", "-D", *rule]):
+            pass
+    if link_exists(config.bridge):
+        run(["ip", "link", "delete", config.bridge])
+    if ip_forward_was is not None:
+        IP_FORWARD.write_text(ip_forward_was + "\n")
+
+
+def node_network_up(config: LabConfig, node: str, index: int, address: str) -> None:
+    ns = netns_name(node)
+    if not Path(f"/run/netns/{ns}").exists():
+        run(["ip", "netns", "add", ns])
+    veth = host_veth(index)
+    if not link_exists(veth):
+        run(["ip", "link", "add", veth, "type", "veth", "peer", "name", "eth0", "netns", ns])
+    run(["ip", "link", "set", veth, "master", config.bridge, "up"])
+    in_ns = ["ip", "netns", "exec", ns]
+    run([*in_ns, "ip", "link", "set", "lo", "up"])
+    current = run([*in_ns, "ip", "-4", "-o", "address", "show", "dev", "eth0"]).stdout
+    if f" {address}/" not in current:
+        run([*in_ns, "ip", "address", "add", f"{address}/{config.network.prefixlen}", "dev", "eth0"])
+    run([*in_ns, "ip", "link", "set", "eth0", "up"])
+    run([*in_ns, "ip", "route", "replace", "default", "via", config.gateway])
+
+
+def node_network_down(node: str, index: int) -> None:
+    veth = host_veth(index)
+    if link_exists(veth):
+        run(["ip", "link", "delete", veth])
+    ns = netns_name(node)
+    if Path(f"/run/netns/{ns}").exists():
+        run(["ip", "netns", "delete", ns])
