@@ -1,0 +1,152 @@
+"""State of many files at once (type, mode, owner, group, sha256, optionally content): one command."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from collections.abc import Sequence
+from typing import Any, TypedDict
+
+from pyinfra.api import FactBase, FactProcessError, QuoteString, StringCommand
+
+
+class FileState(TypedDict, total=False):
+    type: str  # "file", "directory", "link" (dangling), "other"
+    mode: str  # octal permission digits as stat prints them: "644", "4755"
+    user: str
+    group: str
+    size: int
+    sha256: str | None  # regular files only, when asked for
+    content: str | None  # only for paths listed in ``contents``
+
+
+# For each path: a "stat" line "S|type|mode|user|group|size|sha256|path" (the path last, so it may
+# contain "|"), "M|path" when missing, and for paths whose content was asked a "C|base64|path" line.
+# stat -L follows links: the state is the state of what the path points to.
+_SCRIPT = (
+    'hash="$1"; ncontent="$2"; shift 2; i=0; '
+    'for p in "$@"; do i=$((i+1)); '
+    'if [ -e "$p" ]; then '
+    "  t=\"$(stat -L -c '%F|%a|%U|%G|%s' -- \"$p\" 2>/dev/null)\" || t='?||||0'; "
+    '  h=-; if [ "$hash" = 1 ] && [ -f "$p" ]; then '
+    '    h="$(sha256sum -- "$p" 2>/dev/null | cut -d" " -f1)"; fi; '
+    '  printf \'S|%s|%s|%s\\n\' "$t" "${h:--}" "$p"; '
+    '  if [ "$i" -le "$ncontent" ] && [ -f "$p" ]; then '
+    '    printf \'C|%s|%s\\n\' "$(base64 -w0 -- "$p" 2>/dev/null)" "$p"; fi; '
+    'elif [ -L "$p" ]; then printf \'S|link||||0|-|%s\\n\' "$p"; '
+    "else printf 'M|%s\\n' \"$p\"; fi; done"
+)
+
+_TYPES = {"regular file": "file", "regular empty file": "file", "directory": "directory"}
+
+
+class FileStates(FactBase[dict[str, FileState | None]]):
+    """
+    The state of many paths in one remote command. ``None`` for a missing path:
+
+    .. code:: python
+
+        {
+            "/etc/containerd/config.toml": {"type": "file", "mode": "644", "user": "root",
+                                            "group": "root", "size": 812, "sha256": "9f86d0..."},
+            "/usr/local/bin/node_exporter": None,
+        }
+
+    + paths: the paths to look at
+    + contents: paths (small files, e.g. stamps) whose content to return as ``content``
+    + sha256: compute the sha256 of regular files (default on)
+    """
+
+    def command(
+        self,
+        paths: Sequence[str],
+        contents: Sequence[str] = (),
+        sha256: bool = True,
+    ) -> StringCommand:
+        # Paths with contents come first so the script can tell them by position.
+        ordered = [p for p in contents] + [p for p in paths if p not in contents]
+        return StringCommand(
+            "sh",
+            "-c",
+            QuoteString(_SCRIPT),
+            "sh",
+            "1" if sha256 else "0",
+            str(len(contents)),
+            *[QuoteString(path) for path in ordered],
+        )
+
+    @staticmethod
+    def default() -> dict[str, FileState | None]:
+        return {}
+
+    def process(self, output: list[str]) -> dict[str, FileState | None]:
+        states: dict[str, FileState | None] = {}
+        for line in output:
+            kind, _, rest = line.partition("|")
+            if kind == "M":
+                states[rest] = None
+            elif kind == "S":
+                bits = rest.split("|", 6)
+                if len(bits) != 7:
+                    raise FactProcessError(f"unexpected file state line: {line!r}")
+                file_type, mode, user, group, size, digest, path = bits
+                states[path] = FileState(
+                    type=_TYPES.get(file_type, "link" if file_type == "link" else "other"),
+                    mode=mode,
+                    user=user,
+                    group=group,
+                    size=int(size) if size.isdigit() else 0,
+                    sha256=None if digest in ("", "-") else digest,
+                )
+            elif kind == "C":
+                encoded, _, path = rest.partition("|")
+                try:
+                    content = base64.b64decode(encoded).decode(errors="replace")
+                except (binascii.Error, ValueError) as error:
+                    raise FactProcessError(f"bad content for {path}: {error}") from error
+                state = states.get(path)
+                if state is not None:
+                    state["content"] = content
+        return states
+
+
+def normalise_mode(mode: int | str | None) -> str | None:
+    """``"0644"``/``"644"``/``644`` -> ``"644"`` (the way stat prints it); None stays None.
+
+    An int is read the way pyinfra reads modes: its decimal digits are the octal digits (644).
+    """
+    if mode is None:
+        return None
+    if isinstance(mode, int):
+        text = str(mode)
+    else:
+        text = mode.strip()
+        if text.startswith("0o"):
+            text = text[2:]
+    text = text.lstrip("0") or "0"
+    if not set(text) <= set("01234567"):
+        raise ValueError(f"not an octal mode: {mode!r}")
+    return text
+
+
+def state_matches(
+    state: FileState | None,
+    sha256: str | None = None,
+    mode: int | str | None = None,
+    user: str | None = None,
+    group: str | None = None,
+) -> dict[str, Any]:
+    """What differs between ``state`` and what is wanted: {} when nothing does."""
+    if state is None:
+        return {"exists": False}
+    diff: dict[str, Any] = {}
+    if sha256 is not None and state.get("sha256") != sha256:
+        diff["sha256"] = state.get("sha256")
+    wanted_mode = normalise_mode(mode)
+    if wanted_mode is not None and state.get("mode") != wanted_mode:
+        diff["mode"] = state.get("mode")
+    if user is not None and state.get("user") != user:
+        diff["user"] = state.get("user")
+    if group is not None and state.get("group") != group:
+        diff["group"] = state.get("group")
+    return diff

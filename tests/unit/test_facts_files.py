@@ -1,0 +1,94 @@
+import hashlib
+from pathlib import Path
+
+import pytest
+
+from facts.files import FileStates, normalise_mode, state_matches
+from tests.unit.facts_util import command_text, run_locally
+
+pytestmark = pytest.mark.unit
+
+SUM = "a" * 64
+
+
+def test_process_file_dir_missing_link() -> None:
+    lines = [
+        f"S|regular file|644|root|root|12|{SUM}|/etc/a",
+        "S|directory|755|root|adm|4096|-|/etc/d",
+        "M|/etc/missing",
+        "S|link||||0|-|/etc/dangling",
+        "S|regular file|600|root|root|0|-|/etc/with|pipe",
+    ]
+    states = FileStates().process(lines)
+    assert states["/etc/a"] == {
+        "type": "file",
+        "mode": "644",
+        "user": "root",
+        "group": "root",
+        "size": 12,
+        "sha256": SUM,
+    }
+    assert states["/etc/d"] is not None and states["/etc/d"]["type"] == "directory"
+    assert states["/etc/d"]["sha256"] is None
+    assert states["/etc/missing"] is None
+    assert states["/etc/dangling"] is not None and states["/etc/dangling"]["type"] == "link"
+    assert "/etc/with|pipe" in states
+
+
+def test_process_content_lines() -> None:
+    lines = [f"S|regular file|644|root|root|3|{SUM}|/var/stamp", "C|aGkK|/var/stamp"]
+    assert FileStates().process(lines)["/var/stamp"]["content"] == "hi\n"  # type: ignore[index]
+
+
+def test_process_empty() -> None:
+    assert FileStates().process([]) == {}
+
+
+def test_bad_line_raises() -> None:
+    from pyinfra.api import FactProcessError
+
+    with pytest.raises(FactProcessError):
+        FileStates().process(["S|regular file|644"])
+
+
+def test_command_quotes_paths_and_orders_contents_first() -> None:
+    text = command_text(FileStates(), paths=["/a b", "/stamp"], contents=["/stamp"])
+    assert text.endswith("sh 1 1 /stamp '/a b'")
+    assert command_text(FileStates(), paths=["/x"], sha256=False).endswith("sh 0 0 /x")
+
+
+def test_runs_locally(tmp_path: Path) -> None:
+    regular = tmp_path / "file"
+    regular.write_text("hello\n")
+    regular.chmod(0o640)
+    stamp = tmp_path / "stamp"
+    stamp.write_text("abc\n")
+    states = run_locally(
+        FileStates(),
+        paths=[str(regular), str(tmp_path), str(tmp_path / "missing"), str(stamp)],
+        contents=[str(stamp)],
+    )
+    assert states[str(regular)]["sha256"] == hashlib.sha256(b"hello\n").hexdigest()
+    assert states[str(regular)]["mode"] == "640"
+    assert states[str(tmp_path)]["type"] == "directory"
+    assert states[str(tmp_path / "missing")] is None
+    assert states[str(stamp)]["content"] == "abc\n"
+
+
+@pytest.mark.parametrize(
+    ("mode", "expected"), [(644, "644"), ("0644", "644"), ("0o755", "755"), ("4755", "4755"), (None, None)]
+)
+def test_normalise_mode(mode: int | str | None, expected: str | None) -> None:
+    assert normalise_mode(mode) == expected
+
+
+def test_normalise_mode_rejects_non_octal() -> None:
+    with pytest.raises(ValueError):
+        normalise_mode("0899")
+
+
+def test_state_matches() -> None:
+    state = {"type": "file", "mode": "644", "user": "root", "group": "root", "size": 1, "sha256": SUM}
+    assert state_matches(state, sha256=SUM, mode="0644", user="root", group="root") == {}  # type: ignore[arg-type]
+    assert state_matches(state, mode="600") == {"mode": "644"}  # type: ignore[arg-type]
+    assert state_matches(None, sha256=SUM) == {"exists": False}
