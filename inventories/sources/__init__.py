@@ -1,0 +1,1 @@
+"""Host sources for Spectra inventories: EC2, Terraform outputs, the local lab, static lists."""
