@@ -1,0 +1,189 @@
+"""Configuration files written the careful way: stage, validate, then move into place.
+
+One operation (:func:`config_files`) manages a component's whole set of files and the systemd units
+they belong to, reading ONE batched fact (:class:`facts.file_modes.ConfigState`) instead of the three or
+four facts ``files.put``/``files.template`` read per file. For each file whose content differs it:
+
+1. uploads the new content next to the target as a hidden ``.<name>.spectra-new`` file (same
+   directory, so the final ``mv`` is an atomic rename and no glob like ``*.conf`` picks it up);
+2. sets owner and mode on the staged file;
+3. runs the file's validator against the staged path (``sshd -t``, ``nft -c -f``, ...); on failure the
+   staged file is removed, the live file is untouched and the operation fails;
+4. renames it over the target.
+
+``on_change`` commands (a reload, ``sysctl -p``, ...) follow only when some file's content changed, in
+the same operation, so nothing reloads on a no-op run and no extra fact is read to decide it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import posixpath
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from io import StringIO
+from pathlib import Path
+from typing import Any
+
+import jinja2
+from pyinfra import host
+from pyinfra.api import FileUploadCommand, QuoteString, StringCommand, operation
+from pyinfra.api.command import PyinfraCommand
+
+from facts.file_modes import ConfigState, normalise_mode
+
+TEMPLATES_DIR = Path(__file__).resolve().parents[2] / "templates"
+
+_ENV = jinja2.Environment(
+    loader=jinja2.FileSystemLoader(str(TEMPLATES_DIR)),
+    undefined=jinja2.StrictUndefined,
+    keep_trailing_newline=True,
+    trim_blocks=True,
+    lstrip_blocks=True,
+    autoescape=False,
+)
+
+
+def render_template(relative_path: str, **context: Any) -> str:
+    """Render ``templates/<relative_path>`` with ``context``; unknown variables are errors."""
+    return _ENV.get_template(relative_path).render(**context)
+
+
+Validator = Callable[[str], StringCommand]
+
+
+@dataclass(frozen=True)
+class ConfigFile:
+    """One managed file: where, what, who owns it, and how to check it before it goes live."""
+
+    path: str
+    content: str
+    mode: str = "0644"
+    user: str = "root"
+    group: str = "root"
+    # Given the staged path, a command that must exit 0 before the file replaces the live one.
+    validate: Validator | None = None
+
+    @property
+    def sha256(self) -> str:
+        return hashlib.sha256(self.content.encode()).hexdigest()
+
+    @property
+    def staged_path(self) -> str:
+        directory, name = posixpath.split(self.path)
+        return posixpath.join(directory, f".{name}.spectra-new")
+
+
+def install_file_commands(file: ConfigFile, current: dict[str, Any] | None) -> Iterator[PyinfraCommand]:
+    """Commands that bring ``file`` to its desired state, given the path's current state."""
+    mode = normalise_mode(file.mode)
+    if current is None or current.get("sha256") != file.sha256:
+        staged = file.staged_path
+        if current is None:
+            yield StringCommand("mkdir", "-p", QuoteString(posixpath.dirname(file.path)))
+        yield FileUploadCommand(
+            StringIO(file.content),
+            staged,
+            remote_temp_filename=host.get_temp_filename(staged),
+        )
+        yield StringCommand(
+            "chown",
+            QuoteString(f"{file.user}:{file.group}"),
+            QuoteString(staged),
+            "&&",
+            "chmod",
+            QuoteString(mode or "0644"),
+            QuoteString(staged),
+        )
+        if file.validate is not None:
+            yield StringCommand(
+                "(",
+                file.validate(staged),
+                ")",
+                "||",
+                "{",
+                "rm",
+                "-f",
+                QuoteString(staged),
+                ";",
+                "echo",
+                QuoteString(f"validation failed, {file.path} left unchanged"),
+                ">&2",
+                ";",
+                "exit",
+                "1",
+                ";",
+                "}",
+            )
+        yield StringCommand("mv", "-f", QuoteString(staged), QuoteString(file.path))
+        return
+
+    if current.get("user") != file.user or current.get("group") != file.group:
+        yield StringCommand("chown", QuoteString(f"{file.user}:{file.group}"), QuoteString(file.path))
+    if current.get("mode") != mode:
+        yield StringCommand("chmod", QuoteString(mode or "0644"), QuoteString(file.path))
+
+
+def content_changes(file: ConfigFile, current: dict[str, Any] | None) -> bool:
+    return current is None or current.get("sha256") != file.sha256
+
+
+@operation()
+def config_files(
+    files: Sequence[ConfigFile],
+    absent: Sequence[str] = (),
+    enabled_units: Sequence[str] = (),
+    running_units: Sequence[str] = (),
+    on_change: Sequence[StringCommand] = (),
+):
+    """
+    Converge a set of configuration files, remove stale ones, and enable/start units.
+
+    + files: the :class:`ConfigFile` set (content, owner, mode, validator)
+    + absent: paths that must not exist (files this component used to write)
+    + enabled_units: systemd units that must be enabled
+    + running_units: systemd units that must be active (started if not, which loads the new config)
+    + on_change: commands run when any file's content changed or a file was removed, unless a unit of
+      ``running_units`` was just started (a start already reads the new configuration)
+    """
+    units = list(dict.fromkeys([*enabled_units, *running_units]))
+    state = host.get_fact(
+        ConfigState,
+        paths=[file.path for file in files] + list(absent),
+        units=units,
+    )
+    current_files = state.get("files", {})
+    current_units = state.get("units", {})
+
+    changed = False
+    for file in files:
+        current = current_files.get(file.path)
+        changed = changed or content_changes(file, current)
+        yield from install_file_commands(file, current)
+
+    for path in absent:
+        if current_files.get(path) is not None:
+            changed = True
+            yield StringCommand("rm", "-f", QuoteString(path))
+
+    for unit in enabled_units:
+        if (current_units.get(unit) or {}).get("enabled") != "enabled":
+            yield StringCommand("systemctl", "enable", QuoteString(unit))
+
+    started = False
+    for unit in running_units:
+        if (current_units.get(unit) or {}).get("active") != "active":
+            started = True
+            yield StringCommand("systemctl", "start", QuoteString(unit))
+
+    if changed and not started:
+        yield from on_change
+
+    if not changed and not started:
+        host.noop("configuration files and units already as desired")
+
+
+def shell_script(script: str, *args: str | QuoteString, name: str = "spectra-check") -> StringCommand:
+    """``sh -c '<constant script>' name arg...``: user values travel as quoted positional args."""
+    quoted: Iterable[Any] = (arg if isinstance(arg, QuoteString) else QuoteString(arg) for arg in args)
+    return StringCommand("sh", "-c", QuoteString(script), name, *quoted)
