@@ -1,0 +1,238 @@
+"""Operations that decide from batched facts, so a no-op run costs few remote commands.
+
+pyinfra 3 has no fact cache and its ``files.put``/``files.template``/``systemd.service`` read two
+or three facts each. These operations instead take the current state as an argument (``current``),
+read for many paths/units at once by one fact in the component (``snapshot_files``,
+``snapshot_units``). When ``current`` is not given they read their own fact (one command).
+
+Why a state read before the run is right here: each path, unit or key is managed by exactly one
+operation of the deploy, so nothing else changes it between the read and that operation's turn;
+the operation compares it with the wanted state it was given. Do not share one path between two
+operations.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import posixpath
+from collections.abc import Iterable, Mapping, Sequence
+from io import BytesIO
+from typing import Any
+
+from pyinfra import host
+from pyinfra.api import FileUploadCommand, QuoteString, StringCommand, operation
+from pyinfra.facts.deb import DebPackages
+
+from deploys.templating import render
+from facts.files import FileState, FileStates, normalise_mode, state_matches
+from facts.sysctl import SysctlValues, normalise_value
+from facts.systemd import SystemdUnits, UnitState, is_enabled, is_running, unit_name
+
+
+class _Unset:
+    def __repr__(self) -> str:
+        return "UNSET"
+
+
+UNSET: Any = _Unset()
+
+
+def snapshot_files(paths: Iterable[str], contents: Sequence[str] = ()) -> dict[str, FileState | None]:
+    """The state of all ``paths`` in one remote command (to pass as ``current=`` below)."""
+    wanted = sorted(set(paths) | set(contents))
+    if not wanted:
+        return {}
+    return host.get_fact(FileStates, paths=wanted, contents=sorted(set(contents)))
+
+
+def snapshot_units(units: Iterable[str]) -> dict[str, UnitState | None]:
+    """The state of all ``units`` in one remote command, keyed by full unit name."""
+    wanted = sorted({unit_name(unit) for unit in units})
+    return host.get_fact(SystemdUnits, units=wanted) if wanted else {}
+
+
+def _owner(user: str | None, group: str | None) -> StringCommand:
+    return StringCommand(QuoteString(user or "root"), ":", QuoteString(group or "root"), _separator="")
+
+
+def _file_state(path: str, current: Any) -> FileState | None:
+    if current is UNSET:
+        return host.get_fact(FileStates, paths=[path]).get(path)
+    if isinstance(current, Mapping) and "type" not in current:
+        # a whole snapshot was passed: pick this path
+        return current.get(path)
+    return current
+
+
+@operation()
+def content(
+    dest: str,
+    data: str | bytes,
+    mode: int | str = "0644",
+    user: str = "root",
+    group: str = "root",
+    current: Any = UNSET,
+):
+    """
+    Ensure ``dest`` holds exactly ``data`` with mode/owner. A changed file is uploaded next to
+    ``dest``, given its owner and mode, then renamed over it (atomic, never a half-written file).
+
+    + current: the FileState of ``dest`` (or a snapshot dict containing it), None when absent
+    """
+    raw = data.encode() if isinstance(data, str) else data
+    wanted_sum = hashlib.sha256(raw).hexdigest()
+    wanted_mode = normalise_mode(mode)
+    state = _file_state(dest, current)
+    diff = state_matches(state, sha256=wanted_sum, mode=wanted_mode, user=user, group=group)
+    if not diff:
+        host.noop(f"{dest} is up to date")
+        return
+
+    if "exists" in diff or "sha256" in diff:
+        directory, name = posixpath.split(dest)
+        temp = posixpath.join(directory, f".{name}.spectra-new")
+        yield StringCommand("mkdir", "-p", QuoteString(directory))
+        yield FileUploadCommand(BytesIO(raw), temp, remote_temp_filename=temp)
+        yield StringCommand(
+            "chown", _owner(user, group), QuoteString(temp),
+            "&&", "chmod", wanted_mode, QuoteString(temp),
+            "&&", "mv", "-f", QuoteString(temp), QuoteString(dest),
+        )  # fmt: skip
+        return
+
+    if "user" in diff or "group" in diff:
+        yield StringCommand("chown", _owner(user, group), QuoteString(dest))
+    if "mode" in diff:
+        yield StringCommand("chmod", wanted_mode, QuoteString(dest))
+
+
+@operation()
+def template(
+    src: str,
+    dest: str,
+    context: Mapping[str, Any] | None = None,
+    mode: int | str = "0644",
+    user: str = "root",
+    group: str = "root",
+    current: Any = UNSET,
+):
+    """Render ``src`` (under templates/) with ``context`` and ensure ``dest`` holds the result."""
+    rendered = render(src, **dict(context or {}))
+    yield from content._inner(dest, rendered, mode=mode, user=user, group=group, current=current)
+
+
+@operation()
+def directory(
+    path: str,
+    mode: int | str = "0755",
+    user: str = "root",
+    group: str = "root",
+    current: Any = UNSET,
+):
+    """Ensure a directory with mode/owner exists."""
+    wanted_mode = normalise_mode(mode)
+    state = _file_state(path, current)
+    if state is not None and state.get("type") not in ("directory",):
+        raise ValueError(f"{path} exists and is not a directory ({state.get('type')})")
+    diff = state_matches(state, mode=wanted_mode, user=user, group=group)
+    if not diff:
+        host.noop(f"directory {path} is up to date")
+        return
+    if "exists" in diff:
+        yield StringCommand("mkdir", "-p", QuoteString(path))
+        yield StringCommand("chown", _owner(user, group), QuoteString(path))
+        yield StringCommand("chmod", wanted_mode, QuoteString(path))
+        return
+    if "user" in diff or "group" in diff:
+        yield StringCommand("chown", _owner(user, group), QuoteString(path))
+    if "mode" in diff:
+        yield StringCommand("chmod", wanted_mode, QuoteString(path))
+
+
+@operation()
+def service(
+    unit: str,
+    running: bool = True,
+    enabled: bool = True,
+    restarted: bool = False,
+    daemon_reload: bool = False,
+    current: Any = UNSET,
+):
+    """
+    Ensure a systemd unit is running/stopped and enabled/disabled; restart it when ``restarted``
+    (pass ``op.will_change`` of its configuration), reload systemd first when ``daemon_reload``.
+
+    + current: the unit's UnitState (or a snapshot dict containing it), None when unknown to systemd
+    """
+    name = unit_name(unit)
+    if current is UNSET:
+        state = host.get_fact(SystemdUnits, units=[name]).get(name)
+    elif isinstance(current, Mapping) and "active" not in current:
+        state = current.get(name)
+    else:
+        state = current
+
+    commands: list[str | StringCommand] = []
+    if daemon_reload:
+        commands.append("systemctl daemon-reload")
+    active = is_running(state)
+    if running and not active:
+        commands.append(StringCommand("systemctl", "start", QuoteString(name)))
+    elif running and restarted:
+        commands.append(StringCommand("systemctl", "restart", QuoteString(name)))
+    elif not running and active:
+        commands.append(StringCommand("systemctl", "stop", QuoteString(name)))
+
+    if enabled and not is_enabled(state):
+        commands.append(StringCommand("systemctl", "enable", QuoteString(name)))
+    elif not enabled and is_enabled(state):
+        commands.append(StringCommand("systemctl", "disable", QuoteString(name)))
+
+    if not commands:
+        host.noop(f"{name} is {'running' if running else 'stopped'}, {'en' if enabled else 'dis'}abled")
+    yield from commands
+
+
+@operation()
+def sysctl(values: Mapping[str, Any], current: Any = UNSET):
+    """Apply kernel parameters that differ from ``values`` now (``sysctl -w``), one command for all."""
+    wanted = {key: normalise_value(value) for key, value in values.items()}
+    state = host.get_fact(SysctlValues, keys=sorted(wanted)) if current is UNSET else current
+    changes = [key for key, value in wanted.items() if state.get(key) != value]
+    if not changes:
+        host.noop("sysctl values are already applied")
+        return
+    assignments = [
+        QuoteString(StringCommand(key, "=", wanted[key], _separator="")) for key in sorted(changes)
+    ]
+    yield StringCommand("sysctl", "-q", "-w", *assignments)
+
+
+def _package_name(spec: str) -> tuple[str, str | None]:
+    name, _, version = spec.partition("=")
+    return name, version or None
+
+
+@operation()
+def apt_packages(packages: Sequence[str], no_recommends: bool = True, current: Any = UNSET):
+    """
+    Ensure Debian packages (``name`` or ``name=version``) are installed in ONE apt call; run
+    ``apt-get update`` first only when something is missing (so a no-op costs one ``dpkg -l``).
+    """
+    installed = host.get_fact(DebPackages) if current is UNSET else current
+    missing = []
+    for spec in packages:
+        name, version = _package_name(spec)
+        versions = installed.get(name) or []
+        if not versions or (version is not None and version not in versions):
+            missing.append(spec)
+    if not missing:
+        host.noop(f"packages installed: {', '.join(packages)}")
+        return
+    apt = StringCommand(
+        "DEBIAN_FRONTEND=noninteractive", "apt-get", "-q", "-y", "-o", "Acquire::Retries=3",
+        "-o", "Dpkg::Options::=--force-confdef", "-o", "Dpkg::Options::=--force-confold",
+    )  # fmt: skip
+    yield StringCommand(apt, "update")
+    install = ["install"] + (["--no-install-recommends"] if no_recommends else [])
+    yield StringCommand(apt, *install, *[QuoteString(spec) for spec in missing])
