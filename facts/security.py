@@ -7,7 +7,8 @@ from typing import Any
 
 from pyinfra.api import FactBase, StringCommand
 
-from facts.file_modes import files_command, parse_records
+from facts.config_state import split_file_lines
+from facts.files import FileStates
 
 # sshd -T keys the SSH hardening compares (lower case, as sshd -T prints them)
 SSHD_EFFECTIVE_KEYS = (
@@ -50,7 +51,7 @@ class SshdState(FactBase[dict[str, Any]]):
 
     .. code:: python
 
-        {"dropin": {"kind": "file", "mode": "0600", "user": "root", "group": "root", "sha256": "..."},
+        {"dropin": {"type": "file", "mode": "600", "user": "root", "group": "root", "sha256": "..."},
          "package_version": "1:9.2p1-2+deb12u3", "version": (9, 2),
          "effective": {"permitrootlogin": "without-password", "passwordauthentication": "no", ...}}
     """
@@ -60,10 +61,11 @@ class SshdState(FactBase[dict[str, Any]]):
         return {"dropin": None, "package_version": None, "version": None, "effective": {}}
 
     def command(self, dropin: str) -> StringCommand:
-        return StringCommand(files_command([dropin]), ";", _SSHD_TAIL)
+        return StringCommand(FileStates().command([dropin]), ";", _SSHD_TAIL)
 
     def process(self, output: list[str]) -> dict[str, Any]:
-        files = parse_records(line for line in output if line.startswith(("F\t", "M\t")))["files"]
+        file_lines, output = split_file_lines(output)
+        files = FileStates().process(file_lines)
         result = self.default()
         result["dropin"] = next(iter(files.values()), None)
         for line in output:

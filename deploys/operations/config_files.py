@@ -1,7 +1,7 @@
 """Configuration files written the careful way: stage, validate, then move into place.
 
 One operation (:func:`config_files`) manages a component's whole set of files and the systemd units
-they belong to, reading ONE batched fact (:class:`facts.file_modes.ConfigState`) instead of the three or
+they belong to, reading ONE batched fact (:class:`facts.config_state.ConfigState`) instead of the three or
 four facts ``files.put``/``files.template`` read per file. For each file whose content differs it:
 
 1. uploads the new content next to the target as a hidden ``.<name>.spectra-new`` file (same
@@ -30,7 +30,9 @@ from pyinfra import host
 from pyinfra.api import FileUploadCommand, QuoteString, StringCommand, operation
 from pyinfra.api.command import PyinfraCommand
 
-from facts.file_modes import ConfigState, normalise_mode
+from facts.config_state import ConfigState
+from facts.files import normalise_mode
+from facts.systemd import unit_name
 
 TEMPLATES_DIR = Path(__file__).resolve().parents[2] / "templates"
 
@@ -92,7 +94,7 @@ def install_file_commands(file: ConfigFile, current: dict[str, Any] | None) -> I
             QuoteString(staged),
             "&&",
             "chmod",
-            QuoteString(mode or "0644"),
+            QuoteString(mode or "644"),
             QuoteString(staged),
         )
         if file.validate is not None:
@@ -121,7 +123,7 @@ def install_file_commands(file: ConfigFile, current: dict[str, Any] | None) -> I
     if current.get("user") != file.user or current.get("group") != file.group:
         yield StringCommand("chown", QuoteString(f"{file.user}:{file.group}"), QuoteString(file.path))
     if current.get("mode") != mode:
-        yield StringCommand("chmod", QuoteString(mode or "0644"), QuoteString(file.path))
+        yield StringCommand("chmod", QuoteString(mode or "644"), QuoteString(file.path))
 
 
 def content_changes(file: ConfigFile, current: dict[str, Any] | None) -> bool:
@@ -135,6 +137,7 @@ def config_files(
     enabled_units: Sequence[str] = (),
     running_units: Sequence[str] = (),
     on_change: Sequence[StringCommand] = (),
+    daemon_reload: bool = False,
 ):
     """
     Converge a set of configuration files, remove stale ones, and enable/start units.
@@ -145,6 +148,7 @@ def config_files(
     + running_units: systemd units that must be active (started if not, which loads the new config)
     + on_change: commands run when any file's content changed or a file was removed, unless a unit of
       ``running_units`` was just started (a start already reads the new configuration)
+    + daemon_reload: run ``systemctl daemon-reload`` after a change (the set holds unit files/drop-ins)
     """
     units = list(dict.fromkeys([*enabled_units, *running_units]))
     state = host.get_fact(
@@ -166,13 +170,16 @@ def config_files(
             changed = True
             yield StringCommand("rm", "-f", QuoteString(path))
 
+    if changed and daemon_reload:
+        yield StringCommand("systemctl", "daemon-reload")
+
     for unit in enabled_units:
-        if (current_units.get(unit) or {}).get("enabled") != "enabled":
+        if (current_units.get(unit_name(unit)) or {}).get("enabled") != "enabled":
             yield StringCommand("systemctl", "enable", QuoteString(unit))
 
     started = False
     for unit in running_units:
-        if (current_units.get(unit) or {}).get("active") != "active":
+        if (current_units.get(unit_name(unit)) or {}).get("active") != "active":
             started = True
             yield StringCommand("systemctl", "start", QuoteString(unit))
 
