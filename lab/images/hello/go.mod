@@ -1,0 +1,3 @@
+module spectra.lab/images/hello
+
+go 1.21
