@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +18,9 @@ _ENV = Environment(
     lstrip_blocks=True,
     autoescape=False,
 )
+
+# TOML basic strings accept JSON string escapes: ``{{ value | toml }}`` quotes any text safely.
+_ENV.filters["toml"] = lambda value: json.dumps(str(value))
 
 
 def render(template: str, **context: Any) -> str:

@@ -1,0 +1,212 @@
+"""Container runtime: containerd + runc + CNI plugins, and containerd's configuration from data.
+
+Install method ``package`` (default): Debian's containerd, runc and containernetworking-plugins in
+one apt call. ``upstream``: the release tarballs/binaries from configurable URLs, each checked
+against a pinned sha256 from data before it lands (deploys.operations.download).
+
+The cgroup driver follows the host's cgroup version (a fact): on cgroup v2 the systemd driver,
+because systemd is then the single owner of the unified hierarchy and a second writer
+(cgroupfs) racing it is unsupported; on v1/hybrid the cgroupfs driver, because there the v1
+controllers may be mounted outside systemd's control (the lab's container-like nodes get them from
+the host) and runc's systemd driver fails to create scopes. The kubelet's cgroupDriver must match
+(``containerd_systemd_cgroup`` overrides the choice).
+containerd restarts only when its config (or, upstream, its unit) changed.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pyinfra.api import deploy
+
+from deploys.operations import managed
+from deploys.operations.download import download, download_paths
+from deploys.prepare import prepared_fact, require, setting
+from facts.cgroup import V2, CgroupVersion
+from facts.platform import Platform
+
+DEFAULTS: dict[str, Any] = {
+    "container_runtime_enabled": True,  # run this component at all
+    "container_runtime_install_method": "package",  # "package" (Debian) or "upstream" (release tarballs)
+    "container_runtime_packages": ["containerd", "runc", "containernetworking-plugins"],  # for "package"
+    # upstream: versions, URL patterns ({version}, {arch}) and sha256 per version and arch
+    "containerd_version": "1.7.22",  # containerd release for "upstream"
+    "containerd_download_url": (
+        "https://github.com/containerd/containerd/releases/download/v{version}/containerd-{version}-linux-{arch}.tar.gz"
+    ),  # where the containerd tarball comes from (point at a mirror laid out the same way)
+    "containerd_sha256": {},  # {"1.7.22": {"amd64": "<sha256>", ...}}: must be filled for upstream
+    "runc_version": "1.1.14",  # runc release for "upstream"
+    "runc_download_url": "https://github.com/opencontainers/runc/releases/download/v{version}/runc.{arch}",
+    "runc_sha256": {},  # {"1.1.14": {"amd64": "<sha256>"}}: must be filled for upstream
+    "cni_plugins_version": "1.5.1",  # containernetworking/plugins release for "upstream"
+    "cni_plugins_download_url": (
+        "https://github.com/containernetworking/plugins/releases/download/v{version}/cni-plugins-linux-{arch}-v{version}.tgz"
+    ),
+    "cni_plugins_sha256": {},  # {"1.5.1": {"amd64": "<sha256>"}}: must be filled for upstream
+    "upstream_bin_dir": "/usr/local/bin",  # where upstream containerd binaries go
+    "upstream_runc_path": "/usr/local/sbin/runc",  # where the upstream runc binary goes
+    # configuration
+    "containerd_config_file": "/etc/containerd/config.toml",  # containerd's configuration
+    "containerd_certs_dir": "/etc/containerd/certs.d",  # registry hosts.toml tree (config_path)
+    "containerd_sandbox_image": "registry.k8s.io/pause:3.10",  # pod sandbox (pause) image
+    "containerd_snapshotter": "overlayfs",  # snapshotter for CRI images
+    "containerd_systemd_cgroup": None,  # None: from the cgroup fact (v2 -> True); True/False to force
+    "cni_bin_dir": None,  # None: /usr/lib/cni for packages, /opt/cni/bin for upstream
+    "cni_conf_dir": "/etc/cni/net.d",  # where CNI network configs live
+    # {"docker.io": ["https://mirror.example"]}: mirrors per registry, tried before the registry itself
+    "containerd_registry_mirrors": {},
+    "containerd_registry_servers": {
+        "docker.io": "https://registry-1.docker.io"
+    },  # upstream server per registry
+    "containerd_registry_skip_verify": [],  # mirror URLs whose TLS certificate is not verified
+    # {"registry.example": {"username": "u", "password": "p"}} (or "auth"/"identitytoken")
+    "containerd_registry_auths": {},
+}
+
+TYPES: dict[str, type | tuple[type, ...]] = {"containerd_systemd_cgroup": bool, "cni_bin_dir": str}
+REQUIRED: set[str] = set()
+
+_AUTH_KEYS = ("username", "password", "auth", "identitytoken")
+
+
+def pinned_sum(table_key: str, version: str, arch: str, what: str) -> str:
+    sums = (setting(table_key) or {}).get(version) or {}
+    value = sums.get(arch)
+    require(
+        bool(value),
+        f"no sha256 for {what} {version} on {arch}: fill {table_key}[{version!r}][{arch!r}] "
+        "with the published sum before installing from upstream",
+    )
+    return str(value)
+
+
+def systemd_cgroup(cgroup_version: str | None) -> bool:
+    forced = setting("containerd_systemd_cgroup")
+    if forced is not None:
+        return bool(forced)
+    return cgroup_version == V2
+
+
+def registry_hosts(registry: str) -> dict[str, Any]:
+    servers = setting("containerd_registry_servers") or {}
+    skip = set(setting("containerd_registry_skip_verify") or [])
+    mirrors = setting("containerd_registry_mirrors").get(registry) or []
+    return {
+        "registry": registry,
+        "server": servers.get(registry, f"https://{registry}"),
+        "mirrors": [{"url": url, "skip_verify": url in skip} for url in mirrors],
+    }
+
+
+@deploy("Container runtime", data_defaults=DEFAULTS)
+def container_runtime() -> None:
+    method = setting("container_runtime_install_method")
+    require(
+        method in ("package", "upstream"),
+        f"container_runtime_install_method must be package or upstream, not {method!r}",
+    )
+    arch = prepared_fact(Platform).get("arch")
+    cgroup_version = prepared_fact(CgroupVersion)
+
+    config_file = setting("containerd_config_file")
+    certs_dir = setting("containerd_certs_dir")
+    mirrors = setting("containerd_registry_mirrors") or {}
+    hosts_files = {registry: f"{certs_dir}/{registry}/hosts.toml" for registry in sorted(mirrors)}
+    unit_file = "/etc/systemd/system/containerd.service"
+
+    paths = [config_file, *hosts_files.values()]
+    contents: list[str] = []
+    if method == "upstream":
+        bin_dir = setting("upstream_bin_dir")
+        runc_path = setting("upstream_runc_path")
+        cni_dir = setting("cni_bin_dir") or "/opt/cni/bin"
+        stamped = [
+            *download_paths(bin_dir, "."),
+            *download_paths(runc_path),
+            *download_paths(cni_dir, "."),
+        ]
+        paths += [*stamped, unit_file]
+        contents = [path for path in stamped if path.endswith(".sha256")]
+    else:
+        cni_dir = setting("cni_bin_dir") or "/usr/lib/cni"
+    files = managed.snapshot_files(paths, contents=contents)
+
+    changes = []
+    if method == "package":
+        managed.apt_packages(
+            name="Install containerd, runc, CNI plugins", packages=setting("container_runtime_packages")
+        )
+        runc_binary = None
+    else:
+        require(bool(arch), "cannot tell the host architecture for upstream downloads")
+        assert arch is not None
+        for key, what, dest, extract, strip in (
+            ("containerd", "containerd", bin_dir, ".", 1),
+            ("runc", "runc", runc_path, None, 0),
+            ("cni_plugins", "CNI plugins", cni_dir, ".", 0),
+        ):
+            version = str(setting(f"{key}_version"))
+            url = setting(f"{key}_download_url").format(version=version, arch=arch)
+            sha256 = pinned_sum(f"{key}_sha256", version, arch, what)
+            changes.append(
+                download(
+                    name=f"Install {what} {version}",
+                    url=url,
+                    dest=dest,
+                    sha256=sha256,
+                    extract=extract,
+                    strip_components=strip,
+                    current=files,
+                )
+            )
+        runc_binary = runc_path
+        unit = managed.template(
+            name="containerd systemd unit",
+            src="etc/systemd/system/containerd.service.j2",
+            dest=unit_file,
+            context={"containerd_binary": f"{bin_dir}/containerd"},
+            current=files,
+        )
+        changes.append(unit)
+
+    auths = setting("containerd_registry_auths") or {}
+    for registry, auth in auths.items():
+        unknown = set(auth) - set(_AUTH_KEYS)
+        require(not unknown, f"containerd_registry_auths[{registry!r}]: unknown keys {sorted(unknown)}")
+    config = managed.template(
+        name="containerd config",
+        src="etc/containerd/config.toml.j2",
+        dest=config_file,
+        mode="0600",  # may hold registry credentials
+        context={
+            "sandbox_image": setting("containerd_sandbox_image"),
+            "snapshotter": setting("containerd_snapshotter"),
+            "systemd_cgroup": systemd_cgroup(cgroup_version),
+            "runc_binary": runc_binary,
+            "cni_bin_dir": cni_dir,
+            "cni_conf_dir": setting("cni_conf_dir"),
+            "certs_dir": certs_dir,
+            "registry_auths": [
+                (registry, [(key, auth[key]) for key in _AUTH_KEYS if key in auth])
+                for registry, auth in sorted(auths.items())
+            ],
+        },
+        current=files,
+    )
+    # hosts.toml files are read by containerd at each pull: no restart needed when they change
+    for registry, path in hosts_files.items():
+        managed.template(
+            name=f"Registry mirrors for {registry}",
+            src="etc/containerd/certs.d/hosts.toml.j2",
+            dest=path,
+            context=registry_hosts(registry),
+            current=files,
+        )
+
+    managed.service(
+        name="containerd running and enabled",
+        unit="containerd",
+        restarted=config.will_change or any(op.will_change for op in changes),
+        daemon_reload=method == "upstream" and changes[-1].will_change,
+        current=managed.snapshot_units(["containerd"]),
+    )
