@@ -75,6 +75,7 @@ class Lab:
         inventory = {
             "ssh_key": str(machines.ssh_key(self.config)),
             "known_hosts": str(machines.known_hosts(self.config)),
+            "ssh_config": str(machines.ssh_config(self.config)),
             "mirror_url": self.config.mirror_url,
             "nodes": [
                 {k: node[k] for k in ("name", "address", "roles", "zone", "suite")} for node in state["nodes"]
@@ -210,7 +211,7 @@ class Lab:
             network.bridge_down(self.config, state.get("ip_forward_was"))
             # Keep the SSH key and caches; remove node roots and run state.
             shutil.rmtree(self.config.state_dir / "nodes", ignore_errors=True)
-            for name in ("state.json", "inventory.json", "mirror.pid", "ssh/known_hosts"):
+            for name in ("state.json", "inventory.json", "mirror.pid", "ssh/known_hosts", "ssh/config"):
                 (self.config.state_dir / name).unlink(missing_ok=True)
             log("lab down: nodes, namespaces, links, bridge, NAT rules and mirror removed")
 

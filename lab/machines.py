@@ -63,10 +63,28 @@ def personalise_root(config: LabConfig, root: Path, name: str, address: str) -> 
     return (root / "etc/ssh/ssh_host_ed25519_key.pub").read_text().split()[:2][1]
 
 
+def ssh_config(config: LabConfig) -> Path:
+    return ssh_dir(config) / "config"
+
+
 def write_known_hosts(config: LabConfig, entries: list[tuple[str, str, str]]) -> None:
-    """entries: (name, address, ed25519 public key)."""
+    """entries: (name, address, ed25519 public key). Also writes an ssh_config naming every node,
+    so `ssh -F $SPECTRA_LAB_DIR/ssh/config node1` and testinfra's `--ssh-config` reach the nodes."""
     lines = [f"{address},{name} ssh-ed25519 {key}\n" for name, address, key in entries]
     known_hosts(config).write_text("".join(lines))
+    blocks = [
+        f"Host {name}\n"
+        f"    HostName {address}\n"
+        "    User root\n"
+        f"    IdentityFile {ssh_key(config)}\n"
+        "    IdentitiesOnly yes\n"
+        f"    UserKnownHostsFile {known_hosts(config)}\n"
+        "    StrictHostKeyChecking yes\n"
+        "    BatchMode yes\n"
+        "    LogLevel ERROR\n"
+        for name, address, _ in entries
+    ]
+    ssh_config(config).write_text("\n".join(blocks))
 
 
 def pid_alive(pid: int | None, name: str) -> bool:
