@@ -138,6 +138,7 @@ def config_files(
     running_units: Sequence[str] = (),
     on_change: Sequence[StringCommand] = (),
     daemon_reload: bool = False,
+    prepare: Sequence[StringCommand] = (),
 ):
     """
     Converge a set of configuration files, remove stale ones, and enable/start units.
@@ -149,6 +150,7 @@ def config_files(
     + on_change: commands run when any file's content changed or a file was removed, unless a unit of
       ``running_units`` was just started (a start already reads the new configuration)
     + daemon_reload: run ``systemctl daemon-reload`` after a change (the set holds unit files/drop-ins)
+    + prepare: commands run before units start and before ``on_change``, whenever either happens
     """
     units = list(dict.fromkeys([*enabled_units, *running_units]))
     state = host.get_fact(
@@ -177,11 +179,14 @@ def config_files(
         if (current_units.get(unit_name(unit)) or {}).get("enabled") != "enabled":
             yield StringCommand("systemctl", "enable", QuoteString(unit))
 
-    started = False
-    for unit in running_units:
-        if (current_units.get(unit_name(unit)) or {}).get("active") != "active":
-            started = True
-            yield StringCommand("systemctl", "start", QuoteString(unit))
+    to_start = [
+        unit for unit in running_units if (current_units.get(unit_name(unit)) or {}).get("active") != "active"
+    ]
+    if changed or to_start:
+        yield from prepare
+    started = bool(to_start)
+    for unit in to_start:
+        yield StringCommand("systemctl", "start", QuoteString(unit))
 
     if changed and not started:
         yield from on_change
