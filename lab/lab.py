@@ -206,8 +206,8 @@ class Lab:
                 self._stop_node(record, hard=True)
                 network.node_network_down(record["name"], record["index"])
             pid = state.get("mirror_pid")
-            if mirror.is_mirror_process(pid):
-                os.kill(pid, signal.SIGTERM)
+            if pid and mirror.is_mirror_process(pid):
+                os.kill(int(pid), signal.SIGTERM)
             network.bridge_down(self.config, state.get("ip_forward_was"))
             # Keep the SSH key and caches; remove node roots and run state.
             shutil.rmtree(self.config.state_dir / "nodes", ignore_errors=True)
