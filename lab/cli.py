@@ -16,7 +16,10 @@ def _parser() -> argparse.ArgumentParser:
 
     up = commands.add_parser("up", help="build (once) and boot the nodes; safe to repeat")
     up.add_argument("--nodes", type=int, default=3, help="number of nodes (default 3); a larger number adds nodes")
-    up.add_argument("--suite", default="bookworm", help="Debian release for all nodes: bookworm or trixie")
+    up.add_argument(
+        "--suite",
+        help="Debian release for every node: bookworm or trixie (default: node3 trixie, the rest bookworm)",
+    )
     up.add_argument(
         "--node-suite",
         action="append",

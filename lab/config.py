@@ -87,23 +87,28 @@ class LabConfig:
             raise LabError(f"bridge name {self.bridge!r} is longer than 15 characters")
 
 
-# Default three nodes, one per zone: one control plane (with etcd) and two workers.
+# Default three nodes, one per zone: one control plane (with etcd) and two workers. Debian 12 is the
+# default release; node3 runs Debian 13 so that every converge covers both supported releases.
 DEFAULT_LAYOUT: list[dict[str, Any]] = [
-    {"name": "node1", "roles": ["control_plane", "etcd"], "zone": "lab-a"},
-    {"name": "node2", "roles": ["workers"], "zone": "lab-b"},
-    {"name": "node3", "roles": ["workers"], "zone": "lab-c"},
+    {"name": "node1", "roles": ["control_plane", "etcd"], "zone": "lab-a", "suite": "bookworm"},
+    {"name": "node2", "roles": ["workers"], "zone": "lab-b", "suite": "bookworm"},
+    {"name": "node3", "roles": ["workers"], "zone": "lab-c", "suite": "trixie"},
 ]
 ZONES = ("lab-a", "lab-b", "lab-c")
 
 
-def default_nodes(count: int, suite: str) -> list[NodeSpec]:
+def default_nodes(count: int, suite: str | None = None) -> list[NodeSpec]:
+    """The default layout for `count` nodes; `suite` puts every node on one Debian release."""
     nodes = []
     for index in range(count):
         if index < len(DEFAULT_LAYOUT):
             spec = dict(DEFAULT_LAYOUT[index])
         else:
             spec = {"name": f"node{index + 1}", "roles": ["workers"], "zone": ZONES[index % len(ZONES)]}
-        nodes.append(NodeSpec(suite=suite, **spec))
+            spec["suite"] = "bookworm"
+        if suite is not None:
+            spec["suite"] = suite
+        nodes.append(NodeSpec(**spec))
     return nodes
 
 

@@ -19,8 +19,8 @@ import pytest
 REPO = Path(__file__).resolve().parents[2]
 LAB_DIR = Path(os.environ.get("SPECTRA_LAB_DIR", "/var/lib/spectra-lab"))
 PYINFRA = str(Path(sys.executable).parent / "pyinfra")
-# Debian 12 on two nodes and Debian 13 on one, so every lab test covers both supported releases.
-LAB_UP_ARGS = ("up", "--nodes", "3", "--node-suite", "node3=trixie")
+# The default layout: Debian 12 on node1 and node2, Debian 13 on node3, so lab tests cover both releases.
+LAB_UP_ARGS = ("up", "--nodes", "3")
 
 
 @dataclass
