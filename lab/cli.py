@@ -28,6 +28,8 @@ def _parser() -> argparse.ArgumentParser:
         help="Debian release for one node, e.g. node3=trixie (repeatable)",
     )
     up.add_argument("--config", type=Path, help="YAML file listing nodes (name, roles, zone, suite)")
+    up.add_argument("--subnet", default=None, help="lab subnet inside 198.18.0.0/15 (default 198.18.0.0/24)")
+    up.add_argument("--bridge", default=None, help="name of the lab bridge (default splab0)")
 
     commands.add_parser("down", help="remove every node and everything the lab made on this host")
     commands.add_parser("status", help="nodes, addresses and state")
@@ -65,6 +67,10 @@ def main(argv: list[str] | None = None) -> int:
             for node in nodes:
                 node.suite = overrides.get(node.name, node.suite)
             config.nodes = nodes
+            if args.subnet:
+                config.subnet = args.subnet
+            if args.bridge:
+                config.bridge = args.bridge
             lab.up(nodes)
             _print_status(lab)
             print(f"\ninventory: inventories/lab.py (state in {lab.inventory_path})")

@@ -73,7 +73,10 @@ class LabConfig:
         return f"http://{self.gateway}:{self.mirror_port}"
 
     def validate(self) -> None:
-        network = self.network
+        try:
+            network = self.network
+        except ValueError as exc:
+            raise LabError(f"subnet {self.subnet!r} is not a network address with a prefix: {exc}") from exc
         if not ipaddress.IPv4Network("198.18.0.0/15").supernet_of(network):
             raise LabError(f"subnet {self.subnet} must lie inside 198.18.0.0/15 (reserved for test networks)")
         names = [n.name for n in self.nodes]

@@ -202,6 +202,8 @@ class Lab:
             if state is None:
                 log("the lab is not up; nothing to remove")
                 return
+            # Take down what was brought up, whatever this command's defaults say.
+            self.config.bridge, self.config.subnet = state["bridge"], state["subnet"]
             for record in state["nodes"]:
                 self._stop_node(record, hard=True)
                 network.node_network_down(record["name"], record["index"])
@@ -254,6 +256,7 @@ class Lab:
         state = self.load_state()
         if state is None:
             raise LabError("the lab is not up: run `python -m lab up`")
+        self.config.bridge, self.config.subnet = state["bridge"], state["subnet"]
         return state
 
     # --- status and ssh ------------------------------------------------------------------------
