@@ -23,7 +23,7 @@ import re
 from collections.abc import Iterable
 from typing import Any
 
-from pyinfra import host, inventory
+from pyinfra import host
 from pyinfra.api import DeployError, QuoteString, StringCommand, deploy
 from pyinfra.operations import apt
 
@@ -87,7 +87,7 @@ def inventory_addresses(roles: Iterable[str] | None) -> list[str]:
     """Addresses of inventory hosts having any of ``roles`` (all hosts for None), as /32 or /128."""
     wanted = set(roles) if roles is not None else None
     addresses: list[str] = []
-    for candidate in inventory:
+    for candidate in host.inventory:
         host_roles = set(candidate.data.get("roles") or [])
         if wanted is not None and not host_roles & wanted:
             continue
