@@ -19,7 +19,7 @@ pytestmark = pytest.mark.unit
 
 SYSCTL = "/etc/sysctl.d/60-spectra-hardening.conf"
 SYSCTL_STAGED = "/etc/sysctl.d/.60-spectra-hardening.conf.spectra-new"
-EMPTY = {"files": {}, "units": {}}
+EMPTY: dict[str, dict[str, object]] = {"files": {}, "units": {}}
 
 
 def sysctl_lines(text: str) -> dict[str, str]:

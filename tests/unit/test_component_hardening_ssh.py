@@ -164,10 +164,13 @@ def test_algorithms_are_supported_by_pyinfras_ssh_client() -> None:
     """The deploy's next run connects with paramiko: every list must share an algorithm with it."""
     from paramiko import Transport
 
-    assert set(KEX_COMMON) & set(Transport._preferred_kex)
-    assert set(CIPHERS) & set(Transport._preferred_ciphers)
+    preferred: dict[str, tuple[str, ...]] = {
+        name: getattr(Transport, f"_preferred_{name}") for name in ("kex", "ciphers", "macs")
+    }
+    assert set(KEX_COMMON) & set(preferred["kex"])
+    assert set(CIPHERS) & set(preferred["ciphers"])
     # aes*-ctr needs a MAC paramiko also has
-    assert set(MACS) & set(Transport._preferred_macs)
+    assert set(MACS) & set(preferred["macs"])
 
 
 def test_sshd_state_fact_parses_output() -> None:
