@@ -226,8 +226,14 @@ class Go:
     path: str
 
     @classmethod
-    def find(cls) -> Go:
-        candidates = [os.environ.get("SPECTRA_GO"), shutil.which("go"), "/usr/local/go/bin/go", "/usr/lib/go/bin/go"]
+    def find(cls, candidates: Sequence[str | None] | None = None) -> Go:
+        if candidates is None:
+            candidates = [
+                os.environ.get("SPECTRA_GO"),
+                shutil.which("go"),
+                "/usr/local/go/bin/go",
+                "/usr/lib/go/bin/go",
+            ]
         for candidate in candidates:
             if candidate and Path(candidate).is_file() and os.access(candidate, os.X_OK):
                 return cls(candidate)
