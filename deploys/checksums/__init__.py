@@ -159,3 +159,12 @@ def write_table(path: Path, table: Table) -> bool:
 def release_url(base_url: str, version: str, arch: str, binary: str, os_name: str = "linux") -> str:
     """``<base>/<version>/bin/<os>/<arch>/<binary>``: the upstream layout, which the lab mirror copies."""
     return f"{base_url.rstrip('/')}/{version}/bin/{os_name}/{arch}/{binary}"
+
+
+def artifact(table: Table, base_url: str, version: str, arch: str, binary: str) -> tuple[str, str]:
+    """``(url, sha256)`` for one binary: what a deploy hands to the verified download operation.
+
+    Production passes the upstream base URL and the repository table; the lab passes its mirror's URL
+    (``http://<lab gateway>:8080/release``) and the table its own build wrote. Nothing else differs.
+    """
+    return release_url(base_url, version, arch, binary), lookup(table, version, arch, binary)

@@ -429,3 +429,13 @@ def test_no_temporary_files_survive_a_failed_table_write(tmp_path: Path, monkeyp
     with pytest.raises(OSError):
         checksums.write_table(tmp_path / "t.yaml", {"v1.36.3": {"amd64": {"kubelet": HEX_A}}})
     assert list(tmp_path.iterdir()) == []
+
+
+def test_artifact_pairs_the_url_with_the_tables_sum() -> None:
+    table = {"v1.36.3": {"amd64": {"kubectl": HEX_A}}}
+    assert checksums.artifact(table, "http://198.18.0.1:8080/release", "v1.36.3", "amd64", "kubectl") == (
+        "http://198.18.0.1:8080/release/v1.36.3/bin/linux/amd64/kubectl",
+        HEX_A,
+    )
+    with pytest.raises(ChecksumError, match="no sha256 for kubelet"):
+        checksums.artifact(table, checksums.UPSTREAM_KUBERNETES_BASE_URL, "v1.36.3", "amd64", "kubelet")
