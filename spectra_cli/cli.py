@@ -93,16 +93,12 @@ def build_parser() -> argparse.ArgumentParser:
     rollout_parser = sub.add_parser("rollout", help="validate, then deploy one zone at a time")
     _common(rollout_parser)
     _run_options(rollout_parser)
-    rollout_parser.add_argument(
-        "--by-zone", action="store_true", required=True, help="one az_* group at a time"
-    )
+    rollout_parser.add_argument("--by-zone", action="store_true", required=True, help="one az_* group at a time")
     rollout_parser.add_argument(
         "--zones", action="append", default=[], help="zone order, comma separated (default: sorted)"
     )
     rollout_parser.add_argument("--pause", type=float, default=0.0, help="seconds to wait between zones")
-    rollout_parser.add_argument(
-        "--skip-unzoned", action="store_true", help="leave selected hosts without a zone out"
-    )
+    rollout_parser.add_argument("--skip-unzoned", action="store_true", help="leave selected hosts without a zone out")
     return parser
 
 
@@ -162,6 +158,10 @@ def _check_extra(extra: Sequence[str]) -> str | None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    # pyinfra_cli gevent-monkey-patches the stdlib on import; do it before boto3 & co. are imported
+    # by inventory files, as the pyinfra CLI does.
+    import pyinfra_cli  # noqa: F401
+
     argv = list(sys.argv[1:] if argv is None else argv)
     extra: list[str] = []
     if "--" in argv:

@@ -67,9 +67,7 @@ def plan(
         unknown = [zone for zone, group in zip(zones, order, strict=True) if group not in available]
         if unknown:
             known = ", ".join(available) or "none"
-            raise RolloutError(
-                f"--zones names zones with no selected hosts: {', '.join(unknown)} (zones: {known})"
-            )
+            raise RolloutError(f"--zones names zones with no selected hosts: {', '.join(unknown)} (zones: {known})")
         if len(set(order)) != len(order):
             raise RolloutError("--zones lists a zone twice")
     else:

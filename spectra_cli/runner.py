@@ -58,9 +58,7 @@ def run_pyinfra(run: PyinfraRun, *, env: dict[str, str] | None = None, cwd: str 
         result_file = Path(tmp) / "result.json"
         child_env = dict(os.environ if env is None else env)
         child_env[RESULT_FILE_ENV] = str(result_file)
-        process = subprocess.Popen(
-            [sys.executable, "-m", "spectra_cli.pyinfra_shim", *argv], env=child_env, cwd=cwd
-        )
+        process = subprocess.Popen([sys.executable, "-m", "spectra_cli.pyinfra_shim", *argv], env=child_env, cwd=cwd)
         interrupted = False
         while True:
             try:

@@ -8,7 +8,8 @@ Four sources, in this order:
 4. component settings: each module in ``deploys/components/`` exports ``DEFAULTS`` (key -> default) and
    may export ``REQUIRED`` (keys that need a value), ``TYPES`` (key -> type or tuple of types, for keys
    whose default is ``None``) and ``ROLES`` (the roles the component runs on; ``REQUIRED`` is only
-   enforced on hosts with one of them).
+   enforced on hosts with one of them). The first ``*_enabled`` key of ``DEFAULTS`` with a bool default
+   is the component's switch: ``REQUIRED`` is not enforced on hosts where it is ``False``.
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ class Requirement:
     key: str
     source: str
     roles: frozenset[str] | None = None  # None: every host
+    switch: str | None = None  # the component's *_enabled key: not required where it is False
 
 
 @dataclass
@@ -248,8 +250,11 @@ def _add_component(schema: Schema, module_name: str) -> None:
         schema.add(KeySpec(key, expected, where, default=default))
 
     role_set = frozenset(roles) if roles else None
+    switch = next(
+        (key for key, value in defaults.items() if key.endswith("_enabled") and isinstance(value, bool)), None
+    )
     for key in sorted(required):
-        schema.required.append(Requirement(key, where, role_set))
+        schema.required.append(Requirement(key, where, role_set, switch))
 
 
 def load_schema(components_package: str | None = DEFAULT_COMPONENTS_PACKAGE) -> Schema:

@@ -130,8 +130,7 @@ def check_value(result: ValidationResult, schema: Schema, where: str, key: str, 
         result.error(
             where,
             key,
-            f"expected {describe_types(spec.types)}, got {type(value).__name__} {value!r} "
-            f"(defined by {spec.source})",
+            f"expected {describe_types(spec.types)}, got {type(value).__name__} {value!r} (defined by {spec.source})",
         )
         return
     if spec.choices is not None and value is not None and value not in spec.choices:
@@ -144,15 +143,6 @@ def check_data(result: ValidationResult, schema: Schema, where: str, data: Mappi
         check_value(result, schema, where, key, value)
 
 
-def _read_group_data_file(path: Path, inventory: Any) -> dict[str, Any]:
-    """The data pyinfra takes from one group_data file (same loader, same import filtering)."""
-    from pyinfra.context import ctx_inventory
-    from pyinfra_cli.inventory import _get_group_data
-
-    with ctx_inventory.use(inventory):
-        return _get_group_data(str(path)).get(path.stem, {})
-
-
 def _looks_like_group(name: str, groups: Iterable[str]) -> bool:
     return (
         name in groups
@@ -162,35 +152,54 @@ def _looks_like_group(name: str, groups: Iterable[str]) -> bool:
     )
 
 
-def check_group_data_files(
-    result: ValidationResult, schema: Schema, dirs: Sequence[Path]
-) -> dict[str, set[str]]:
-    """Check every group_data file; return group -> keys set by files (to skip them later)."""
-    inventory = result.inventory
-    from_files: dict[str, set[str]] = {}
+@dataclass(frozen=True)
+class GroupDataFile:
+    """The data pyinfra takes from one group_data file."""
+
+    path: str  # as shown in messages
+    group: str
+    data: Mapping[str, Any]
+
+
+def read_group_data_files(dirs: Sequence[Path], inventory: Any, result: ValidationResult) -> list[GroupDataFile]:
+    """Load every group_data file with pyinfra's own loader (same import filtering as a real run)."""
+    from pyinfra.api import State
+    from pyinfra.context import ctx_inventory, ctx_state
+    from pyinfra_cli.inventory import _get_group_data
+
+    files = []
     for directory in dirs:
         if not directory.is_dir():
             continue
         for path in sorted(directory.glob("*.py")):
-            where = _display(path)
-            group = path.stem
             try:
-                data = _read_group_data_file(path, inventory)
+                with ctx_state.use(State()), ctx_inventory.use(inventory):
+                    data = _get_group_data(str(path)).get(path.stem, {})
             except Exception as exc:  # user code: report whatever it raised
-                result.error(where, None, f"cannot load: {getattr(exc, 'message', None) or exc}")
+                cause = getattr(exc, "exception", None) or exc
+                result.error(_display(path), None, f"cannot load: {getattr(cause, 'message', None) or cause}")
                 continue
-            if not _looks_like_group(group, inventory.groups):
-                hint = suggest(group, [*inventory.groups, *KNOWN_ROLES])
-                if hint:
-                    result.error(where, None, f"no group {group!r} in this inventory{hint}")
-            check_data(result, schema, where, data)
-            from_files.setdefault(group, set()).update(data)
+            files.append(GroupDataFile(_display(path), path.stem, data))
+    return files
+
+
+def check_group_data_files(
+    result: ValidationResult, schema: Schema, files: Sequence[GroupDataFile]
+) -> dict[str, set[str]]:
+    """Check every group_data file; return group -> keys set by files (to skip them later)."""
+    inventory = result.inventory
+    from_files: dict[str, set[str]] = {}
+    for item in files:
+        if not _looks_like_group(item.group, inventory.groups):
+            hint = suggest(item.group, [*inventory.groups, *KNOWN_ROLES])
+            if hint:
+                result.error(item.path, None, f"no group {item.group!r} in this inventory{hint}")
+        check_data(result, schema, item.path, item.data)
+        from_files.setdefault(item.group, set()).update(item.data)
     return from_files
 
 
-def check_inventory_data(
-    result: ValidationResult, schema: Schema, from_files: Mapping[str, set[str]]
-) -> None:
+def check_inventory_data(result: ValidationResult, schema: Schema, from_files: Mapping[str, set[str]]) -> None:
     inventory = result.inventory
     where = _display(result.inventory_path)
     for host in inventory:
@@ -202,9 +211,7 @@ def check_inventory_data(
             if key not in from_files.get(group, set())
         }
         check_data(result, schema, f"{where} (group {group})", data)
-    all_data = {
-        key: value for key, value in inventory.get_data().items() if key not in from_files.get("all", ())
-    }
+    all_data = {key: value for key, value in inventory.get_data().items() if key not in from_files.get("all", ())}
     check_data(result, schema, f"{where} (all)", all_data)
 
 
@@ -279,8 +286,7 @@ def check_roles(result: ValidationResult) -> None:
                 result.error(
                     where,
                     "roles",
-                    "control_plane without etcd: with stacked etcd every control-plane "
-                    "node runs an etcd member",
+                    "control_plane without etcd: with stacked etcd every control-plane node runs an etcd member",
                 )
         else:
             clash = sorted(role_set & {"control_plane", "workers"})
@@ -292,37 +298,39 @@ def check_roles(result: ValidationResult) -> None:
                 )
 
     if len(topologies) > 1:
-        detail = "; ".join(
-            f"{name}: {', '.join(sorted(hosts))}" for name, hosts in sorted(topologies.items())
-        )
+        detail = "; ".join(f"{name}: {', '.join(sorted(hosts))}" for name, hosts in sorted(topologies.items()))
         result.error("inventory", "etcd_topology", f"hosts disagree ({detail})")
     if etcd_hosts and len(etcd_hosts) % 2 == 0:
-        result.warn(
-            "inventory", "roles", f"{len(etcd_hosts)} etcd members: an odd number tolerates as many failures"
-        )
+        result.warn("inventory", "roles", f"{len(etcd_hosts)} etcd members: an odd number tolerates as many failures")
     if len(inventory) and not control_plane_hosts:
         result.warn("inventory", "roles", "no control_plane host in this inventory")
 
 
 def check_required(result: ValidationResult, schema: Schema) -> None:
-    for host in result.inventory:
-        roles = host.data.get("roles") or []
-        role_set = set(roles) if isinstance(roles, (list, tuple)) else set()
-        for requirement in schema.required:
+    """REQUIRED component settings without a value: one error per setting, listing the hosts."""
+    for requirement in schema.required:
+        missing = []
+        for host in result.inventory:
+            roles = host.data.get("roles") or []
+            role_set = set(roles) if isinstance(roles, (list, tuple)) else set()
             if requirement.roles is not None and not (requirement.roles & role_set):
                 continue
+            if requirement.switch and host.data.get(requirement.switch) is False:
+                continue
             if host.data.get(requirement.key) is None:
-                result.error(
-                    f"host {host.name}",
-                    requirement.key,
-                    f"required by {requirement.source} but has no value: set it in group_data/all.py, "
-                    "a role/zone group file or the inventory",
-                )
+                missing.append(host.name)
+        if missing:
+            shown = ", ".join(missing[:5]) + (f" and {len(missing) - 5} more" if len(missing) > 5 else "")
+            switch = f", or set {requirement.switch} = False" if requirement.switch else ""
+            result.error(
+                requirement.source,
+                requirement.key,
+                f"required but has no value on {len(missing)} host(s): {shown}; set it in group_data "
+                f"(all.py, a role, zone or env file){switch}",
+            )
 
 
-def select_hosts(
-    result: ValidationResult, limit: Sequence[str] = (), exclude: Sequence[str] = ()
-) -> list[str]:
+def select_hosts(result: ValidationResult, limit: Sequence[str] = (), exclude: Sequence[str] = ()) -> list[str]:
     """pyinfra's --limit/--exclude matching (group name, else host name glob); patterns matching nothing
     are errors instead of pyinfra's warning."""
     inventory = result.inventory
@@ -348,9 +356,7 @@ def select_hosts(
     for pattern in exclude:
         found = matches(pattern)
         if not found:
-            result.error(
-                "--exclude", None, f"{pattern!r} matches no host or group{suggest(pattern, inventory.groups)}"
-            )
+            result.error("--exclude", None, f"{pattern!r} matches no host or group{suggest(pattern, inventory.groups)}")
         names = [name for name in names if name not in found]
     if not names and len(inventory):
         result.error("--limit/--exclude", None, "no hosts left: refusing to run on zero hosts")
@@ -387,6 +393,11 @@ def validate(
     exclude: Sequence[str] = (),
     components_package: str | None = DEFAULT_COMPONENTS_PACKAGE,
 ) -> ValidationResult:
+    """Load the inventory file and its group_data the way the pyinfra CLI does, then check them.
+
+    This imports ``pyinfra_cli``, which gevent-monkey-patches the process: call it from a CLI process
+    (``spectra validate``), not from a long-lived process with threads.
+    """
     cwd = cwd or os.getcwd()
     result = ValidationResult(inventory_path)
     where = _display(inventory_path)
@@ -399,22 +410,35 @@ def validate(
         return result
 
     schema = load_schema(components_package)
-    for source, key, message in schema.problems:
-        result.error(source, key, message)
-
     try:
-        result.inventory = load_inventory(inventory_path, cwd, override_data, group_data)
+        inventory = load_inventory(inventory_path, cwd, override_data, group_data)
     except Exception as exc:  # user code and cloud APIs: report whatever they raised
         cause = getattr(exc, "exception", None) or exc
         message = getattr(cause, "message", None) or str(cause) or type(cause).__name__
         result.error(where, None, f"cannot load inventory: {message}")
         return result
+    files = read_group_data_files(group_data_dirs(inventory_path, cwd, group_data), inventory, result)
+    return check_loaded(result, inventory, schema, files, override_data=override_data, limit=limit, exclude=exclude)
 
-    if len(result.inventory) == 0:
-        result.error(where, None, "inventory has no hosts: refusing to run on zero hosts")
+
+def check_loaded(
+    result: ValidationResult,
+    inventory: Any,
+    schema: Schema,
+    files: Sequence[GroupDataFile] = (),
+    *,
+    override_data: Mapping[str, Any] | None = None,
+    limit: Sequence[str] = (),
+    exclude: Sequence[str] = (),
+) -> ValidationResult:
+    """All checks on an already built ``pyinfra.api.Inventory`` and its group_data file contents."""
+    result.inventory = inventory
+    for source, key, message in schema.problems:
+        result.error(source, key, message)
+    if len(inventory) == 0:
+        result.error(_display(result.inventory_path), None, "inventory has no hosts: refusing to run on zero hosts")
         return result
-
-    from_files = check_group_data_files(result, schema, group_data_dirs(inventory_path, cwd, group_data))
+    from_files = check_group_data_files(result, schema, files)
     check_inventory_data(result, schema, from_files)
     check_data(result, schema, "--data", override_data or {})
     check_roles(result)

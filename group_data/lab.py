@@ -1,0 +1,38 @@
+"""Settings for the local lab (group `lab`, from inventories/lab.py; its hosts are also in `env_lab`).
+
+The lab changes data only: download base URLs point at the lab's artifact mirror, and the checksum
+tables are the sums of the lab's own builds (`python -m lab up` writes them to
+$SPECTRA_LAB_DIR/checksums.json). The deploys run the same download-and-verify code as in production.
+
+pyinfra loads every group_data file for every inventory, so this file must also load when there is
+no lab (AWS, bare metal): it reads the lab's files only when the inventory has `lab` hosts, and then
+insists on them. `__all__` keeps the helper names below out of host data.
+"""
+
+import json
+import os
+from pathlib import Path
+
+from pyinfra import inventory
+
+__all__ = [
+    "chrony_daemon_opts",
+    "fluentd_enabled",
+    "node_exporter_download_base_url",
+    "node_exporter_sha256",
+]
+
+# Lab nodes share the host's kernel clock: chrony keeps time but must not set the clock (-x).
+chrony_daemon_opts = "-F 1 -x"
+
+# Fluentd's apt repository cannot be reached from the lab machines: the component is tested by its
+# rendered configuration (unit tests) and by its fail-fast check on an unreachable repository (lab test).
+fluentd_enabled = False
+
+if inventory.get_group("lab", []):
+    _lab_dir = Path(os.environ.get("SPECTRA_LAB_DIR", "/var/lib/spectra-lab"))
+    _mirror = json.loads((_lab_dir / "inventory.json").read_text())["mirror_url"]
+    _sums = json.loads((_lab_dir / "checksums.json").read_text())
+
+    node_exporter_download_base_url = f"{_mirror}/prometheus/node_exporter/releases/download"
+    node_exporter_sha256 = _sums["node_exporter"]
