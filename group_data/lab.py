@@ -17,6 +17,7 @@ from pyinfra import inventory
 
 __all__ = [
     "chrony_daemon_opts",
+    "firewall_monitoring_cidrs",
     "fluentd_enabled",
     "node_exporter_download_base_url",
     "node_exporter_sha256",
@@ -36,3 +37,6 @@ if inventory.get_group("lab", []):
 
     node_exporter_download_base_url = f"{_mirror}/prometheus/node_exporter/releases/download"
     node_exporter_sha256 = _sums["node_exporter"]
+
+# The lab host (the bridge address) scrapes node exporters, as a monitoring server would.
+firewall_monitoring_cidrs = ["198.18.0.1/32"]

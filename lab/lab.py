@@ -14,7 +14,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from lab import machines, mirror, network, rootfs
+from lab import artifacts, machines, mirror, network, rootfs
 from lab.config import LabConfig, LabError, NodeSpec
 from lab.shell import log, run
 
@@ -144,6 +144,7 @@ class Lab:
             if not mirror.is_mirror_process(state.get("mirror_pid")):
                 state["mirror_pid"] = mirror.start(self.config)
                 self.save_state(state)
+            artifacts.publish_all(self.config)
 
             used_indexes = {n["index"] for n in state["nodes"]}
             for spec in nodes:

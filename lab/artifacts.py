@@ -1,0 +1,136 @@
+"""Artifacts the lab mirror serves in place of upstream download sites that cannot be reached here.
+
+Each artifact is built from its real source through the Go module proxy at the version the deploys pin,
+cached outside the repository keyed by version, and published under the same path as upstream. The lab
+writes the sha256 sums of its own builds to `$SPECTRA_LAB_DIR/checksums.json`; `group_data/lab.py` reads
+them, so the deploys take the one download-and-verify path with lab data instead of upstream data.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import io
+import json
+import os
+import shutil
+import subprocess
+import tarfile
+import time
+from pathlib import Path
+from typing import Any
+
+from lab.config import LabConfig, LabError
+from lab.mirror import mirror_root
+from lab.shell import log
+
+ARCH = "amd64"
+
+
+def _go() -> str:
+    go = shutil.which("go") or "/usr/local/go/bin/go"
+    if not Path(go).exists():
+        raise LabError("Go is needed to build the lab's artifacts: apt-get install golang-go")
+    return go
+
+
+def go_install(module: str, version: str, out_dir: Path, ldflags: str) -> Path:
+    """`go install module@version` as a static linux/amd64 binary into out_dir; returns the binary."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    env = dict(os.environ, CGO_ENABLED="0", GOOS="linux", GOARCH=ARCH, GOBIN=str(out_dir))
+    started = time.monotonic()
+    result = subprocess.run(
+        ["nice", "-n", "10", _go(), "install", "-trimpath", f"-ldflags={ldflags}", f"{module}@{version}"],
+        env=env,
+        capture_output=True,
+        text=True,
+        cwd=out_dir,
+    )
+    if result.returncode != 0:
+        raise LabError(f"go install {module}@{version} failed:\n{result.stderr.strip()[-3000:]}")
+    log(f"built {module}@{version} in {time.monotonic() - started:.0f} s")
+    return out_dir / module.rstrip("/").split("/")[-1]
+
+
+def _tar_gz(members: dict[str, tuple[bytes, int]], directories: list[str]) -> bytes:
+    raw = io.BytesIO()
+    # mtime 0 and fixed owners make the tarball depend on its contents only.
+    with tarfile.open(fileobj=raw, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        for name in directories:
+            info = tarfile.TarInfo(name)
+            info.type = tarfile.DIRTYPE
+            info.mode = 0o755
+            tar.addfile(info)
+        for name, (data, mode) in sorted(members.items()):
+            info = tarfile.TarInfo(name)
+            info.size, info.mode = len(data), mode
+            tar.addfile(info, io.BytesIO(data))
+    out = io.BytesIO()
+    with gzip.GzipFile(fileobj=out, mode="wb", mtime=0) as gz:
+        gz.write(raw.getvalue())
+    return out.getvalue()
+
+
+def _publish(path: Path, data: bytes) -> None:
+    """Write a mirror file atomically, leaving it alone when the content is already there."""
+    if path.exists() and path.read_bytes() == data:
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_bytes(data)
+    tmp.rename(path)
+
+
+def node_exporter(config: LabConfig, version: str) -> dict[str, str]:
+    """Build node_exporter and publish it like its GitHub release. Returns {arch: tarball sha256}."""
+    cache = config.cache_dir / "artifacts" / "node_exporter" / version / ARCH
+    tarball_name = f"node_exporter-{version}.linux-{ARCH}.tar.gz"
+    tarball = cache / tarball_name
+    if not tarball.exists():
+        ldflags = " ".join(
+            [
+                "-s -w",
+                f"-X github.com/prometheus/common/version.Version={version}",
+                "-X github.com/prometheus/common/version.Revision=spectra-lab-build",
+                "-X github.com/prometheus/common/version.Branch=HEAD",
+                "-X github.com/prometheus/common/version.BuildUser=spectra-lab",
+            ]
+        )
+        binary = go_install("github.com/prometheus/node_exporter", f"v{version}", cache / "bin", ldflags)
+        top = f"node_exporter-{version}.linux-{ARCH}"
+        notice = b"Built by the Spectra lab from the node_exporter Go module at this version (Apache-2.0).\n"
+        data = _tar_gz(
+            {f"{top}/node_exporter": (binary.read_bytes(), 0o755), f"{top}/NOTICE": (notice, 0o644)},
+            [top],
+        )
+        tmp = tarball.with_name(tarball_name + ".tmp")
+        tmp.write_bytes(data)
+        tmp.rename(tarball)
+    data = tarball.read_bytes()
+    digest = hashlib.sha256(data).hexdigest()
+    release = mirror_root(config) / "prometheus" / "node_exporter" / "releases" / "download" / f"v{version}"
+    _publish(release / tarball_name, data)
+    _publish(release / "sha256sums.txt", f"{digest}  {tarball_name}\n".encode())
+    return {ARCH: digest}
+
+
+def pinned_versions() -> dict[str, str]:
+    """The versions the deploys pin: the lab builds exactly these."""
+    from deploys.components import node_exporter as node_exporter_component
+
+    return {"node_exporter": str(node_exporter_component.DEFAULTS["node_exporter_version"])}
+
+
+def publish_all(config: LabConfig) -> dict[str, Any]:
+    """Build (or take from cache) every lab artifact, publish it, and write the lab's checksum table."""
+    versions = pinned_versions()
+    sums: dict[str, Any] = {
+        "node_exporter": {versions["node_exporter"]: node_exporter(config, versions["node_exporter"])},
+    }
+    checksums = config.state_dir / "checksums.json"
+    text = json.dumps(sums, indent=2, sort_keys=True) + "\n"
+    if not checksums.exists() or checksums.read_text() != text:
+        tmp = checksums.with_suffix(".tmp")
+        tmp.write_text(text)
+        tmp.rename(checksums)
+    return sums
