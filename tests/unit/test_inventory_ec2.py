@@ -231,9 +231,15 @@ def test_cache_ttl(moto_endpoint: str, tmp_path: Path) -> None:
         assert len(load_instances(source, now=1302.0)) == 3
 
 
-def test_assumed_role(moto_endpoint: str, cluster: dict[str, Any]) -> None:
-    source = _source(moto_endpoint, role_arn="arn:aws:iam::123456789012:role/spectra-inventory")
-    assert len(ec2_records(source)) == cluster["running"]
+def test_assumed_role(moto_endpoint: str) -> None:
+    _launch(_client(moto_endpoint), "us-east-1c", {"spectra:cluster": "roletest", "spectra:roles": "workers"})
+    source = Ec2Source(
+        region="us-east-1",
+        cluster="roletest",
+        endpoint_url=moto_endpoint,
+        role_arn="arn:aws:iam::123456789012:role/spectra-inventory",
+    )
+    assert len(ec2_records(source)) == 1
 
 
 def test_no_matching_instances_is_an_error(moto_endpoint: str) -> None:
