@@ -78,9 +78,7 @@ def read_output_file(path: str | Path) -> Any:
         raise InventoryError(f"cannot read Terraform output file {path}: {exc}") from exc
 
 
-def inventory_value(
-    outputs: Any, output_name: str = DEFAULT_OUTPUT, source: str = "outputs"
-) -> dict[str, Any]:
+def inventory_value(outputs: Any, output_name: str = DEFAULT_OUTPUT, source: str = "outputs") -> dict[str, Any]:
     """The inventory value from all outputs (``{name: {"value": ...}}``) or from the bare value."""
     if not isinstance(outputs, dict):
         raise InventoryError(f"{source}: expected a JSON object")
