@@ -86,8 +86,9 @@ class LabConfig:
             raise LabError("the lab needs at least one node")
         for node in self.nodes:
             node.validate()
-        if len(self.bridge) > 15:
-            raise LabError(f"bridge name {self.bridge!r} is longer than 15 characters")
+        if not re.fullmatch(r"[a-z][a-z0-9]{0,9}", self.bridge):
+            # veth names are the bridge name plus "v<index>", and interface names stop at 15 characters.
+            raise LabError(f"bridge name {self.bridge!r}: use 1-10 lowercase letters or digits, starting with a letter")
 
 
 # Default three nodes, one per zone: one control plane (with etcd) and two workers. Debian 12 is the

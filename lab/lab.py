@@ -5,6 +5,7 @@ from __future__ import annotations
 import fcntl
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -141,7 +142,7 @@ class Lab:
                 state["ip_forward_was"] = changed["ip_forward_was"]
             self.save_state(state)
 
-            if not mirror.is_mirror_process(state.get("mirror_pid")):
+            if not mirror.is_mirror_process(self.config, state.get("mirror_pid")):
                 state["mirror_pid"] = mirror.start(self.config)
                 self.save_state(state)
             artifacts.publish_all(self.config)
@@ -170,7 +171,7 @@ class Lab:
             to_wait = []
             for record in state["nodes"]:
                 network.node_network_up(self.config, record["name"], record["index"], record["address"])
-                if not machines.pid_alive(record["pid"], record["name"]):
+                if not machines.pid_alive(self.config, record["pid"], record["name"]):
                     record["pid"] = machines.boot(self.config, record["name"])
                     self.save_state(state)
                     to_wait.append(record)
@@ -207,9 +208,9 @@ class Lab:
             self.config.bridge, self.config.subnet = state["bridge"], state["subnet"]
             for record in state["nodes"]:
                 self._stop_node(record, hard=True)
-                network.node_network_down(record["name"], record["index"])
+                network.node_network_down(self.config, record["name"], record["index"])
             pid = state.get("mirror_pid")
-            if pid and mirror.is_mirror_process(pid):
+            if pid and mirror.is_mirror_process(self.config, pid):
                 os.kill(int(pid), signal.SIGTERM)
             network.bridge_down(self.config, state.get("ip_forward_was"))
             # Keep the SSH key and caches; remove node roots and run state.
@@ -221,7 +222,7 @@ class Lab:
     def _stop_node(self, record: dict[str, Any], hard: bool) -> None:
         machines.power_off(self.config, record["name"], record.get("pid"), hard=hard)
         # Any stray machine of the same name (a crashed earlier run) goes too.
-        for pid in machines.machine_processes(record["name"]):
+        for pid in machines.machine_processes(self.config, record["name"]):
             machines.power_off(self.config, record["name"], pid, hard=True)
         record["pid"] = None
 
@@ -240,7 +241,7 @@ class Lab:
         with self.locked():
             state = self._require_state()
             record = self._node(state, name)
-            if machines.pid_alive(record["pid"], name):
+            if machines.pid_alive(self.config, record["pid"], name):
                 log(f"{name} is already running")
                 return
             network.node_network_up(self.config, name, record["index"], record["address"])
@@ -266,7 +267,7 @@ class Lab:
         state = self._require_state()
         rows = []
         for record in state["nodes"]:
-            running = machines.pid_alive(record["pid"], record["name"])
+            running = machines.pid_alive(self.config, record["pid"], record["name"])
             system = "stopped"
             if running:
                 result = subprocess.run(
@@ -287,14 +288,16 @@ class Lab:
         """What of the lab still exists on the host (used by tests and `down` checks)."""
         found = []
         netns = run(["ip", "netns", "list"]).stdout
-        found += [f"netns {line.split()[0]}" for line in netns.splitlines() if line.startswith("splab-")]
+        netns_prefix = network.netns_name(self.config, "")
+        found += [f"netns {line.split()[0]}" for line in netns.splitlines() if line.startswith(netns_prefix)]
         links = run(["ip", "-o", "link", "show"]).stdout
         for line in links.splitlines():
             ifname = line.split(":")[1].strip().split("@")[0]
-            if ifname == self.config.bridge or ifname.startswith("splv"):
+            if ifname == self.config.bridge or re.fullmatch(re.escape(self.config.bridge) + r"v\d+", ifname):
                 found.append(f"link {ifname}")
         nat = run(["iptables", "-t", "nat", "-S"]).stdout + run(["iptables", "-S"]).stdout
-        found += [f"iptables {line}" for line in nat.splitlines() if network.NAT_COMMENT in line]
+        comment = network.nat_comment(self.config)
+        found += [f"iptables {line}" for line in nat.splitlines() if f"{comment} " in line or f'"{comment}"' in line]
         mounts = Path("/proc/self/mountinfo").read_text()
         found += [
             f"mount {line.split()[4]}" for line in mounts.splitlines() if str(self.config.state_dir) in line
@@ -306,9 +309,9 @@ class Lab:
                 cmdline = (entry / "cmdline").read_bytes()
             except (FileNotFoundError, ProcessLookupError):
                 continue
-            if (b"systemd-nspawn" in cmdline and str(self.config.state_dir).encode() in cmdline) or (
-                b"lab.mirror_server" in cmdline
-            ):
+            if (b"systemd-nspawn" in cmdline or b"lab.mirror_server" in cmdline) and str(
+                self.config.state_dir
+            ).encode() in cmdline:
                 readable = cmdline.replace(b"\0", b" ").decode(errors="replace")
                 found.append(f"process {entry.name} {readable}")
         return found

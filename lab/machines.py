@@ -87,14 +87,16 @@ def write_known_hosts(config: LabConfig, entries: list[tuple[str, str, str]]) ->
     ssh_config(config).write_text("\n".join(blocks))
 
 
-def pid_alive(pid: int | None, name: str) -> bool:
+def pid_alive(config: LabConfig, pid: int | None, name: str) -> bool:
+    """Whether `pid` is the systemd-nspawn of this lab's node `name` (its root directory says so)."""
     if not pid:
         return False
     try:
         cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
-    except FileNotFoundError:
+    except (FileNotFoundError, ProcessLookupError):
         return False
-    return b"systemd-nspawn" in os.path.basename(cmdline[0]) and f"--machine={name}".encode() in cmdline
+    root = f"--directory={node_dir(config, name) / 'rootfs'}".encode()
+    return b"systemd-nspawn" in os.path.basename(cmdline[0]) and root in cmdline
 
 
 def boot(config: LabConfig, name: str) -> int:
@@ -112,7 +114,7 @@ def boot(config: LabConfig, name: str) -> int:
                 "--keep-unit",
                 f"--machine={name}",
                 f"--directory={directory / 'rootfs'}",
-                f"--network-namespace-path=/run/netns/{netns_name(name)}",
+                f"--network-namespace-path=/run/netns/{netns_name(config, name)}",
                 "--console=passive",
                 "--capability=all",
                 f"--system-call-filter={SYSCALL_FILTER}",
@@ -149,7 +151,7 @@ def wait_ready(config: LabConfig, name: str, address: str, pid: int, timeout: fl
     deadline = time.monotonic() + timeout
     last = ""
     while time.monotonic() < deadline:
-        if not pid_alive(pid, name):
+        if not pid_alive(config, pid, name):
             tail = (node_dir(config, name) / "console.log").read_text(errors="replace")[-2000:]
             raise LabError(f"node {name} stopped while booting; console log ends:\n{tail}")
         result = subprocess.run(
@@ -168,26 +170,26 @@ def wait_ready(config: LabConfig, name: str, address: str, pid: int, timeout: fl
 
 def power_off(config: LabConfig, name: str, pid: int | None, hard: bool = False, timeout: float = 30) -> None:
     """Stop a node's whole machine: an orderly shutdown, or a power cut with `hard`."""
-    if not pid_alive(pid, name):
+    if not pid_alive(config, pid, name):
         return
     assert pid is not None
     # SIGTERM makes systemd-nspawn ask the node's systemd for a clean poweroff.
     os.kill(pid, signal.SIGKILL if hard else signal.SIGTERM)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if not pid_alive(pid, name):
+        if not pid_alive(config, pid, name):
             return
         time.sleep(0.2)
     os.kill(pid, signal.SIGKILL)
     time.sleep(0.5)
-    if pid_alive(pid, name):
+    if pid_alive(config, pid, name):
         raise LabError(f"node {name} (pid {pid}) did not stop")
 
 
-def machine_processes(name: str) -> list[int]:
+def machine_processes(config: LabConfig, name: str) -> list[int]:
     """PIDs of any systemd-nspawn process for this machine, tracked or not."""
     found = []
     for entry in Path("/proc").iterdir():
-        if entry.name.isdigit() and pid_alive(int(entry.name), name):
+        if entry.name.isdigit() and pid_alive(config, int(entry.name), name):
             found.append(int(entry.name))
     return found

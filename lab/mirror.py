@@ -16,14 +16,14 @@ def mirror_root(config: LabConfig) -> Path:
     return config.state_dir / "mirror"
 
 
-def is_mirror_process(pid: int | None) -> bool:
+def is_mirror_process(config: LabConfig, pid: int | None) -> bool:
     if not pid:
         return False
     try:
-        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
-    except FileNotFoundError:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except (FileNotFoundError, ProcessLookupError):
         return False
-    return b"lab.mirror_server" in cmdline
+    return b"lab.mirror_server" in cmdline and str(mirror_root(config)).encode() in cmdline
 
 
 def start(config: LabConfig) -> int:

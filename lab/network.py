@@ -10,16 +10,21 @@ from lab.config import LabConfig, LabError
 from lab.shell import run, succeeds
 
 NAT_COMMENT = "spectra-lab"
+
+
+def nat_comment(config: LabConfig) -> str:
+    # One comment per lab (bridge), so two labs side by side never remove each other's rules.
+    return f"{NAT_COMMENT}:{config.bridge}"
 IP_FORWARD = Path("/proc/sys/net/ipv4/ip_forward")
 
 
-def netns_name(node: str) -> str:
-    return f"splab-{node}"
+def netns_name(config: LabConfig, node: str) -> str:
+    return f"{config.bridge}-{node}"
 
 
-def host_veth(index: int) -> str:
-    # Interface names are limited to 15 characters; index-based names always fit.
-    return f"splv{index}"
+def host_veth(config: LabConfig, index: int) -> str:
+    # Interface names are limited to 15 characters: the bridge name (at most 10) plus "v" and the index.
+    return f"{config.bridge}v{index}"
 
 
 def _links() -> list[dict]:
@@ -55,15 +60,15 @@ def check_bridge_free(config: LabConfig, lab_owns_bridge: bool) -> None:
 def _nat_rule(config: LabConfig) -> list[str]:
     return [
         "POSTROUTING", "-s", config.subnet, "!", "-o", config.bridge,
-        "-j", "MASQUERADE", "-m", "comment", "--comment", NAT_COMMENT,
+        "-j", "MASQUERADE", "-m", "comment", "--comment", nat_comment(config),
     ]  # fmt: skip
 
 
 def _forward_rules(config: LabConfig) -> list[list[str]]:
     # Hosts with a FORWARD policy of DROP (Docker sets one) would otherwise block the nodes.
     return [
-        ["FORWARD", "-i", config.bridge, "-j", "ACCEPT", "-m", "comment", "--comment", NAT_COMMENT],
-        ["FORWARD", "-o", config.bridge, "-j", "ACCEPT", "-m", "comment", "--comment", NAT_COMMENT],
+        ["FORWARD", "-i", config.bridge, "-j", "ACCEPT", "-m", "comment", "--comment", nat_comment(config)],
+        ["FORWARD", "-o", config.bridge, "-j", "ACCEPT", "-m", "comment", "--comment", nat_comment(config)],
     ]
 
 
@@ -98,10 +103,10 @@ def bridge_down(config: LabConfig, ip_forward_was: str | None) -> None:
 
 
 def node_network_up(config: LabConfig, node: str, index: int, address: str) -> None:
-    ns = netns_name(node)
+    ns = netns_name(config, node)
     if not Path(f"/run/netns/{ns}").exists():
         run(["ip", "netns", "add", ns])
-    veth = host_veth(index)
+    veth = host_veth(config, index)
     if not link_exists(veth):
         run(["ip", "link", "add", veth, "type", "veth", "peer", "name", "eth0", "netns", ns])
     run(["ip", "link", "set", veth, "master", config.bridge, "up"])
@@ -114,10 +119,10 @@ def node_network_up(config: LabConfig, node: str, index: int, address: str) -> N
     run([*in_ns, "ip", "route", "replace", "default", "via", config.gateway])
 
 
-def node_network_down(node: str, index: int) -> None:
-    veth = host_veth(index)
+def node_network_down(config: LabConfig, node: str, index: int) -> None:
+    veth = host_veth(config, index)
     if link_exists(veth):
         run(["ip", "link", "delete", veth])
-    ns = netns_name(node)
+    ns = netns_name(config, node)
     if Path(f"/run/netns/{ns}").exists():
         run(["ip", "netns", "delete", ns])

@@ -32,7 +32,7 @@ def link_exists(name: str) -> bool:
 @pytest.fixture
 def foreign_link() -> Iterator[str]:
     """An interface that is not the lab's, holding an address in 198.18.7.0/24."""
-    name = "sptestfrgn0"
+    name = "sptestfrg0"
     subprocess.run(["ip", "link", "add", name, "type", "bridge"], check=True)
     subprocess.run(["ip", "address", "add", "198.18.7.5/24", "dev", name], check=True)
     yield name
