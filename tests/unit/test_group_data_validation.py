@@ -179,7 +179,11 @@ def test_missing_required_lists_hosts_and_respects_roles_and_switch(schema: Sche
         "set it in group_data (all.py, a role, zone or env file), or set kube_enabled = False",
     ]
     # etcdc only runs on etcd hosts; kube switched off on workers
-    files = {"etcd": {"etcdc_token": "x"}, "control_plane": {"kube_api_url": "u"}, "workers": {"kube_enabled": False}}
+    files: dict[str, dict[str, Any]] = {
+        "etcd": {"etcdc_token": "x"},
+        "control_plane": {"kube_api_url": "u"},
+        "workers": {"kube_enabled": False},
+    }
     assert _check(schema, files=files).ok
 
 
