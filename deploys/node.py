@@ -1,14 +1,15 @@
 """Turn every host of the inventory into a Kubernetes-ready, monitored, hardened node.
 
-    pyinfra -y inventories/<where>.py deploys/node.py
+    pyinfra -y inventories/<where>.py deploys/node.py      (or: spectra deploy ... deploys/node.py)
 
-Each component is one @deploy with its own settings (data_defaults) and is switched by a data
-flag (``<component>_enabled``, default on unless said otherwise).
+Each component is one @deploy with its own settings (data_defaults, documented in its module) and is
+switched by its own data flag, `<component>_enabled` (hardening: one flag per concern).
+Order matters: OS prerequisites first (apt lists, kernel features, sysctls), hardening before the
+services it protects, the container runtime before the log agent that reads container logs.
 """
 
 from __future__ import annotations
 
-import importlib
 import sys
 from pathlib import Path
 
@@ -17,36 +18,33 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from pyinfra import host  # noqa: E402
 
+from deploys.components.audit import audit_rules  # noqa: E402
+from deploys.components.auto_updates import auto_updates  # noqa: E402
 from deploys.components.container_runtime import container_runtime  # noqa: E402
+from deploys.components.file_permissions import file_permissions  # noqa: E402
+from deploys.components.firewall import firewall  # noqa: E402
+from deploys.components.fluentd import fluentd  # noqa: E402
+from deploys.components.hardening_ssh import ssh_hardening  # noqa: E402
+from deploys.components.hardening_sysctl import sysctl_hardening  # noqa: E402
 from deploys.components.node_exporter import node_exporter  # noqa: E402
 from deploys.components.os_prerequisites import os_prerequisites  # noqa: E402
 
 
-def enabled(flag: str, default: bool = True) -> bool:
-    return bool(host.data.get(flag, default))
+def enabled(flag: str) -> bool:
+    # Every component's own flag defaults to on in its DEFAULTS; this reads group data first.
+    return bool(host.data.get(flag, True))
 
 
 if enabled("os_prerequisites_enabled"):
     os_prerequisites()
 
-# --- hardening (owned by the hardening engineer) ---------------------------------------------------
-# Each concern is its own component and reads its own *_enabled flag; "hardening_enabled" switches
-# them all. A module not written yet is skipped.
-HARDENING = [
-    ("deploys.components.hardening_ssh", "ssh_hardening"),
-    ("deploys.components.hardening_sysctl", "sysctl_hardening"),
-    ("deploys.components.firewall", "firewall"),
-    ("deploys.components.audit", "audit_rules"),
-    ("deploys.components.auto_updates", "auto_updates"),
-    ("deploys.components.file_permissions", "file_permissions"),
-]
-if enabled("hardening_enabled"):
-    for module_name, function_name in HARDENING:
-        try:
-            module = importlib.import_module(module_name)
-        except ModuleNotFoundError:
-            continue
-        getattr(module, function_name)()
+# Hardening, one concern per component; each reads its own flag inside (e.g. firewall_enabled).
+ssh_hardening()
+sysctl_hardening()
+firewall()
+audit_rules()
+auto_updates()
+file_permissions()
 
 if enabled("container_runtime_enabled"):
     container_runtime()
@@ -54,10 +52,5 @@ if enabled("container_runtime_enabled"):
 if enabled("node_exporter_enabled"):
     node_exporter()
 
-# --- fluentd (owned by the hardening/fluentd engineer): deploys/components/fluentd.py, fluentd() ---
-try:
-    fluentd_module = importlib.import_module("deploys.components.fluentd")
-except ModuleNotFoundError:
-    fluentd_module = None  # type: ignore[assignment]
-if fluentd_module is not None and enabled("fluentd_enabled"):
-    fluentd_module.fluentd()
+if enabled("fluentd_enabled"):
+    fluentd()
