@@ -27,6 +27,7 @@ from inventories.sources.ec2 import (
     assign_names,
     ec2_records,
     fetch_instances,
+    instance_records,
     load_instances,
     write_bastion_ssh_config,
 )
@@ -66,6 +67,7 @@ def aws_env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
         patch.setenv("AWS_ACCESS_KEY_ID", "testing")
         patch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
         patch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+        patch.setenv("AWS_MAX_ATTEMPTS", "1")  # the unreachable-endpoint test need not retry
         patch.setenv("AWS_CONFIG_FILE", str(tmp / "no-aws-config"))
         patch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp / "no-aws-credentials"))
         patch.setenv("XDG_CACHE_HOME", str(tmp / "cache"))
@@ -138,6 +140,12 @@ def records(moto_endpoint: str, cluster: dict[str, Any]) -> list[HostRecord]:
     return ec2_records(source)
 
 
+@pytest.fixture(scope="module")
+def instances(moto_endpoint: str, cluster: dict[str, Any]) -> list[dict[str, Any]]:
+    """The raw instance list, fetched once, for the address variants below."""
+    return load_instances(_source(moto_endpoint))
+
+
 def test_running_cluster_instances_only(records: list[HostRecord], cluster: dict[str, Any]) -> None:
     names = [record.name for record in records]
     assert len(records) == cluster["running"]
@@ -168,7 +176,7 @@ def test_groups_by_role_zone_region_env_type_and_tag(records: list[HostRecord], 
     assert order[-4:] == ["control_plane", "etcd", "workers", "monitoring"]
 
 
-def test_host_data(moto_endpoint: str, records: list[HostRecord]) -> None:
+def test_host_data(moto_endpoint: str, records: list[HostRecord], instances: list[dict[str, Any]]) -> None:
     by_name = {record.name: record for record in records}
     data = by_name["cp-1"].host_data()
     assert data["ssh_hostname"] == data["private_ip"]
@@ -176,7 +184,7 @@ def test_host_data(moto_endpoint: str, records: list[HostRecord]) -> None:
     assert data["roles"] == ["control_plane", "etcd"]
     assert data["zone"] == "us-east-1a" and data["region"] == "us-east-1" and data["env"] == "prod"
     assert data["tags"]["Name"] == "cp-1" and data["instance_type"] == "m5.large"
-    public = {r.name: r for r in ec2_records(_source(moto_endpoint, address="public"))}
+    public = {r.name: r for r in instance_records(_source(moto_endpoint, address="public"), instances)}
     assert public["cp-1"].data["ssh_hostname"] == public["cp-1"].data["public_ip"]
 
 
@@ -254,9 +262,9 @@ def test_unreachable_endpoint_is_an_inventory_error() -> None:
         ec2_records(source)
 
 
-def test_bastion_writes_proxyjump_config(moto_endpoint: str, cluster: dict[str, Any], tmp_path: Path) -> None:
+def test_bastion_writes_proxyjump_config(moto_endpoint: str, instances: list[dict[str, Any]], tmp_path: Path) -> None:
     bastion = Bastion(host="bastion.example.com", user="jump", key="/keys/bastion", strict_host_key_checking="yes")
-    records = ec2_records(_source(moto_endpoint, bastion=bastion, ssh_config_dir=str(tmp_path)))
+    records = instance_records(_source(moto_endpoint, bastion=bastion, ssh_config_dir=str(tmp_path)), instances)
     config_file = records[0].data["ssh_config_file"]
     assert all(record.data["ssh_config_file"] == config_file for record in records)
     config = paramiko.SSHConfig.from_path(config_file)
