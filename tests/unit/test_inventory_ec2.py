@@ -29,6 +29,7 @@ from inventories.sources.ec2 import (
     fetch_instances,
     instance_records,
     load_instances,
+    make_session,
     write_bastion_ssh_config,
 )
 
@@ -250,6 +251,19 @@ def test_assumed_role(moto_endpoint: str) -> None:
     assert len(ec2_records(source)) == 1
 
 
+def test_named_profile(moto_endpoint: str, tmp_path: Path) -> None:
+    _launch(_client(moto_endpoint), "us-east-1a", {"spectra:cluster": "profiletest", "spectra:roles": "workers"})
+    credentials = tmp_path / "credentials"
+    credentials.write_text("[spectra-ops]\naws_access_key_id = profilekey\naws_secret_access_key = profilesecret\n")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(credentials))
+        patch.delenv("AWS_ACCESS_KEY_ID")
+        patch.delenv("AWS_SECRET_ACCESS_KEY")
+        source = Ec2Source(region="us-east-1", cluster="profiletest", endpoint_url=moto_endpoint, profile="spectra-ops")
+        assert make_session(source).get_credentials().access_key == "profilekey"
+        assert len(ec2_records(source)) == 1
+
+
 def test_no_matching_instances_is_an_error(moto_endpoint: str) -> None:
     source = Ec2Source(region="us-east-1", cluster="no-such-cluster", endpoint_url=moto_endpoint)
     with pytest.raises(InventoryError, match="no running EC2 instances tagged spectra:cluster=no-such-cluster"):
@@ -339,3 +353,22 @@ def test_region_inventory_file_validates(moto_endpoint: str, cluster: dict[str, 
     proc = subprocess.run(command, cwd=project, env=env, capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stderr
     assert f"OK, 6 of {cluster['running']} hosts selected; zones: az_us_east_1b" in proc.stderr
+
+
+def test_options_from_environment(tmp_path: Path) -> None:
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("SPECTRA_CLUSTER", "staging")
+        patch.setenv("SPECTRA_EC2_ADDRESS", "public")
+        patch.setenv("SPECTRA_BASTION", "ops@bastion.example.com:2222")
+        patch.setenv("SPECTRA_BASTION_KEY", "/keys/bastion")
+        patch.setenv("SPECTRA_AWS_ROLE_ARN", "arn:aws:iam::123456789012:role/x")
+        source = Ec2Source.from_env(region="eu-west-1", cluster="prod")
+        assert source.cluster == "staging" and source.address == "public"
+        assert source.bastion == Bastion("bastion.example.com", "ops", 2222, "/keys/bastion")
+        assert source.role_arn == "arn:aws:iam::123456789012:role/x"
+        assert source.cache_file and source.cache_file.endswith("spectra/ec2/eu_west_1_staging.json")
+        patch.setenv("SPECTRA_EC2_CACHE_TTL", "0")
+        assert Ec2Source.from_env(region="eu-west-1", cluster="prod").cache_file is None
+        patch.setenv("SPECTRA_EC2_ADDRESS", "ipv6")
+        with pytest.raises(InventoryError, match="SPECTRA_EC2_ADDRESS must be private or public"):
+            Ec2Source.from_env(region="eu-west-1", cluster="prod")
