@@ -44,7 +44,6 @@ sysctl_hardening()
 firewall()
 audit_rules()
 auto_updates()
-file_permissions()
 
 if enabled("container_runtime_enabled"):
     container_runtime()
@@ -54,3 +53,6 @@ if enabled("node_exporter_enabled"):
 
 if enabled("fluentd_enabled"):
     fluentd()
+
+# Last: packages and users added above create files (e.g. /etc/shadow- from useradd) that it tightens.
+file_permissions()
