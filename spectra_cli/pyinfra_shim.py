@@ -45,7 +45,30 @@ def summarise(state: Any, pyinfra_code: int, interrupted: bool) -> dict[str, Any
     summary["hosts_with_errors"] = sorted(
         host.name for host, results in state.results.items() if getattr(results, "error_ops", 0) > 0
     )
+    summary["changed_operations"] = changed_operations(state)
     return summary
+
+
+def changed_operations(state: Any) -> dict[str, list[str]]:
+    """Per activated host, the names of the operations that changed something (pyinfra's own results)."""
+    from pyinfra_cli.prints import pretty_op_name
+
+    changed: dict[str, list[str]] = {}
+    try:
+        op_order = state.get_op_order()
+    except Exception:  # noqa: BLE001 - no operations were prepared (e.g. failed before the prepare stage)
+        return changed
+    for host in state.activated_hosts:
+        names = []
+        for op_hash in op_order:
+            op = state.ops.get(host, {}).get(op_hash)
+            if op is None:
+                continue
+            meta = op.operation_meta
+            if meta.did_succeed(_raise_if_not_complete=False) and meta.did_change():
+                names.append(pretty_op_name(state.op_meta[op_hash]))
+        changed[host.name] = names
+    return changed
 
 
 def decide_exit(summary: dict[str, Any], ran_operations: bool) -> tuple[int, str | None]:
@@ -112,6 +135,9 @@ def run(argv: list[str]) -> int:
     summary["reason"] = reason
     if reason:
         print(f"spectra: {reason}", file=sys.stderr)
+    if summary.get("changed_operations") and ran_operations and "--dry" not in argv:
+        counts = ", ".join(f"{name} {len(ops)}" for name, ops in sorted(summary["changed_operations"].items()))
+        print(f"spectra: changed operations per host: {counts}", file=sys.stderr)
     result_file = os.environ.get(RESULT_FILE_ENV)
     if result_file:
         with open(result_file, "w", encoding="utf-8") as handle:

@@ -72,6 +72,10 @@ def run_pyinfra(run: PyinfraRun, *, env: dict[str, str] | None = None, cwd: str 
             summary = json.loads(result_file.read_text(encoding="utf-8"))
         except (OSError, ValueError):
             summary = {}
+    # The caller's own SPECTRA_RESULT_FILE (tests, CI) gets the same summary: per-host failures and changes.
+    requested = (os.environ if env is None else env).get(RESULT_FILE_ENV)
+    if requested and summary:
+        Path(requested).write_text(json.dumps(summary), encoding="utf-8")
 
     if interrupted or summary.get("interrupted"):
         return RunOutcome(EXIT_INTERRUPTED, summary, "interrupted")
