@@ -220,6 +220,8 @@ class Lab:
             log("lab down: nodes, namespaces, links, bridge, NAT rules and mirror removed")
 
     def _stop_node(self, record: dict[str, Any], hard: bool) -> None:
+        # A shared SSH connection to a machine that is going away would only hang later commands.
+        machines.close_ssh_master(self.config, record["name"])
         machines.power_off(self.config, record["name"], record.get("pid"), hard=hard)
         # Any stray machine of the same name (a crashed earlier run) goes too.
         for pid in machines.machine_processes(self.config, record["name"]):

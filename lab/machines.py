@@ -82,9 +82,19 @@ def write_known_hosts(config: LabConfig, entries: list[tuple[str, str, str]]) ->
         "    StrictHostKeyChecking yes\n"
         "    BatchMode yes\n"
         "    LogLevel ERROR\n"
+        # One SSH connection per node, reused by every command (testinfra runs many).
+        "    ControlMaster auto\n"
+        f"    ControlPath {ssh_dir(config)}/cm-%C\n"
+        "    ControlPersist 60\n"
         for name, address, _ in entries
     ]
     ssh_config(config).write_text("\n".join(blocks))
+
+
+def close_ssh_master(config: LabConfig, name: str) -> None:
+    """End the shared SSH connection to a node (ControlMaster in the lab's ssh_config), if any."""
+    if ssh_config(config).exists():
+        subprocess.run(["ssh", "-F", str(ssh_config(config)), "-O", "exit", name], capture_output=True, timeout=10)
 
 
 def pid_alive(config: LabConfig, pid: int | None, name: str) -> bool:
