@@ -413,6 +413,19 @@ def build(
     records: dict[str, dict[str, Any]] = {
         name: entry for name, entry in previous.get("binaries", {}).items() if name in valid
     }
+    # Each build run is kept in the record: a later partial rebuild does not hide the first full build's times.
+    run: dict[str, Any] = {
+        "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "prepare_seconds": prepare_seconds,
+        "built": {},
+        "total_seconds": None,
+    }
+    history = [entry for entry in previous.get("history", []) if isinstance(entry, dict)]
+
+    def record() -> dict[str, Any]:
+        run["total_seconds"] = round(time.monotonic() - started, 1)
+        return _write_manifest(directory, version, arch, go, info, flags, build_date, records, [*history, run])
+
     for binary in missing:
         cgo = binary not in STATIC_BINARIES and native
         env = {"GOOS": DEFAULT_OS, "GOARCH": arch, "CGO_ENABLED": "1" if cgo else "0"}
@@ -435,13 +448,11 @@ def build(
         path = directory / binary
         records[binary] = {"sha256": sha256_file(path), "size": path.stat().st_size, "seconds": seconds, "cgo": cgo}
         say(f"  {binary}: {seconds} s, {records[binary]['size']} bytes, sha256 {records[binary]['sha256']}")
-        # Record after each binary, so an interrupted build keeps what it finished.
-        _write_manifest(directory, version, arch, go, info, flags, build_date, records, prepare_seconds, started)
+        run["built"][binary] = seconds
+        record()  # after each binary, so an interrupted build keeps what it finished
         _atomic_write_text(directory / f"{binary}.sha256", records[binary]["sha256"])
-    result.total_seconds = round(time.monotonic() - started, 1)
-    result.manifest = _write_manifest(
-        directory, version, arch, go, info, flags, build_date, records, prepare_seconds, started
-    )
+    result.manifest = record()
+    result.total_seconds = float(run["total_seconds"])
     result.built = missing
     for binary in BINARIES:
         entry = records[binary]
@@ -459,8 +470,7 @@ def _write_manifest(
     flags: str,
     build_date: str,
     records: Mapping[str, Any],
-    prepare_seconds: float,
-    started: float,
+    history: list[dict[str, Any]],
 ) -> dict[str, Any]:
     manifest = {
         "version": version,
@@ -474,9 +484,8 @@ def _write_manifest(
         "tags": BUILD_TAGS,
         "ldflags": flags,
         "build_date": build_date,
-        "prepare_seconds": prepare_seconds,
-        "total_seconds": round(time.monotonic() - started, 1),
         "binaries": {name: records[name] for name in BINARIES if name in records},
+        "history": history,
     }
     _atomic_write_text(directory / "build.json", json.dumps(manifest, indent=2) + "\n")
     return manifest
