@@ -17,6 +17,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from pyinfra import host  # noqa: E402
+from pyinfra.facts.deb import DebPackages  # noqa: E402
 
 from deploys.components.audit import audit_rules  # noqa: E402
 from deploys.components.auto_updates import auto_updates  # noqa: E402
@@ -28,12 +29,22 @@ from deploys.components.hardening_ssh import ssh_hardening  # noqa: E402
 from deploys.components.hardening_sysctl import sysctl_hardening  # noqa: E402
 from deploys.components.node_exporter import node_exporter  # noqa: E402
 from deploys.components.os_prerequisites import os_prerequisites  # noqa: E402
+from deploys.prepare import prepared_facts  # noqa: E402
+from facts.cgroup import CgroupVersion  # noqa: E402
+from facts.platform import Platform  # noqa: E402
+from facts.security import AuditSupport  # noqa: E402
 
 
 def enabled(flag: str) -> bool:
     # Every component's own flag defaults to on in its DEFAULTS; this reads group data first.
     return bool(host.data.get(flag, True))
 
+
+# Facts several components read: ONE remote command for all of them at prepare time, kept for the
+# components (deploys.prepare.prepared_facts). Each component reads the rest of what it decides on in one
+# more command. Operations use these values while no earlier operation of the run changed the host and
+# read again otherwise (deploys.operations.managed.fresh), so a no-op run reads nothing while executing.
+prepared_facts(Platform, DebPackages, CgroupVersion, AuditSupport)
 
 if enabled("os_prerequisites_enabled"):
     os_prerequisites()

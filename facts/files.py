@@ -16,24 +16,28 @@ class FileState(TypedDict, total=False):
     user: str
     group: str
     size: int
-    sha256: str | None  # regular files only, when asked for
+    mtime: str  # modification time, seconds with nanoseconds as stat prints them ("1700000000.123456789")
+    ctime: str  # inode change time, same form: any write, chmod, chown or rename of the file moves it
+    inode: str
+    sha256: str | None  # regular files only, when asked for (never for ``stat_only`` paths)
     content: str | None  # only for paths listed in ``contents``
 
 
-# For each path: a "stat" line "S|type|mode|user|group|size|sha256|path" (the path last, so it may
-# contain "|"), "M|path" when missing, and for paths whose content was asked a "C|base64|path" line.
-# stat -L follows links: the state is the state of what the path points to.
+# For each path: a "stat" line "S|type|mode|user|group|size|mtime|ctime|inode|sha256|path" (the path last,
+# so it may contain "|"), "M|path" when missing, and for paths whose content was asked a "C|base64|path"
+# line. stat -L follows links: the state is the state of what the path points to. Paths are given in the
+# order contents, hashed, stat-only: only the first "$nhash" may be hashed.
 _SCRIPT = (
-    'hash="$1"; ncontent="$2"; shift 2; i=0; '
+    'hash="$1"; ncontent="$2"; nhash="$3"; shift 3; i=0; '
     'for p in "$@"; do i=$((i+1)); '
     'if [ -e "$p" ]; then '
-    "  t=\"$(stat -L -c '%F|%a|%U|%G|%s' -- \"$p\" 2>/dev/null)\" || t='?||||0'; "
-    '  h=-; if [ "$hash" = 1 ] && [ -f "$p" ]; then '
+    "  t=\"$(stat -L -c '%F|%a|%U|%G|%s|%.9Y|%.9Z|%i' -- \"$p\" 2>/dev/null)\" || t='?||||0|||'; "
+    '  h=-; if [ "$hash" = 1 ] && [ "$i" -le "$nhash" ] && [ -f "$p" ]; then '
     '    h="$(sha256sum -- "$p" 2>/dev/null | cut -d" " -f1)"; fi; '
     '  printf \'S|%s|%s|%s\\n\' "$t" "${h:--}" "$p"; '
     '  if [ "$i" -le "$ncontent" ] && [ -f "$p" ]; then '
     '    printf \'C|%s|%s\\n\' "$(base64 -w0 -- "$p" 2>/dev/null)" "$p"; fi; '
-    'elif [ -L "$p" ]; then printf \'S|link||||0|-|%s\\n\' "$p"; '
+    'elif [ -L "$p" ]; then printf \'S|link||||0||||-|%s\\n\' "$p"; '
     "else printf 'M|%s\\n' \"$p\"; fi; done"
 )
 
@@ -55,6 +59,8 @@ class FileStates(FactBase[dict[str, FileState | None]]):
     + paths: the paths to look at
     + contents: paths (small files, e.g. stamps) whose content to return as ``content``
     + sha256: compute the sha256 of regular files (default on)
+    + stat_only: paths never hashed (large files whose sum a stamp records: compare size, mtime, ctime
+      and inode with the stamp instead, see ``deploys.operations.download``)
     """
 
     def command(
@@ -62,16 +68,21 @@ class FileStates(FactBase[dict[str, FileState | None]]):
         paths: Sequence[str],
         contents: Sequence[str] = (),
         sha256: bool = True,
+        stat_only: Sequence[str] = (),
     ) -> StringCommand:
-        # Paths with contents come first so the script can tell them by position.
-        ordered = [p for p in contents] + [p for p in paths if p not in contents]
+        # Contents first, then hashed paths, then stat-only ones: the script tells them by position.
+        first = list(dict.fromkeys(contents))
+        hashed = [p for p in dict.fromkeys(paths) if p not in first and p not in stat_only]
+        last = [p for p in dict.fromkeys([*paths, *stat_only]) if p not in first and p not in hashed]
+        ordered = [*first, *hashed, *last]
         return StringCommand(
             "sh",
             "-c",
             QuoteString(_SCRIPT),
             "sh",
             "1" if sha256 else "0",
-            str(len(contents)),
+            str(len(first)),
+            str(len(first) + len(hashed)),
             *[QuoteString(path) for path in ordered],
         )
 
@@ -86,16 +97,19 @@ class FileStates(FactBase[dict[str, FileState | None]]):
             if kind == "M":
                 states[rest] = None
             elif kind == "S":
-                bits = rest.split("|", 6)
-                if len(bits) != 7:
+                bits = rest.split("|", 9)
+                if len(bits) != 10:
                     raise FactProcessError(f"unexpected file state line: {line!r}")
-                file_type, mode, user, group, size, digest, path = bits
+                file_type, mode, user, group, size, mtime, ctime, inode, digest, path = bits
                 states[path] = FileState(
                     type=_TYPES.get(file_type, "link" if file_type == "link" else "other"),
                     mode=mode,
                     user=user,
                     group=group,
                     size=int(size) if size.isdigit() else 0,
+                    mtime=mtime,
+                    ctime=ctime,
+                    inode=inode,
                     sha256=None if digest in ("", "-") else digest,
                 )
             elif kind == "C":

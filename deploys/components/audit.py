@@ -19,9 +19,12 @@ from typing import Any
 
 from pyinfra import host, logger
 from pyinfra.api import DeployError, QuoteString, StringCommand, deploy
-from pyinfra.operations import apt
+from pyinfra.facts.deb import DebPackages
 
-from deploys.operations.config_files import ConfigFile, config_files, render_template
+from deploys.operations import managed
+from deploys.operations.config_files import ConfigFile, config_files, config_state_kwargs, render_template
+from deploys.prepare import prepared_fact, prepared_facts
+from facts.config_state import ConfigState
 from facts.security import AuditSupport
 
 DEFAULTS: dict[str, Any] = {
@@ -110,23 +113,32 @@ def audit_rules() -> None:
     rules = ConfigFile(path=path, content=content, mode="640")
 
     # The host's audit capability is not something this run can change: branch on it here.
-    support = host.get_fact(AuditSupport)
+    support = prepared_fact(AuditSupport)
     if not support.get("can_load"):
         logger.warning(
             f"{host.name}: audit rules written to {path} but NOT loaded and auditd not installed: "
             f"{support.get('reason')}"
         )
-        config_files(name=f"Write {path} (not loadable on this host)", files=[rules])
+        config_files(
+            name=f"Write {path} (not loadable on this host)",
+            files=[rules],
+            current=prepared_fact(ConfigState, **config_state_kwargs([rules])),
+        )
         return
 
-    apt.packages(name="Install auditd", packages=["auditd"])
+    units = ["auditd.service"]
+    installed, current = prepared_facts(
+        DebPackages, (ConfigState, config_state_kwargs([rules], enabled_units=units, running_units=units))
+    )
+    managed.apt_packages(name="Install auditd", packages=["auditd"], update=False, current=installed)
     directories = [QuoteString(str(directory)) for directory in data["audit_create_directories"] or []]
     prepare = [StringCommand("mkdir", "-p", *directories)] if directories else []
     config_files(
         name=f"Install {path}, load it with augenrules if it changed",
         files=[rules],
-        enabled_units=["auditd.service"],
-        running_units=["auditd.service"],
+        enabled_units=units,
+        running_units=units,
         prepare=prepare,
         on_change=[StringCommand("augenrules", "--load")],
+        current=current,
     )

@@ -14,9 +14,12 @@ from typing import Any
 
 from pyinfra import host
 from pyinfra.api import DeployError, QuoteString, StringCommand, deploy
-from pyinfra.operations import apt
+from pyinfra.facts.deb import DebPackages
 
-from deploys.operations.config_files import ConfigFile, config_files, render_template
+from deploys.operations import managed
+from deploys.operations.config_files import ConfigFile, config_files, config_state_kwargs, render_template
+from deploys.prepare import prepared_facts
+from facts.config_state import ConfigState
 
 DEFAULTS: dict[str, Any] = {
     "auto_updates_enabled": True,  # manage unattended-upgrades at all
@@ -91,10 +94,17 @@ def auto_updates() -> None:
         host.noop("automatic updates disabled (auto_updates_enabled=False)")
         return
     files = render_files(data)
-    apt.packages(name="Install unattended-upgrades", packages=["unattended-upgrades"])
+    timers = ["apt-daily.timer", "apt-daily-upgrade.timer"]
+    installed, current = prepared_facts(
+        DebPackages, (ConfigState, config_state_kwargs(files, enabled_units=timers, running_units=timers))
+    )
+    managed.apt_packages(
+        name="Install unattended-upgrades", packages=["unattended-upgrades"], update=False, current=installed
+    )
     config_files(
         name="Configure unattended-upgrades (security origin only)",
         files=files,
-        enabled_units=["apt-daily.timer", "apt-daily-upgrade.timer"],
-        running_units=["apt-daily.timer", "apt-daily-upgrade.timer"],
+        enabled_units=timers,
+        running_units=timers,
+        current=current,
     )

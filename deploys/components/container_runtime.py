@@ -18,12 +18,15 @@ from __future__ import annotations
 from typing import Any
 
 from pyinfra.api import deploy
+from pyinfra.facts.deb import DebPackages
 
 from deploys.operations import managed
-from deploys.operations.download import download, download_paths
-from deploys.prepare import prepared_fact, require, setting
+from deploys.operations.download import download, download_paths, download_stat_only
+from deploys.prepare import prepared_facts, require, setting
 from facts.cgroup import V2, CgroupVersion
+from facts.files import FileStates
 from facts.platform import Platform
+from facts.systemd import SystemdUnits, unit_name
 
 DEFAULTS: dict[str, Any] = {
     "container_runtime_enabled": True,  # run this component at all
@@ -105,8 +108,6 @@ def container_runtime() -> None:
         method in ("package", "upstream"),
         f"container_runtime_install_method must be package or upstream, not {method!r}",
     )
-    arch = prepared_fact(Platform).get("arch")
-    cgroup_version = prepared_fact(CgroupVersion)
 
     config_file = setting("containerd_config_file")
     certs_dir = setting("containerd_certs_dir")
@@ -116,6 +117,7 @@ def container_runtime() -> None:
 
     paths = [config_file, *hosts_files.values()]
     contents: list[str] = []
+    stat_only: list[str] = []
     if method == "upstream":
         bin_dir = setting("upstream_bin_dir")
         runc_path = setting("upstream_runc_path")
@@ -127,14 +129,26 @@ def container_runtime() -> None:
         ]
         paths += [*stamped, unit_file]
         contents = [path for path in stamped if path.endswith(".sha256")]
+        stat_only = download_stat_only(runc_path)
     else:
         cni_dir = setting("cni_bin_dir") or "/usr/lib/cni"
-    files = managed.snapshot_files(paths, contents=contents)
+    # Everything this component decides on, in ONE remote command (platform and cgroup version are
+    # usually read already, by node.py for every component)
+    platform, cgroup_version, files, units, installed = prepared_facts(
+        Platform,
+        CgroupVersion,
+        (FileStates, managed.snapshot_files_kwargs(paths, contents, stat_only)),
+        (SystemdUnits, {"units": [unit_name("containerd")]}),
+        DebPackages,
+    )
+    arch = platform.get("arch")
 
     changes = []
     if method == "package":
         managed.apt_packages(
-            name="Install containerd, runc, CNI plugins", packages=setting("container_runtime_packages")
+            name="Install containerd, runc, CNI plugins",
+            packages=setting("container_runtime_packages"),
+            current=installed,
         )
         runc_binary = None
     else:
@@ -208,5 +222,5 @@ def container_runtime() -> None:
         unit="containerd",
         restarted=config.will_change or any(op.will_change for op in changes),
         daemon_reload=method == "upstream" and changes[-1].will_change,
-        current=managed.snapshot_units(["containerd"]),
+        current=units,
     )

@@ -13,6 +13,8 @@ from typing import Any
 from pyinfra import host
 from pyinfra.api import DeployError, QuoteString, StringCommand, deploy, operation
 
+from deploys.operations.managed import fresh
+from deploys.prepare import prepared_fact
 from facts.files import FileStates, normalise_mode
 
 DEFAULTS: dict[str, Any] = {
@@ -68,13 +70,15 @@ def permission_entries(data: dict[str, Any]) -> dict[str, tuple[str, str, str]]:
 
 
 @operation()
-def permissions(entries: dict[str, tuple[str, str, str]]):
+def permissions(entries: dict[str, tuple[str, str, str]], current: dict[str, Any] | None = None):
     """
     Set mode and owner on every existing path of ``entries`` that differs; one fact for all of them.
 
     + entries: ``{path: (mode, user, group)}``
+    + current: that ``FileStates`` (no sums) read at prepare time (read again when an earlier operation
+      changed the host)
     """
-    states = host.get_fact(FileStates, paths=sorted(entries), sha256=False)
+    states = fresh(current, FileStates, paths=sorted(entries), sha256=False)
     changed = False
     for path, (mode, user, group) in sorted(entries.items()):
         state = states.get(path)
@@ -97,4 +101,9 @@ def file_permissions() -> None:
     if not data["file_permissions_enabled"]:
         host.noop("file permission hardening disabled (file_permissions_enabled=False)")
         return
-    permissions(name="Set modes and owners of security-relevant files", entries=permission_entries(data))
+    entries = permission_entries(data)
+    permissions(
+        name="Set modes and owners of security-relevant files",
+        entries=entries,
+        current=prepared_fact(FileStates, paths=sorted(entries), sha256=False),
+    )

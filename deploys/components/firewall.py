@@ -25,9 +25,12 @@ from typing import Any
 
 from pyinfra import host
 from pyinfra.api import DeployError, QuoteString, StringCommand, deploy
-from pyinfra.operations import apt
+from pyinfra.facts.deb import DebPackages
 
-from deploys.operations.config_files import ConfigFile, config_files, render_template
+from deploys.operations import managed
+from deploys.operations.config_files import ConfigFile, config_files, config_state_kwargs, render_template
+from deploys.prepare import prepared_facts
+from facts.config_state import ConfigState
 
 ANY = ["0.0.0.0/0", "::/0"]
 
@@ -238,8 +241,6 @@ def firewall() -> None:
     if not (rules_path.startswith("/etc/nftables.d/") and rules_path.endswith(".nft")):
         raise DeployError("firewall_rules_path must be /etc/nftables.d/<name>.nft (the include glob)")
 
-    apt.packages(name="Install nftables", packages=["nftables"])
-
     files = [
         ConfigFile(
             path=rules_path,
@@ -262,12 +263,18 @@ def firewall() -> None:
             ),
         ),
     ]
+    units = ["nftables.service"]
+    installed, current = prepared_facts(
+        DebPackages, (ConfigState, config_state_kwargs(files, enabled_units=units, running_units=units))
+    )
+    managed.apt_packages(name="Install nftables", packages=["nftables"], update=False, current=installed)
     config_files(
         name=f"Install and load nftables table inet {model['table']} (checked with nft -c first)",
         files=files,
         daemon_reload=True,
-        enabled_units=["nftables.service"],
-        running_units=["nftables.service"],
+        enabled_units=units,
+        running_units=units,
+        current=current,
         # Replaces our table only, in one transaction (the file deletes and redefines it)
         on_change=[StringCommand("nft", "-f", QuoteString(rules_path))],
     )

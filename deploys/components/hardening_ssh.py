@@ -27,6 +27,8 @@ from deploys.operations.config_files import (
     render_template,
     shell_script,
 )
+from deploys.operations.managed import fresh
+from deploys.prepare import prepared_fact
 from facts.security import SshdState
 
 # Algorithms present in OpenSSH 9.2 (Debian 12) and 10.0 (Debian 13), and supported by paramiko 3.x
@@ -188,7 +190,13 @@ def validate_settings(data: dict[str, Any]) -> None:
 
 
 @operation()
-def sshd_dropin(path: str, settings: dict[str, Any], kex_common: list[str], kex_mlkem: list[str]):
+def sshd_dropin(
+    path: str,
+    settings: dict[str, Any],
+    kex_common: list[str],
+    kex_mlkem: list[str],
+    current: dict[str, Any] | None = None,
+):
     """
     Render, validate (sshd -t / sshd -T) and install the hardening drop-in, then reload ssh.
 
@@ -196,8 +204,9 @@ def sshd_dropin(path: str, settings: dict[str, Any], kex_common: list[str], kex_
     + settings: template values other than the algorithm lists
     + kex_common: key exchanges every supported OpenSSH has
     + kex_mlkem: key exchanges added in front when the installed OpenSSH is 9.9 or newer
+    + current: ``SshdState`` read at prepare time (read again when an earlier operation changed the host)
     """
-    state = host.get_fact(SshdState, dropin=path)
+    state = fresh(current, SshdState, dropin=path)
     version = state.get("version")
     if version is None:
         raise OperationError(
@@ -274,4 +283,5 @@ def ssh_hardening() -> None:
         settings=settings,
         kex_common=list(data["ssh_kex_algorithms"]),
         kex_mlkem=list(data["ssh_kex_algorithms_mlkem"]),
+        current=prepared_fact(SshdState, dropin=data["ssh_dropin_path"]),
     )

@@ -17,7 +17,9 @@ from typing import Any
 from pyinfra import host
 from pyinfra.api import DeployError, QuoteString, StringCommand, deploy
 
-from deploys.operations.config_files import ConfigFile, config_files, render_template
+from deploys.operations.config_files import ConfigFile, config_files, config_state_kwargs, render_template
+from deploys.prepare import prepared_fact
+from facts.config_state import ConfigState
 
 # Settings Kubernetes needs; a hardening override may never change them.
 PROTECTED = {"net.ipv4.ip_forward": "1", "net.ipv6.conf.all.forwarding": "1"}
@@ -108,8 +110,10 @@ def sysctl_hardening() -> None:
     network, kernel = sysctl_items(data)
     path = data["hardening_sysctl_path"]
     content = render_template("etc/sysctl.d/60-spectra-hardening.conf.j2", network=network, kernel=kernel)
+    files = [ConfigFile(path=path, content=content, mode="644")]
     config_files(
         name=f"Install {path}, load it if it changed",
-        files=[ConfigFile(path=path, content=content, mode="644")],
+        files=files,
         on_change=[StringCommand("sysctl", "-e", "-q", "-p", QuoteString(path))],
+        current=prepared_fact(ConfigState, **config_state_kwargs(files)),
     )

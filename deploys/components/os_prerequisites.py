@@ -15,14 +15,16 @@ from typing import Any
 
 from pyinfra import host
 from pyinfra.api import QuoteString, StringCommand, deploy, operation
+from pyinfra.facts.deb import DebPackages
 
 from deploys.operations import managed
-from deploys.prepare import prepared_fact, require, setting
+from deploys.prepare import prepared_fact, prepared_facts, require, setting
+from facts.files import FileStates
 from facts.kernel import BUILTIN, LOADABLE, LOADED, MISSING, KernelFeatures
 from facts.platform import Platform
 from facts.swap import Swap
 from facts.sysctl import SysctlValues
-from facts.systemd import unit_name
+from facts.systemd import SystemdUnits, unit_name
 
 DEFAULTS: dict[str, Any] = {
     "os_prerequisites_enabled": True,  # run this component at all
@@ -99,7 +101,23 @@ def os_prerequisites() -> None:
     check_supported_os(prepared_fact(Platform), setting("supported_os"))
 
     modules = list(setting("kernel_modules"))
-    features = prepared_fact(KernelFeatures, names=modules)
+    sysctls = dict(setting("kubernetes_sysctls"))
+    # Every path this component may manage (the modules file only matters when a module is loadable, but
+    # reading it costs nothing here): with the other facts below, ONE remote command.
+    paths = [setting("kubernetes_sysctl_file"), setting("kernel_modules_file")]
+    if setting("chrony_enabled"):
+        paths += [setting("chrony_config_file"), setting("chrony_defaults_file")]
+    requests: list[Any] = [
+        (KernelFeatures, {"names": modules}),
+        (FileStates, managed.snapshot_files_kwargs(paths)),
+        (SysctlValues, {"keys": sorted(sysctls)}),
+        DebPackages,
+    ]
+    if setting("swap_disabled"):
+        requests.append(Swap)
+    if setting("chrony_enabled"):
+        requests.append((SystemdUnits, {"units": [unit_name("chrony")]}))
+    features, files, sysctl_values, packages_installed, *rest = prepared_facts(*requests)
     missing = [name for name in modules if features.get(name, MISSING) == MISSING]
     require(
         not missing,
@@ -114,15 +132,9 @@ def os_prerequisites() -> None:
     if setting("chrony_enabled"):
         packages.append("chrony")
 
-    paths = [setting("kubernetes_sysctl_file")]
     persist = modules_to_persist(features)
-    if persist:
-        paths.append(setting("kernel_modules_file"))
-    if setting("chrony_enabled"):
-        paths += [setting("chrony_config_file"), setting("chrony_defaults_file")]
-    files = managed.snapshot_files(paths)
 
-    managed.apt_packages(name="Install OS packages", packages=packages)
+    managed.apt_packages(name="Install OS packages", packages=packages, current=packages_installed)
 
     modprobe(
         name="Load loadable kernel modules",
@@ -137,7 +149,6 @@ def os_prerequisites() -> None:
             current=files,
         )
 
-    sysctls = dict(setting("kubernetes_sysctls"))
     managed.template(
         name="Persist Kubernetes sysctls",
         src="etc/sysctl.d/90-kubernetes.conf.j2",
@@ -148,11 +159,11 @@ def os_prerequisites() -> None:
     managed.sysctl(
         name="Apply Kubernetes sysctls",
         values=sysctls,
-        current=prepared_fact(SysctlValues, keys=sorted(sysctls)),
+        current=sysctl_values,
     )
 
     if setting("swap_disabled"):
-        swap = prepared_fact(Swap)
+        swap = rest.pop(0)
         swap_off(name="Disable swap", active=swap["active"], fstab_lines=swap["fstab"])
 
     if setting("chrony_enabled"):
@@ -180,5 +191,5 @@ def os_prerequisites() -> None:
             name="chrony running and enabled",
             unit="chrony",
             restarted=config.will_change or options.will_change,
-            current=managed.snapshot_units([unit_name("chrony")]),
+            current=rest.pop(0),
         )

@@ -2,7 +2,11 @@
 
 One operation (:func:`config_files`) manages a component's whole set of files and the systemd units
 they belong to, reading ONE batched fact (:class:`facts.config_state.ConfigState`) instead of the three or
-four facts ``files.put``/``files.template`` read per file. For each file whose content differs it:
+four facts ``files.put``/``files.template`` read per file. A component can read that fact at prepare time
+along with its other facts (:func:`config_state_kwargs`, ``deploys.prepare.prepared_facts``) and pass it
+as ``current``: the operation then reads nothing on a no-op run (see ``managed.fresh``).
+
+For each file whose content differs it:
 
 1. uploads the new content next to the target as a hidden ``.<name>.spectra-new`` file (same
    directory, so the final ``mv`` is an atomic rename and no glob like ``*.conf`` picks it up);
@@ -30,6 +34,7 @@ from pyinfra import host
 from pyinfra.api import FileUploadCommand, QuoteString, StringCommand, operation
 from pyinfra.api.command import PyinfraCommand
 
+from deploys.operations.managed import fresh
 from facts.config_state import ConfigState
 from facts.files import normalise_mode
 from facts.systemd import unit_name
@@ -126,6 +131,19 @@ def install_file_commands(file: ConfigFile, current: dict[str, Any] | None) -> I
         yield StringCommand("chmod", QuoteString(mode or "644"), QuoteString(file.path))
 
 
+def config_state_kwargs(
+    files: Sequence[ConfigFile],
+    absent: Sequence[str] = (),
+    enabled_units: Sequence[str] = (),
+    running_units: Sequence[str] = (),
+) -> dict[str, Any]:
+    """The ``ConfigState`` arguments :func:`config_files` reads for these files and units."""
+    return {
+        "paths": [file.path for file in files] + list(absent),
+        "units": list(dict.fromkeys([*enabled_units, *running_units])),
+    }
+
+
 def content_changes(file: ConfigFile, current: dict[str, Any] | None) -> bool:
     return current is None or current.get("sha256") != file.sha256
 
@@ -139,6 +157,7 @@ def config_files(
     on_change: Sequence[StringCommand] = (),
     daemon_reload: bool = False,
     prepare: Sequence[StringCommand] = (),
+    current: dict[str, Any] | None = None,
 ):
     """
     Converge a set of configuration files, remove stale ones, and enable/start units.
@@ -151,13 +170,10 @@ def config_files(
       ``running_units`` was just started (a start already reads the new configuration)
     + daemon_reload: run ``systemctl daemon-reload`` after a change (the set holds unit files/drop-ins)
     + prepare: commands run before units start and before ``on_change``, whenever either happens
+    + current: the ``ConfigState`` of :func:`config_state_kwargs` read at prepare time (re-read when an
+      earlier operation of the run changed the host)
     """
-    units = list(dict.fromkeys([*enabled_units, *running_units]))
-    state = host.get_fact(
-        ConfigState,
-        paths=[file.path for file in files] + list(absent),
-        units=units,
-    )
+    state = fresh(current, ConfigState, **config_state_kwargs(files, absent, enabled_units, running_units))
     current_files = state.get("files", {})
     current_units = state.get("units", {})
 

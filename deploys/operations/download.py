@@ -7,9 +7,19 @@ temporary file and fails naming the URL, the expected and the actual sum; an unr
 fast (``curl --fail --connect-timeout``) naming the URL.
 
 No-op cost: one fact (``FileStates`` for the destination and its stamp), or none when the caller
-passes ``current`` from a snapshot. For a plain file the installed file's sha256 is the proof; for
-an extracted member or archive a stamp file records the archive's sha256 (and the sha256 the
-member had when installed, so a replaced binary is noticed).
+passes ``current`` from a snapshot. A stamp file records what was installed: the archive's (or plain
+file's) verified sha256, the installed file's sha256, and the installed file's size, mtime, ctime and
+inode right after the install.
+
+Why a stamp and a stat, not a hash of the installed file on every run: hashing a 15 MB binary costs
+~100-300 ms of the no-op run per file and host, for an answer the stamp already holds. Comparing
+(size, mtime, ctime, inode) with the stamp is the quick check mature tools use (rsync, make, git's
+index): any write to the file, a chmod/chown, or replacing it (rename, copy, package install) moves its
+ctime and usually its inode, and ctime cannot be set back from user space (``touch`` sets mtime only).
+Any difference means "not known to be ours": the file is downloaded, verified and installed again,
+and stamped afresh. What it does not catch is an edit that restores the ctime as well (setting the system
+clock back, writing the block device): someone able to do that owns the host anyway. Set ``verify=True``
+to hash the installed file on every run as well (``download_stat_only`` then returns nothing).
 """
 
 from __future__ import annotations
@@ -52,6 +62,9 @@ if [ "$got" != "$want" ]; then
 fi
 if [ -z "$member" ]; then
   chown "$owner" "$tmp"; chmod "$mode" "$tmp"; mv -f "$tmp" "$dest"
+  mkdir -p "$(dirname "$stamp")"
+  printf '%s %s %s\n' "$want" "$want" "$(stat -c '%s %.9Y %.9Z %i' "$dest")" > "$stamp.new"
+  mv -f "$stamp.new" "$stamp"
 elif [ "$member" = . ]; then
   mkdir "$tmp.d"
   tar -xf "$tmp" -C "$tmp.d" --strip-components="$strip" --no-same-owner \
@@ -73,13 +86,21 @@ else
   installed="$(sha256sum "$tmp.new" | cut -d' ' -f1)"
   mv -f "$tmp.new" "$dest"
   mkdir -p "$(dirname "$stamp")"
-  printf '%s %s\n' "$want" "$installed" > "$stamp.new"; mv -f "$stamp.new" "$stamp"
+  printf '%s %s %s\n' "$want" "$installed" "$(stat -c '%s %.9Y %.9Z %i' "$dest")" > "$stamp.new"
+  mv -f "$stamp.new" "$stamp"
 fi
 """
 
 
+# After a chmod/chown of an installed file (which moves its ctime): record its new stat in the stamp.
+# $1 dest, $2 stamp, $3 archive sha256, $4 installed sha256 (both as the stamp had them)
+_RESTAMP_SCRIPT = (
+    'printf \'%s %s %s\\n\' "$3" "$4" "$(stat -c \'%s %.9Y %.9Z %i\' "$1")" > "$2.new" && mv -f "$2.new" "$2"'
+)
+
+
 def stamp_path(dest: str, stamp_dir: str = STAMP_DIR) -> str:
-    """Where the archive sum of an extracted ``dest`` is recorded.
+    """Where what was installed at ``dest`` is recorded (sums, then the installed file's stat).
 
     ``/usr/local/bin/x`` -> ``/var/lib/spectra-infra/downloads/usr_local_bin_x.sha256``
     """
@@ -87,8 +108,24 @@ def stamp_path(dest: str, stamp_dir: str = STAMP_DIR) -> str:
 
 
 def download_paths(dest: str, extract: str | None = None, stamp_dir: str = STAMP_DIR) -> list[str]:
-    """The paths a download's no-op check reads: add them to a component's ``snapshot_files``."""
-    return [dest] if extract is None else [dest, stamp_path(dest, stamp_dir)]
+    """The paths a download's no-op check reads: add them to a component's ``snapshot_files``, with the
+    stamp (the second path) in ``contents`` and :func:`download_stat_only` in ``stat_only``."""
+    return [dest, stamp_path(dest, stamp_dir)]
+
+
+def download_stat_only(dest: str, extract: str | None = None, verify: bool = False) -> list[str]:
+    """The paths of a download that the snapshot must not hash (the installed file; none with verify)."""
+    return [] if verify or extract == "." else [dest]
+
+
+def _stat(state: FileState) -> list[str]:
+    return [str(state.get("size")), str(state.get("mtime")), str(state.get("ctime")), str(state.get("inode"))]
+
+
+def _recorded(sha256: str, stamp_state: FileState | None) -> list[str] | None:
+    """The stamp's fields when it records ``sha256`` as what was installed, else None."""
+    recorded = ((stamp_state or {}).get("content") or "").split()
+    return recorded if len(recorded) >= 2 and recorded[0] == sha256 else None
 
 
 def _is_up_to_date(
@@ -97,16 +134,19 @@ def _is_up_to_date(
     dest_state: FileState | None,
     stamp_state: FileState | None,
 ) -> bool:
-    if extract is None:
-        return dest_state is not None and dest_state.get("sha256") == sha256
-    if dest_state is None or stamp_state is None:
-        return False
-    recorded = (stamp_state.get("content") or "").split()
-    if len(recorded) != 2 or recorded[0] != sha256:
+    """Installed from ``sha256`` and untouched since: by the stamp and the installed file's stat.
+
+    When the snapshot hashed the installed file (``verify``), that sum must match the stamp as well.
+    """
+    recorded = _recorded(sha256, stamp_state)
+    if dest_state is None or recorded is None:
         return False
     if extract == ".":
         return dest_state.get("type") == "directory"
-    return dest_state.get("sha256") == recorded[1]
+    if dest_state.get("type") != "file" or len(recorded) != 6 or recorded[2:] != _stat(dest_state):
+        return False
+    digest = dest_state.get("sha256")
+    return digest is None or digest == recorded[1]
 
 
 @operation()
@@ -123,6 +163,7 @@ def download(
     max_time: int = 600,
     stamp_dir: str = STAMP_DIR,
     current: Any = None,
+    verify: bool = False,
 ):
     """
     Install ``url`` at ``dest`` once its sha256 is ``sha256``.
@@ -136,7 +177,9 @@ def download(
     + strip_components: with ``extract="."``, leading path parts to drop (``tar --strip-components``)
     + connect_timeout/max_time: seconds for curl (fail fast on an unreachable mirror)
     + current: a ``FileStates`` snapshot with ``download_paths(dest, extract)`` (stamp content
-      included) to decide without a remote command
+      included, ``download_stat_only`` not hashed) to decide without a remote command
+    + verify: also hash the installed file when this operation reads its own state (``current`` not
+      given), and require that sum to match the stamp
     """
     sha256 = sha256.strip().lower()
     if not _SHA256.match(sha256):
@@ -148,7 +191,9 @@ def download(
 
     if current is None:
         paths = download_paths(dest, extract, stamp_dir)
-        current = host.get_fact(FileStates, paths=paths, contents=paths[1:])
+        current = host.get_fact(
+            FileStates, paths=paths, contents=paths[1:], stat_only=download_stat_only(dest, extract, verify)
+        )
     dest_state = current.get(dest)
     stamp_state = current.get(stamp)
 
@@ -164,6 +209,12 @@ def download(
             )  # fmt: skip
         if "mode" in diff:
             yield StringCommand("chmod", wanted_mode, QuoteString(dest))
+        recorded = _recorded(sha256, stamp_state) or [sha256, "-"]
+        # chown/chmod moved the file's ctime: record the new stat, or the next run would reinstall
+        yield StringCommand(
+            "sh", "-c", QuoteString(_RESTAMP_SCRIPT), "spectra-restamp",
+            QuoteString(dest), QuoteString(stamp), recorded[0], recorded[1],
+        )  # fmt: skip
         return
 
     yield StringCommand(

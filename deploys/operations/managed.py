@@ -9,6 +9,12 @@ Why a state read before the run is right here: each path, unit or key is managed
 operation of the deploy, so nothing else changes it between the read and that operation's turn;
 the operation compares it with the wanted state it was given. Do not share one path between two
 operations.
+
+State that other operations may change (installed packages, units a package starts, what ``sshd -T``
+reports) goes through :func:`fresh`: the value read at prepare time is used while no earlier operation
+of this run has changed the host (always so on a no-op run, which then costs no remote command at
+execute time), and is read again inside the operation otherwise, exactly as an operation reading its
+own fact would.
 """
 
 from __future__ import annotations
@@ -37,12 +43,45 @@ class _Unset:
 UNSET: Any = _Unset()
 
 
-def snapshot_files(paths: Iterable[str], contents: Sequence[str] = ()) -> dict[str, FileState | None]:
+def snapshot_files(
+    paths: Iterable[str], contents: Sequence[str] = (), stat_only: Sequence[str] = ()
+) -> dict[str, FileState | None]:
     """The state of all ``paths`` in one remote command (to pass as ``current=`` below)."""
-    wanted = sorted(set(paths) | set(contents))
-    if not wanted:
-        return {}
-    return host.get_fact(FileStates, paths=wanted, contents=sorted(set(contents)))
+    kwargs = snapshot_files_kwargs(paths, contents, stat_only)
+    return host.get_fact(FileStates, **kwargs) if kwargs["paths"] else {}
+
+
+def snapshot_files_kwargs(
+    paths: Iterable[str], contents: Sequence[str] = (), stat_only: Sequence[str] = ()
+) -> dict[str, Any]:
+    """The ``FileStates`` arguments of :func:`snapshot_files` (to read it along with other facts)."""
+    wanted = sorted(set(paths) | set(contents) | set(stat_only))
+    return {"paths": wanted, "contents": sorted(set(contents)), "stat_only": sorted(set(stat_only) - set(contents))}
+
+
+def host_changed_this_run() -> bool:
+    """True once an operation executed on this host in this run has changed something.
+
+    False at prepare time (nothing has run yet) and throughout a no-op run.
+    """
+    state = host.state
+    if not state.is_executing:
+        return False
+    for op_data in state.ops.get(host, {}).values():
+        meta = op_data.operation_meta
+        if meta.is_complete() and meta.did_change():
+            return True
+    return False
+
+
+def fresh(prepared: Any, fact: type[Any], **kwargs: Any) -> Any:
+    """``prepared`` (a fact value read at prepare time) while it still shows the host, else a new read.
+
+    Call inside operations. ``prepared`` is UNSET/None when the caller has none: then always read.
+    """
+    if prepared is UNSET or prepared is None or host_changed_this_run():
+        return host.get_fact(fact, **kwargs)
+    return prepared
 
 
 def snapshot_units(units: Iterable[str]) -> dict[str, UnitState | None]:
@@ -162,9 +201,14 @@ def service(
     Ensure a systemd unit is running/stopped and enabled/disabled; restart it when ``restarted``
     (pass ``op.will_change`` of its configuration), reload systemd first when ``daemon_reload``.
 
-    + current: the unit's UnitState (or a snapshot dict containing it), None when unknown to systemd
+    + current: the unit's UnitState (or a snapshot dict containing it), None when unknown to systemd;
+      read again when an earlier operation of the run changed the host (a package install starts its
+      service with the packaged configuration: this must then be a restart, not a start)
     """
     name = unit_name(unit)
+    if current is not UNSET and host_changed_this_run():
+        # an earlier operation (a package install that starts the service, ...) may have changed it
+        current = UNSET
     if current is UNSET:
         state = host.get_fact(SystemdUnits, units=[name]).get(name)
     elif isinstance(current, Mapping) and "active" not in current:
@@ -197,7 +241,7 @@ def service(
 def sysctl(values: Mapping[str, Any], current: Any = UNSET):
     """Apply kernel parameters that differ from ``values`` now (``sysctl -w``), one command for all."""
     wanted = {key: normalise_value(value) for key, value in values.items()}
-    state = host.get_fact(SysctlValues, keys=sorted(wanted)) if current is UNSET else current
+    state = fresh(current, SysctlValues, keys=sorted(wanted))
     changes = [key for key, value in wanted.items() if state.get(key) != value]
     if not changes:
         host.noop("sysctl values are already applied")
@@ -214,12 +258,16 @@ def _package_name(spec: str) -> tuple[str, str | None]:
 
 
 @operation()
-def apt_packages(packages: Sequence[str], no_recommends: bool = True, current: Any = UNSET):
+def apt_packages(packages: Sequence[str], no_recommends: bool = True, update: bool = True, current: Any = UNSET):
     """
     Ensure Debian packages (``name`` or ``name=version``) are installed in ONE apt call; run
-    ``apt-get update`` first only when something is missing (so a no-op costs one ``dpkg -l``).
+    ``apt-get update`` first only when something is missing (so a no-op costs one ``dpkg -l``, or none
+    with ``current``).
+
+    + update: run ``apt-get update`` before installing (off where an earlier component just did)
+    + current: ``DebPackages`` read at prepare time (see :func:`fresh`)
     """
-    installed = host.get_fact(DebPackages) if current is UNSET else current
+    installed = fresh(current, DebPackages)
     missing = []
     for spec in packages:
         name, version = _package_name(spec)
@@ -233,6 +281,7 @@ def apt_packages(packages: Sequence[str], no_recommends: bool = True, current: A
         "DEBIAN_FRONTEND=noninteractive", "apt-get", "-q", "-y", "-o", "Acquire::Retries=3",
         "-o", "Dpkg::Options::=--force-confdef", "-o", "Dpkg::Options::=--force-confold",
     )  # fmt: skip
-    yield StringCommand(apt, "update")
+    if update:
+        yield StringCommand(apt, "update")
     install = ["install"] + (["--no-install-recommends"] if no_recommends else [])
     yield StringCommand(apt, *install, *[QuoteString(spec) for spec in missing])

@@ -19,13 +19,15 @@ Facts in, commands out, the way pyinfra's own data-file tests work, but for whol
     result.op("Install containerd")   # first operation whose name contains the text
     result.uploads             # {remote path: uploaded text} for files put by FileUploadCommand
     result.fact_reads          # [(fact name, kwargs)] in the order they were read: one remote command each
+    result.facts_read          # every fact name read, the parts of combined reads (facts.combined) included
 
 How it works: a real pyinfra ``State``/``Inventory`` with one host, in API mode with
 ``check_for_changes=False`` (like ``pyinfra -y``), and ``host.get_fact`` replaced by a lookup in
 ``facts``. Operations are added by calling the deploy in the host context; then each operation's
 command generator is run once, the way the execute stage runs it. ``_if`` conditions are not
 evaluated (they need executed operations); ``OpResult.has_if`` tells an operation has one.
-A fact that is read but not given raises ``MissingFact`` naming it and its arguments, so a test
+Several facts read as one (``facts.combined.Facts``) are answered part by part from ``facts`` and count as
+one read. A fact that is read but not given raises ``MissingFact`` naming it and its arguments, so a test
 states every fact the code under test depends on.
 """
 
@@ -44,7 +46,10 @@ from pyinfra.api.facts import FactBase, ShortFactBase
 from pyinfra.api.host import Host
 from pyinfra.context import ctx_config, ctx_host, ctx_state
 
+from facts.combined import Facts
+
 HOSTNAME = "testhost"
+COMBINED = "facts.combined.Facts"
 
 
 class MissingFact(KeyError):
@@ -104,6 +109,16 @@ class Result:
 
     def has_op(self, text: str) -> bool:
         return any(text in op.name for op in self.ops)
+
+    @property
+    def facts_read(self) -> list[str]:
+        names: list[str] = []
+        for name, kwargs in self.fact_reads:
+            if name == COMBINED:
+                names += [part for part, _ in kwargs["parts"]]
+            else:
+                names.append(name)
+        return names
 
 
 def _fact_name(key: Any) -> str:
@@ -168,14 +183,21 @@ def run_deploy(
     fact_reads: list[tuple[str, dict[str, Any]]] = []
     noops: dict[str | None, list[str]] = {}
 
-    def get_fact(cls: type[Any], *fact_args: Any, **fact_kwargs: Any) -> Any:
-        name = _fact_name(cls)
-        call_kwargs = _normalise_kwargs(cls, fact_args, fact_kwargs)
-        fact_reads.append((name, call_kwargs))
+    def answer(name: str, call_kwargs: dict[str, Any]) -> Any:
         if name not in fact_values:
             raise MissingFact(f"fact {name} {call_kwargs} not given to the test")
         value = fact_values[name]
         return value(**call_kwargs) if callable(value) else value
+
+    def get_fact(cls: type[Any], *fact_args: Any, **fact_kwargs: Any) -> Any:
+        if isinstance(cls, type) and issubclass(cls, Facts):
+            parts = [(part_cls, _normalise_kwargs(part_cls, (), dict(kw))) for part_cls, kw in fact_kwargs["parts"]]
+            fact_reads.append((COMBINED, {"parts": [(_fact_name(part_cls), kw) for part_cls, kw in parts]}))
+            return [answer(_fact_name(part_cls), kw) for part_cls, kw in parts]
+        name = _fact_name(cls)
+        call_kwargs = _normalise_kwargs(cls, fact_args, fact_kwargs)
+        fact_reads.append((name, call_kwargs))
+        return answer(name, call_kwargs)
 
     def noop(description: str) -> None:
         noops.setdefault(host.current_op_hash, []).append(description)

@@ -123,7 +123,9 @@ def test_noop_when_everything_matches() -> None:
                        "sha256": hashlib.sha256(first.uploads[staged].encode()).hexdigest()}
     result = run(["workers"], files=files)
     assert result.commands == []
-    assert [name for name, _ in result.fact_reads] == ["deb.DebPackages", "facts.config_state.ConfigState"]
+    # packages and files/units in ONE remote command, at prepare time
+    assert len(result.fact_reads) == 1
+    assert result.facts_read == ["deb.DebPackages", "facts.config_state.ConfigState"]
 
 
 def test_control_plane_addresses_from_inventory() -> None:

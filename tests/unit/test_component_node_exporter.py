@@ -92,9 +92,10 @@ def test_installed_is_noop() -> None:
         directory, name = temp.rsplit("/", 1)
         sums[f"{directory}/{name[1:].removesuffix('.spectra-new')}"] = hashlib.sha256(text.encode()).hexdigest()
     states = {
-        binary: {"type": "file", "mode": "755", "user": "root", "group": "root", "sha256": "e" * 64},
+        binary: {"type": "file", "mode": "755", "user": "root", "group": "root", "sha256": None, "size": 15679650,
+                 "mtime": "0.000000000", "ctime": "1795633234.198913322", "inode": "1081656"},
         stamp_path(binary): {"type": "file", "mode": "644", "user": "root", "group": "root", "sha256": "f" * 64,
-                             "content": f"{AMD64} {'e' * 64}\n"},
+                             "content": f"{AMD64} {'e' * 64} 15679650 0.000000000 1795633234.198913322 1081656\n"},
         "/etc/passwd": {"type": "file", "mode": "644", "user": "root", "group": "root", "sha256": "1" * 64,
                         "content": "root:x:0:0::/root:/bin/sh\nnode_exporter:x:999:999::/nonexistent:/bin/false\n"},
         "/var/lib/node_exporter/textfile_collector": {"type": "directory", "mode": "755", "user": "node_exporter",
@@ -103,12 +104,30 @@ def test_installed_is_noop() -> None:
                                                       "sha256": sums["/etc/systemd/system/node_exporter.service"]},
     }  # fmt: skip
     unit = {"id": "node_exporter.service", "load": "loaded", "active": "active", "sub": "running", "enabled": "enabled"}
+    reads = []
+
+    def files(paths: list[str], **kwargs: object) -> dict:
+        reads.append(kwargs)
+        return {p: states.get(p) for p in paths}
+
     facts = fresh(
         {
-            FileStates: lambda paths, **_: {p: states.get(p) for p in paths},
+            FileStates: files,
             "facts.systemd.SystemdUnits": {"node_exporter.service": unit},
         }
     )
     second = run_deploy(node_exporter, facts=facts)
     assert second.commands == []
-    assert len(second.fact_reads) == 3  # files (one batch), platform, units
+    assert len(second.fact_reads) == 2  # platform, then files and units in one command
+    assert reads[0]["stat_only"] == [binary]  # the binary is not hashed: its stamp and stat decide
+
+
+def test_verify_binary_hashes_it() -> None:
+    reads = []
+
+    def files(paths: list[str], **kwargs: object) -> dict:
+        reads.append(kwargs)
+        return {p: None for p in paths}
+
+    run_deploy(node_exporter, facts=fresh({FileStates: files}), data={"node_exporter_verify_binary": True})
+    assert reads[0]["stat_only"] == []

@@ -13,11 +13,11 @@ SUM = "a" * 64
 
 def test_process_file_dir_missing_link() -> None:
     lines = [
-        f"S|regular file|644|root|root|12|{SUM}|/etc/a",
-        "S|directory|755|root|adm|4096|-|/etc/d",
+        f"S|regular file|644|root|root|12|1700000000.123456789|1700000001.000000000|42|{SUM}|/etc/a",
+        "S|directory|755|root|adm|4096|1.0|2.0|7|-|/etc/d",
         "M|/etc/missing",
-        "S|link||||0|-|/etc/dangling",
-        "S|regular file|600|root|root|0|-|/etc/with|pipe",
+        "S|link||||0||||-|/etc/dangling",
+        "S|regular file|600|root|root|0|1.0|2.0|8|-|/etc/with|pipe",
     ]
     states = FileStates().process(lines)
     assert states["/etc/a"] == {
@@ -26,6 +26,9 @@ def test_process_file_dir_missing_link() -> None:
         "user": "root",
         "group": "root",
         "size": 12,
+        "mtime": "1700000000.123456789",
+        "ctime": "1700000001.000000000",
+        "inode": "42",
         "sha256": SUM,
     }
     assert states["/etc/d"] is not None and states["/etc/d"]["type"] == "directory"
@@ -36,7 +39,7 @@ def test_process_file_dir_missing_link() -> None:
 
 
 def test_process_content_lines() -> None:
-    lines = [f"S|regular file|644|root|root|3|{SUM}|/var/stamp", "C|aGkK|/var/stamp"]
+    lines = [f"S|regular file|644|root|root|3|1.0|2.0|3|{SUM}|/var/stamp", "C|aGkK|/var/stamp"]
     assert FileStates().process(lines)["/var/stamp"]["content"] == "hi\n"  # type: ignore[index]
 
 
@@ -53,8 +56,25 @@ def test_bad_line_raises() -> None:
 
 def test_command_quotes_paths_and_orders_contents_first() -> None:
     text = command_text(FileStates(), paths=["/a b", "/stamp"], contents=["/stamp"])
-    assert text.endswith("sh 1 1 /stamp '/a b'")
-    assert command_text(FileStates(), paths=["/x"], sha256=False).endswith("sh 0 0 /x")
+    assert text.endswith("sh 1 1 2 /stamp '/a b'")
+    assert command_text(FileStates(), paths=["/x"], sha256=False).endswith("sh 0 0 1 /x")
+
+
+def test_command_puts_stat_only_paths_last() -> None:
+    text = command_text(FileStates(), paths=["/big", "/small", "/stamp"], contents=["/stamp"], stat_only=["/big"])
+    assert text.endswith("sh 1 1 2 /stamp /small /big")
+
+
+def test_stat_only_paths_are_not_hashed(tmp_path: Path) -> None:
+    big, small = tmp_path / "big", tmp_path / "small"
+    big.write_bytes(b"x" * 4096)
+    small.write_text("s\n")
+    states = run_locally(FileStates(), paths=[str(big), str(small)], stat_only=[str(big)])
+    assert states[str(big)]["sha256"] is None
+    assert states[str(big)]["size"] == 4096
+    assert states[str(big)]["inode"] == str(big.stat().st_ino)
+    assert states[str(big)]["ctime"].split(".")[0] == str(int(big.stat().st_ctime))
+    assert states[str(small)]["sha256"] == hashlib.sha256(b"s\n").hexdigest()
 
 
 def test_runs_locally(tmp_path: Path) -> None:

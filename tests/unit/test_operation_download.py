@@ -13,12 +13,14 @@ import tarfile
 import threading
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from pyinfra.api import OperationValueError
 
-from deploys.operations.download import download, stamp_path
+from deploys.operations.download import download, download_paths, download_stat_only, stamp_path
 from facts.files import FileStates
+from tests.unit.facts_util import run_locally
 from tests.unit.pyinfra_harness import run_op
 
 pytestmark = pytest.mark.unit
@@ -28,25 +30,64 @@ SUM = "a" * 64
 OTHER = "b" * 64
 
 
-def _file(sha256: str | None, mode: str = "755", user: str = "root", group: str = "root") -> dict:
-    return {"type": "file", "mode": mode, "user": user, "group": group, "size": 1, "sha256": sha256}
+STAT = {"size": 1, "mtime": "1700000000.000000000", "ctime": "1700000100.123456789", "inode": "77"}
+STAT_TEXT = "1 1700000000.000000000 1700000100.123456789 77"
+TOOL = "/usr/local/bin/tool"
+
+
+def _file(sha256: str | None, mode: str = "755", user: str = "root", group: str = "root", **stat: str) -> dict:
+    return {"type": "file", "mode": mode, "user": user, "group": group, **STAT, **stat, "sha256": sha256}
+
+
+def _stamp(content: str) -> dict:
+    return {**_file("c" * 64, mode="644"), "content": content}
 
 
 def _facts(states: dict) -> dict:
-    return {FileStates: lambda **kwargs: {path: states.get(path) for path in kwargs["paths"]}}
+    def lookup(**kwargs: Any) -> dict:
+        # as the real fact: stat-only paths come without their sum
+        return {
+            path: None if states.get(path) is None else {
+                **states[path], **({"sha256": None} if path in kwargs.get("stat_only", ()) else {})
+            }
+            for path in kwargs["paths"]
+        }  # fmt: skip
+
+    return {FileStates: lookup}
 
 
 def test_plain_file_already_installed_is_noop_with_one_fact() -> None:
-    result = run_op(
-        download,
-        url=URL,
-        dest="/usr/local/bin/tool",
-        sha256=SUM,
-        facts=_facts({"/usr/local/bin/tool": _file(SUM)}),
-    )
+    states = {TOOL: _file(SUM), stamp_path(TOOL): _stamp(f"{SUM} {SUM} {STAT_TEXT}\n")}
+    result = run_op(download, url=URL, dest=TOOL, sha256=SUM, facts=_facts(states))
     assert result.commands == []
     assert result.noops and "already installed" in result.noops[0]
-    assert [name for name, _ in result.fact_reads] == ["facts.files.FileStates"]
+    (read,) = result.fact_reads
+    assert read[0] == "facts.files.FileStates"
+    assert read[1]["stat_only"] == [TOOL]  # the installed file is not hashed: its stamp and stat decide
+
+
+def test_verify_hashes_the_installed_file_and_compares_it() -> None:
+    states = {TOOL: _file(OTHER), stamp_path(TOOL): _stamp(f"{SUM} {SUM} {STAT_TEXT}\n")}
+    result = run_op(download, url=URL, dest=TOOL, sha256=SUM, verify=True, facts=_facts(states))
+    assert result.fact_reads[0][1]["stat_only"] == []
+    assert len(result.commands) == 1 and "curl" in result.commands[0]  # same stat, other content: reinstalled
+
+
+@pytest.mark.parametrize(
+    "changed",
+    [{"ctime": "1700000200.000000000"}, {"size": 2}, {"mtime": "1.0"}, {"inode": "78"}],
+    ids=["ctime", "size", "mtime", "inode"],
+)
+def test_installed_file_touched_since_stamp_is_reinstalled(changed: dict) -> None:
+    states = {TOOL: _file(None, **changed), stamp_path(TOOL): _stamp(f"{SUM} {SUM} {STAT_TEXT}\n")}
+    result = run_op(download, url=URL, dest=TOOL, sha256=SUM, facts=_facts(states))
+    assert len(result.commands) == 1 and "curl" in result.commands[0]
+
+
+def test_stamp_without_stat_from_an_older_release_reinstalls_once() -> None:
+    states = {TOOL: _file(None), stamp_path(TOOL): _stamp(f"{SUM} {SUM}\n")}
+    result = run_op(download, url=URL, dest=TOOL, sha256=SUM, extract="tool-1.0/tool", facts=_facts(states))
+    assert len(result.commands) == 1 and "curl" in result.commands[0]
 
 
 def test_plain_file_missing_downloads_verifies_then_moves() -> None:
@@ -61,57 +102,56 @@ def test_plain_file_missing_downloads_verifies_then_moves() -> None:
     assert "sha256 mismatch for $url: expected $want, got $got" in script
 
 
-def test_wrong_sum_installed_redownloads() -> None:
-    result = run_op(
-        download,
-        url=URL,
-        dest="/usr/local/bin/tool",
-        sha256=SUM,
-        facts=_facts({"/usr/local/bin/tool": _file(OTHER)}),
-    )
+def test_other_archive_recorded_redownloads() -> None:
+    states = {TOOL: _file(OTHER), stamp_path(TOOL): _stamp(f"{OTHER} {OTHER} {STAT_TEXT}\n")}
+    result = run_op(download, url=URL, dest=TOOL, sha256=SUM, facts=_facts(states))
     assert len(result.commands) == 1 and "curl" in result.commands[0]
 
 
-def test_right_sum_wrong_mode_only_chmods() -> None:
-    result = run_op(
-        download,
-        url=URL,
-        dest="/usr/local/bin/tool",
-        sha256=SUM,
-        mode="0755",
-        facts=_facts({"/usr/local/bin/tool": _file(SUM, mode="700", user="nobody")}),
-    )
-    assert result.commands == ["chown root:root /usr/local/bin/tool", "chmod 755 /usr/local/bin/tool"]
+def test_right_sum_wrong_mode_chmods_and_restamps() -> None:
+    # mode/owner settings changed since the install (the stat still matches the stamp)
+    states = {TOOL: _file(SUM, mode="700", user="nobody"), stamp_path(TOOL): _stamp(f"{SUM} {SUM} {STAT_TEXT}\n")}
+    result = run_op(download, url=URL, dest=TOOL, sha256=SUM, mode="0755", facts=_facts(states))
+    assert result.commands[:2] == ["chown root:root /usr/local/bin/tool", "chmod 755 /usr/local/bin/tool"]
+    assert result.commands[2].startswith("sh -c ")
+    assert result.commands[2].endswith(f"spectra-restamp {TOOL} {stamp_path(TOOL)} {SUM} {SUM}")
 
 
 def test_extracted_member_noop_from_stamp() -> None:
-    dest = "/usr/local/bin/tool"
-    stamp = stamp_path(dest)
-    states = {dest: _file(OTHER), stamp: {**_file("c" * 64, mode="644"), "content": f"{SUM} {OTHER}\n"}}
-    result = run_op(download, url=URL, dest=dest, sha256=SUM, extract="tool-1.0/tool", facts=_facts(states))
+    stamp = stamp_path(TOOL)
+    states = {TOOL: _file(OTHER), stamp: _stamp(f"{SUM} {OTHER} {STAT_TEXT}\n")}
+    result = run_op(download, url=URL, dest=TOOL, sha256=SUM, extract="tool-1.0/tool", facts=_facts(states))
     assert result.commands == []
     (read,) = result.fact_reads
-    assert read[1]["paths"] == [dest, stamp] and read[1]["contents"] == [stamp]
+    assert read[1]["paths"] == [TOOL, stamp] and read[1]["contents"] == [stamp]
+    assert read[1]["stat_only"] == [TOOL]
 
 
 @pytest.mark.parametrize(
     "stamp_content",
-    [None, f"{OTHER} {OTHER}\n", f"{SUM} {'d' * 64}\n"],
+    [None, f"{OTHER} {OTHER} {STAT_TEXT}\n", f"{SUM} {'d' * 64} 9 {STAT_TEXT[2:]}\n"],
     ids=["no-stamp", "other-archive", "binary-replaced"],
 )
 def test_extracted_member_reinstalled(stamp_content: str | None) -> None:
-    dest = "/usr/local/bin/tool"
-    stamp = stamp_path(dest)
-    states: dict = {dest: _file(OTHER)}
+    stamp = stamp_path(TOOL)
+    states: dict = {TOOL: _file(OTHER)}
     if stamp_content is not None:
-        states[stamp] = {**_file("c" * 64), "content": stamp_content}
-    result = run_op(download, url=URL, dest=dest, sha256=SUM, extract="tool-1.0/tool", facts=_facts(states))
+        states[stamp] = _stamp(stamp_content)
+    result = run_op(download, url=URL, dest=TOOL, sha256=SUM, extract="tool-1.0/tool", facts=_facts(states))
     assert len(result.commands) == 1 and " root:root tool-1.0/tool 0 " in result.commands[0]
 
 
 def test_current_snapshot_means_no_fact_read() -> None:
-    result = run_op(download, url=URL, dest="/opt/x", sha256=SUM, current={"/opt/x": _file(SUM)}, facts={})
+    current = {"/opt/x": _file(None), stamp_path("/opt/x"): _stamp(f"{SUM} {SUM} {STAT_TEXT}\n")}
+    result = run_op(download, url=URL, dest="/opt/x", sha256=SUM, current=current, facts={})
     assert result.commands == [] and result.fact_reads == []
+
+
+def test_paths_helpers() -> None:
+    assert download_paths(TOOL) == [TOOL, stamp_path(TOOL)]
+    assert download_stat_only(TOOL, "tool-1.0/tool") == [TOOL]
+    assert download_stat_only(TOOL, verify=True) == []
+    assert download_stat_only("/opt/cni/bin", ".") == []
 
 
 def test_hostile_url_is_quoted() -> None:
@@ -237,7 +277,33 @@ def test_real_extract_member_and_stamp(server: tuple[str, Path], tmp_path: Path)
     assert dest.read_bytes() == b"binary"
     assert sorted(p.name for p in dest.parent.iterdir()) == ["tool"]
     stamp = Path(stamp_path(str(dest), str(stamps)))
-    assert stamp.read_text() == f"{archive_sum} {hashlib.sha256(b'binary').hexdigest()}\n"
+    info = dest.stat()
+    recorded = stamp.read_text().split()
+    assert recorded[:2] == [archive_sum, hashlib.sha256(b"binary").hexdigest()]
+    assert recorded[2] == "6" and recorded[5] == str(info.st_ino)
+    assert recorded[4].split(".")[0] == str(int(info.st_ctime))
+
+
+@needs_fetcher
+def test_real_install_then_noop_then_reinstall_after_a_write(server: tuple[str, Path], tmp_path: Path) -> None:
+    """The stamp the script writes, read back by the real FileStates fact: no-op; a rewrite: reinstall."""
+    base, root = server
+    (root / "tool").write_bytes(b"v1")
+    dest, stamps = tmp_path / "bin" / "tool", tmp_path / "stamps"
+    args: dict[str, Any] = {"url": f"{base}/tool", "dest": str(dest), "sha256": hashlib.sha256(b"v1").hexdigest(),
+            "stamp_dir": str(stamps)}  # fmt: skip
+    assert _run(**args).returncode == 0
+
+    def decide() -> list[str]:
+        paths = download_paths(str(dest), stamp_dir=str(stamps))
+        states = run_locally(FileStates(), paths=paths, contents=paths[1:], stat_only=[str(dest)])
+        user = pwd.getpwuid(os.getuid()).pw_name
+        group = grp.getgrgid(os.getgid()).gr_name
+        return run_op(download, user=user, group=group, current=states, facts={}, **args).commands
+
+    assert decide() == []
+    dest.write_bytes(b"v1")  # same content and size, but written: ctime moved
+    assert len(decide()) == 1
 
 
 @needs_fetcher

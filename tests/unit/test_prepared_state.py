@@ -1,0 +1,114 @@
+"""Facts read at prepare time: batched into one command, memoised, and re-read by operations once the run
+has changed the host (deploys.prepare.prepared_facts, deploys.operations.managed.fresh)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from pyinfra.api import deploy
+from pyinfra.connectors.util import CommandOutput
+
+from deploys.operations import managed
+from deploys.operations.config_files import ConfigFile, config_files, config_state_kwargs
+from deploys.prepare import prepared_fact, prepared_facts
+from facts.cgroup import CgroupVersion
+from facts.config_state import ConfigState
+from facts.platform import Platform
+from facts.swap import Swap
+from facts.systemd import SystemdUnits
+from tests.unit.component_facts import BOOKWORM
+from tests.unit.pyinfra_harness import run_deploy
+
+pytestmark = pytest.mark.unit
+
+ACTIVE = {"id": "chrony.service", "load": "loaded", "active": "active", "sub": "running", "enabled": "enabled"}
+
+
+def test_prepared_facts_reads_what_is_missing_in_one_command_and_memoises() -> None:
+    seen: dict[str, Any] = {}
+
+    @deploy("Reads")
+    def reads() -> None:
+        seen["first"] = prepared_facts(Platform, CgroupVersion)
+        seen["second"] = prepared_facts(CgroupVersion, (Swap, {}))  # cgroup is known: Swap alone
+        seen["again"] = prepared_fact(Platform)
+
+    swap: dict[str, list[str]] = {"active": [], "fstab": []}
+    result = run_deploy(reads, facts={Platform: BOOKWORM, CgroupVersion: "v2", Swap: swap})
+    assert seen == {"first": [BOOKWORM, "v2"], "second": ["v2", swap], "again": BOOKWORM}
+    assert result.fact_reads == [
+        ("facts.combined.Facts", {"parts": [("facts.platform.Platform", {}), ("facts.cgroup.CgroupVersion", {})]}),
+        ("facts.swap.Swap", {}),
+    ]
+
+
+def _execute_first_op_with_change(result: Any) -> None:
+    """Pretend the execute stage ran the first operation and it changed the host."""
+    first = result.host.op_hash_order[0]
+    result.state.ops[result.host][first].operation_meta.set_complete(
+        True, ["apt-get install chrony"], CommandOutput([])
+    )
+    result.state.is_executing = True
+
+
+def _chrony_deploy() -> Any:
+    @deploy("Chrony")
+    def chrony() -> None:
+        managed.apt_packages(name="Install chrony", packages=["chrony"], current={})
+        managed.service(name="chrony", unit="chrony", restarted=True, current={"chrony.service": None})
+
+    return chrony
+
+
+def test_service_uses_the_prepared_state_while_nothing_changed() -> None:
+    result = run_deploy(_chrony_deploy(), facts={})
+    assert result.ops[1].commands == ["systemctl start chrony.service", "systemctl enable chrony.service"]
+    assert result.fact_reads == []
+
+
+def test_service_rereads_after_a_package_install_and_restarts_what_the_package_started() -> None:
+    """The package starts chrony with its own configuration: a start would leave ours unread."""
+    result = run_deploy(_chrony_deploy(), facts={SystemdUnits: {"chrony.service": ACTIVE}})
+    _execute_first_op_with_change(result)
+    second = result.state.get_op_data_for_host(result.host, result.host.op_hash_order[1])
+    from pyinfra.context import ctx_host, ctx_state
+
+    with ctx_state.use(result.state), ctx_host.use(result.host):
+        commands = [str(command) for command in second.command_generator()]
+    assert commands == ["systemctl restart chrony.service"]
+    assert result.fact_reads[-1] == ("facts.systemd.SystemdUnits", {"units": ["chrony.service"]})
+
+
+def test_host_changed_this_run() -> None:
+    result = run_deploy(_chrony_deploy(), facts={})
+    from pyinfra.context import ctx_host, ctx_state
+
+    with ctx_state.use(result.state), ctx_host.use(result.host):
+        assert not managed.host_changed_this_run()  # prepare: nothing ran
+        result.state.is_executing = True
+        assert not managed.host_changed_this_run()  # executing, nothing complete yet
+        _execute_first_op_with_change(result)
+        assert managed.host_changed_this_run()
+
+
+def test_config_files_with_prepared_state_reads_nothing_on_a_noop() -> None:
+    file = ConfigFile(path="/etc/x.conf", content="x\n")
+    current = {
+        "files": {"/etc/x.conf": {"type": "file", "mode": "644", "user": "root", "group": "root",
+                                  "sha256": file.sha256}},
+        "units": {},
+    }  # fmt: skip
+    result = run_deploy(config_files, files=[file], current=current, facts={})
+    assert result.commands == [] and result.fact_reads == []
+    assert config_state_kwargs([file], running_units=["x.service"]) == {
+        "paths": ["/etc/x.conf"],
+        "units": ["x.service"],
+    }
+
+
+def test_config_files_without_prepared_state_reads_its_fact() -> None:
+    file = ConfigFile(path="/etc/x.conf", content="x\n")
+    result = run_deploy(config_files, files=[file], facts={ConfigState: {"files": {}, "units": {}}})
+    assert [name for name, _ in result.fact_reads] == ["facts.config_state.ConfigState"]
+    assert result.commands[0] == "mkdir -p /etc"
