@@ -12,6 +12,7 @@ insists on them. `__all__` keeps the helper names below out of host data.
 import json
 import os
 from pathlib import Path
+from urllib.parse import urlparse
 
 from pyinfra import inventory
 
@@ -40,3 +41,7 @@ if inventory.get_group("lab", []):
 
 # The lab host (the bridge address) scrapes node exporters, as a monitoring server would.
 firewall_monitoring_cidrs = ["198.18.0.1/32"]
+if inventory.get_group("lab", []):
+    # A lab on another subnet (--subnet, side by side with the default one) has its own bridge address:
+    # the mirror is served from it.
+    firewall_monitoring_cidrs = [f"{urlparse(_mirror).hostname}/32"]
