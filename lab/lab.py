@@ -187,7 +187,9 @@ class Lab:
             shutil.rmtree(directory)
         directory.mkdir(parents=True, exist_ok=True)
         rootfs.copy_root(rootfs.cached_root(self.config, record["suite"]), root)
-        record["host_key"] = machines.personalise_root(self.config, root, record["name"], record["address"])
+        record["machine_id"], record["host_key"] = machines.personalise_root(
+            self.config, root, record["name"], record["address"]
+        )
 
     def _write_known_hosts(self, state: dict[str, Any]) -> None:
         machines.write_known_hosts(
@@ -222,10 +224,11 @@ class Lab:
     def _stop_node(self, record: dict[str, Any], hard: bool) -> None:
         # A shared SSH connection to a machine that is going away would only hang later commands.
         machines.close_ssh_master(self.config, record["name"])
-        machines.power_off(self.config, record["name"], record.get("pid"), hard=hard)
-        # Any stray machine of the same name (a crashed earlier run) goes too.
+        machine_id = record.get("machine_id")
+        machines.power_off(self.config, record["name"], record.get("pid"), machine_id, hard=hard)
+        # Any stray machine of the same node (a crashed earlier run) goes too.
         for pid in machines.machine_processes(self.config, record["name"]):
-            machines.power_off(self.config, record["name"], pid, hard=True)
+            machines.power_off(self.config, record["name"], pid, machine_id, hard=True)
         record["pid"] = None
 
     # --- single nodes --------------------------------------------------------------------------
@@ -286,9 +289,13 @@ class Lab:
         record = self._node(state, name)
         return subprocess.call(machines.ssh_command(self.config, record["address"], *command))
 
-    def leftovers(self) -> list[str]:
-        """What of the lab still exists on the host (used by tests and `down` checks)."""
+    def leftovers(self, machine_ids: list[str] | None = None) -> list[str]:
+        """What of the lab still exists on the host (used by tests and `down` checks).
+
+        `machine_ids`: nodes known to have existed; any process of theirs still alive is a leftover."""
         found = []
+        for machine_id in machine_ids or []:
+            found += [f"node init {pid} (machine {machine_id})" for pid in machines.container_inits(machine_id)]
         netns = run(["ip", "netns", "list"]).stdout
         netns_prefix = network.netns_name(self.config, "")
         found += [f"netns {line.split()[0]}" for line in netns.splitlines() if line.startswith(netns_prefix)]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -42,13 +43,14 @@ def ensure_lab_key(config: LabConfig) -> Path:
     return key
 
 
-def personalise_root(config: LabConfig, root: Path, name: str, address: str) -> str:
-    """Give a copied root its own identity. Returns the node's ed25519 host public key."""
+def personalise_root(config: LabConfig, root: Path, name: str, address: str) -> tuple[str, str]:
+    """Give a copied root its own identity. Returns its machine ID and ed25519 host public key."""
     (root / "etc/hostname").write_text(f"{name}\n")
     (root / "etc/hosts").write_text(
         f"127.0.0.1\tlocalhost\n127.0.1.1\t{name}\n{address}\t{name}\n::1\tlocalhost ip6-localhost\n"
     )
-    (root / "etc/machine-id").write_text(uuid.uuid4().hex + "\n")
+    machine_id = uuid.uuid4().hex
+    (root / "etc/machine-id").write_text(machine_id + "\n")
     resolv = root / "etc/resolv.conf"
     if resolv.is_symlink():
         resolv.unlink()
@@ -60,7 +62,7 @@ def personalise_root(config: LabConfig, root: Path, name: str, address: str) -> 
     authorized = dot_ssh / "authorized_keys"
     authorized.write_text(Path(str(ssh_key(config)) + ".pub").read_text())
     authorized.chmod(0o600)
-    return (root / "etc/ssh/ssh_host_ed25519_key.pub").read_text().split()[:2][1]
+    return machine_id, (root / "etc/ssh/ssh_host_ed25519_key.pub").read_text().split()[:2][1]
 
 
 def ssh_config(config: LabConfig) -> Path:
@@ -178,21 +180,61 @@ def wait_ready(config: LabConfig, name: str, address: str, pid: int, timeout: fl
     raise LabError(f"node {name} ({address}) did not finish booting within {timeout:.0f} s: {last}")
 
 
-def power_off(config: LabConfig, name: str, pid: int | None, hard: bool = False, timeout: float = 30) -> None:
-    """Stop a node's whole machine: an orderly shutdown, or a power cut with `hard`."""
-    if not pid_alive(config, pid, name):
-        return
-    assert pid is not None
-    # SIGTERM makes systemd-nspawn ask the node's systemd for a clean poweroff.
-    os.kill(pid, signal.SIGKILL if hard else signal.SIGTERM)
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if not pid_alive(config, pid, name):
-            return
-        time.sleep(0.2)
-    os.kill(pid, signal.SIGKILL)
-    time.sleep(0.5)
+def container_inits(machine_id: str | None = None) -> list[int]:
+    """PIDs of systemd-nspawn containers' init processes, all of them or the one booted with `machine_id`.
+
+    nspawn passes the machine ID to the node's init as `container_uuid`; it is how a node whose
+    systemd-nspawn died is still found."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            environ = (entry / "environ").read_bytes().split(b"\0")
+        except (FileNotFoundError, ProcessLookupError, PermissionError):
+            continue
+        if b"container=systemd-nspawn" not in environ:
+            continue
+        uuids = [item.split(b"=", 1)[1] for item in environ if item.startswith(b"container_uuid=")]
+        if machine_id is None or any(u.replace(b"-", b"").decode() == machine_id for u in uuids):
+            found.append(int(entry.name))
+    return found
+
+
+def kill_container(machine_id: str) -> None:
+    """A power cut: SIGKILL the node's init, and the kernel kills every process of its PID namespace."""
+    for init in container_inits(machine_id):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(init, signal.SIGKILL)
+
+
+def power_off(
+    config: LabConfig, name: str, pid: int | None, machine_id: str | None, hard: bool = False, timeout: float = 30
+) -> None:
+    """Stop a node's whole machine: an orderly shutdown, or a power cut with `hard`.
+
+    Killing systemd-nspawn alone is not a power cut: the node's init would live on, orphaned."""
     if pid_alive(config, pid, name):
+        assert pid is not None
+        if hard and machine_id:
+            kill_container(machine_id)
+        else:
+            # SIGTERM makes systemd-nspawn ask the node's systemd for a clean poweroff.
+            os.kill(pid, signal.SIGTERM)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and pid_alive(config, pid, name):
+            time.sleep(0.2)
+        if pid_alive(config, pid, name):
+            if machine_id:
+                kill_container(machine_id)
+            os.kill(pid, signal.SIGKILL)
+            time.sleep(0.5)
+    if machine_id:
+        kill_container(machine_id)  # an init whose nspawn is already gone
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and container_inits(machine_id):
+            time.sleep(0.1)
+    if pid_alive(config, pid, name) or (machine_id and container_inits(machine_id)):
         raise LabError(f"node {name} (pid {pid}) did not stop")
 
 

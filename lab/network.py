@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import json
+import os
+import signal
 from pathlib import Path
 
 from lab.config import LabConfig, LabError
@@ -125,4 +128,8 @@ def node_network_down(config: LabConfig, node: str, index: int) -> None:
         run(["ip", "link", "delete", veth])
     ns = netns_name(config, node)
     if Path(f"/run/netns/{ns}").exists():
+        # Nothing may outlive the lab inside its namespace (a node init orphaned by a crash, say).
+        for pid in run(["ip", "netns", "pids", ns]).stdout.split():
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(int(pid), signal.SIGKILL)
         run(["ip", "netns", "delete", ns])

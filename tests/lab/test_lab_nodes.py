@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import shlex
 import subprocess
@@ -69,11 +70,27 @@ def test_a_second_up_changes_nothing(lab: Lab) -> None:
     assert (LAB_DIR / "state.json").read_text() == before
 
 
+def netns_pids(node: str) -> list[str]:
+    return subprocess.run(["ip", "netns", "pids", f"splab0-{node}"], capture_output=True, text=True).stdout.split()
+
+
+def test_a_power_cut_stops_every_process_of_the_node(lab: Lab) -> None:
+    node = lab.node("node2")
+    assert netns_pids("node2") != []
+    assert lab_cli("stop", "node2", "--hard").returncode == 0
+    assert netns_pids("node2") == []
+    assert subprocess.run(lab.ssh_args(node, "true"), capture_output=True).returncode != 0
+    started = lab_cli("start", "node2")
+    assert started.returncode == 0, started.stderr
+    assert lab.ssh(node, "hostname").strip() == "node2"
+
+
 def test_stop_and_start_power_cycle_one_node(lab: Lab) -> None:
     node = lab.node("node3")
     uptime_marker = lab.ssh(node, "systemctl show -p ActiveEnterTimestampMonotonic --value multi-user.target")
     assert lab_cli("stop", "node3").returncode == 0
     assert subprocess.run(lab.ssh_args(node, "true"), capture_output=True).returncode != 0
+    assert netns_pids("node3") == []
     assert re.search(r"^node3 .* stopped$", lab_cli("status").stdout, re.MULTILINE)
     started = lab_cli("start", "node3")
     assert started.returncode == 0, started.stderr
@@ -96,8 +113,9 @@ def test_down_leaves_nothing_behind(lab: Lab) -> None:
     from lab.config import LabConfig
     from lab.lab import Lab as LabControl
 
+    machine_ids = [node["machine_id"] for node in json.loads((LAB_DIR / "state.json").read_text())["nodes"]]
     result = lab_cli("down")
     assert result.returncode == 0, result.stderr
-    assert LabControl(LabConfig(nodes=[])).leftovers() == []
+    assert LabControl(LabConfig(nodes=[])).leftovers(machine_ids) == []
     assert not (LAB_DIR / "nodes").exists()
     assert subprocess.run([sys.executable, "-m", "lab", "status"], capture_output=True).returncode == 1

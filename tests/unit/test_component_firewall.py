@@ -54,7 +54,7 @@ def test_worker_rules() -> None:
     assert rules[0] == "type filter hook input priority filter; policy drop;"
     assert "ct state established,related accept" in rules
     assert 'iifname "lo" accept' in rules
-    assert "meta l4proto icmp accept" in rules and "meta l4proto ipv6-icmp accept" in rules
+    assert "meta l4proto 1 accept" in rules and "meta l4proto 58 accept" in rules
     assert 'tcp dport 22 ip saddr @admin_v4 accept comment "ssh from admin networks"' in rules
     assert any(r.startswith("tcp dport 10250 ip saddr @control_plane_v4 accept") for r in rules)
     assert any(r.startswith("tcp dport 9100 ip saddr @monitoring_v4 accept") for r in rules)
