@@ -309,7 +309,7 @@ class Lab:
         found += [f"iptables {line}" for line in nat.splitlines() if f"{comment} " in line or f'"{comment}"' in line]
         mounts = Path("/proc/self/mountinfo").read_text()
         found += [
-            f"mount {line.split()[4]}" for line in mounts.splitlines() if str(self.config.state_dir) in line
+            f"mount {line.split()[4]}" for line in mounts.splitlines() if f"{self.config.state_dir}/" in line
         ]
         for entry in Path("/proc").iterdir():
             if not entry.name.isdigit():
@@ -318,9 +318,10 @@ class Lab:
                 cmdline = (entry / "cmdline").read_bytes()
             except (FileNotFoundError, ProcessLookupError):
                 continue
-            if (b"systemd-nspawn" in cmdline or b"lab.mirror_server" in cmdline) and str(
-                self.config.state_dir
-            ).encode() in cmdline:
+            # The trailing slash keeps /var/lib/spectra-lab from matching a second lab's /var/lib/spectra-lab-x.
+            if (b"systemd-nspawn" in cmdline or b"lab.mirror_server" in cmdline) and (
+                f"{self.config.state_dir}/".encode() in cmdline
+            ):
                 readable = cmdline.replace(b"\0", b" ").decode(errors="replace")
                 found.append(f"process {entry.name} {readable}")
         return found
