@@ -19,6 +19,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from pyinfra import host  # noqa: E402
 from pyinfra.facts.deb import DebPackages  # noqa: E402
 
+from deploys import pyinfra_speedups  # noqa: E402
 from deploys.components.audit import audit_rules  # noqa: E402
 from deploys.components.auto_updates import auto_updates  # noqa: E402
 from deploys.components.container_runtime import container_runtime  # noqa: E402
@@ -39,6 +40,9 @@ def enabled(flag: str) -> bool:
     # Every component's own flag defaults to on in its DEFAULTS; this reads group data first.
     return bool(host.data.get(flag, True))
 
+
+# pyinfra's CLI spends ~9 ms of CPU per operation finding its order in the call stack: same answer, cheaper.
+pyinfra_speedups.enable()
 
 # Facts several components read: ONE remote command for all of them at prepare time, kept for the
 # components (deploys.prepare.prepared_facts). Each component reads the rest of what it decides on in one

@@ -1,9 +1,9 @@
 """A component's files and systemd units in ONE remote command.
 
 Composes the two batched facts :class:`facts.files.FileStates` and :class:`facts.systemd.SystemdUnits`
-into a single shell command (their outputs cannot be confused: file lines start with ``S|``, ``M|`` or
-``C|``, unit lines are ``Key=value`` or blank), so an operation that manages a set of configuration files
-and the service reading them costs one remote command on a no-op run.
+into a single shell command (their outputs cannot be confused: file lines start with one of
+``facts.files.LINE_PREFIXES``, unit lines are ``U=``, ``Key=value`` or blank), so an operation that
+manages a set of configuration files and the service reading them costs one remote command on a no-op run.
 """
 
 from __future__ import annotations
@@ -13,10 +13,10 @@ from typing import Any
 
 from pyinfra.api import FactBase, StringCommand
 
-from facts.files import FileStates
+from facts.files import LINE_PREFIXES, FileStates
 from facts.systemd import SystemdUnits
 
-_FILE_PREFIXES = ("S|", "M|", "C|")
+_FILE_PREFIXES = LINE_PREFIXES
 
 
 def split_file_lines(output: Sequence[str]) -> tuple[list[str], list[str]]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import re
 from collections.abc import Sequence
 from typing import Any, TypedDict
 
@@ -23,23 +24,30 @@ class FileState(TypedDict, total=False):
     content: str | None  # only for paths listed in ``contents``
 
 
-# For each path: a "stat" line "S|type|mode|user|group|size|mtime|ctime|inode|sha256|path" (the path last,
-# so it may contain "|"), "M|path" when missing, and for paths whose content was asked a "C|base64|path"
-# line. stat -L follows links: the state is the state of what the path points to. Paths are given in the
-# order contents, hashed, stat-only: only the first "$nhash" may be hashed.
+# Output, one line each: "A|path" for every path asked; "S|type|mode|user|group|size|mtime|ctime|inode|path"
+# for every path that exists (stat -L follows links: the state of what the path points to; the path last,
+# so it may contain "|"); "L|path" for a dangling link; "H|<sha256sum line>" for hashed regular files;
+# "C|base64|path" for paths whose content was asked. An asked path with neither S nor L is missing.
+# Paths come in the order contents, hashed, stat-only: only the first "$nhash" may be hashed.
+# A fixed number of processes whatever the number of paths (one stat, one sha256sum), not a few per path:
+# the no-op run reads dozens of paths on every host.
 _SCRIPT = (
-    'hash="$1"; ncontent="$2"; nhash="$3"; shift 3; i=0; '
-    'for p in "$@"; do i=$((i+1)); '
-    'if [ -e "$p" ]; then '
-    "  t=\"$(stat -L -c '%F|%a|%U|%G|%s|%.9Y|%.9Z|%i' -- \"$p\" 2>/dev/null)\" || t='?||||0|||'; "
-    '  h=-; if [ "$hash" = 1 ] && [ "$i" -le "$nhash" ] && [ -f "$p" ]; then '
-    '    h="$(sha256sum -- "$p" 2>/dev/null | cut -d" " -f1)"; fi; '
-    '  printf \'S|%s|%s|%s\\n\' "$t" "${h:--}" "$p"; '
-    '  if [ "$i" -le "$ncontent" ] && [ -f "$p" ]; then '
-    '    printf \'C|%s|%s\\n\' "$(base64 -w0 -- "$p" 2>/dev/null)" "$p"; fi; '
-    'elif [ -L "$p" ]; then printf \'S|link||||0||||-|%s\\n\' "$p"; '
-    "else printf 'M|%s\\n' \"$p\"; fi; done"
+    'hash="$1"; ncontent="$2"; nhash="$3"; shift 3; '
+    "printf 'A|%s\\n' \"$@\"; "
+    "stat -L -c 'S|%F|%a|%U|%G|%s|%.9Y|%.9Z|%i|%n' -- \"$@\" 2>/dev/null; "
+    'for p in "$@"; do if [ -L "$p" ] && [ ! -e "$p" ]; then printf \'L|%s\\n\' "$p"; fi; done; '
+    'if [ "$hash" = 1 ] && [ "$nhash" -gt 0 ]; then '
+    '  i=0; for p in "$@"; do i=$((i+1)); [ "$i" -le "$nhash" ] || break; '
+    "    if [ -f \"$p\" ]; then printf '%s\\n' \"$p\"; fi; done "
+    "  | xargs -d '\\n' -r sha256sum -- 2>/dev/null | while IFS= read -r l; do printf 'H|%s\\n' \"$l\"; done; "
+    "fi; "
+    'i=0; for p in "$@"; do i=$((i+1)); [ "$i" -le "$ncontent" ] || break; '
+    "  if [ -f \"$p\" ]; then printf 'C|%s|%s\\n' \"$(base64 -w0 -- \"$p\" 2>/dev/null)\" \"$p\"; fi; done; "
+    "true"
 )
+
+# Line kinds of this fact's output (for facts that add their own lines to the same command).
+LINE_PREFIXES = ("A|", "S|", "L|", "H|", "C|")
 
 _TYPES = {"regular file": "file", "regular empty file": "file", "directory": "directory"}
 
@@ -91,18 +99,22 @@ class FileStates(FactBase[dict[str, FileState | None]]):
         return {}
 
     def process(self, output: list[str]) -> dict[str, FileState | None]:
+        asked: list[str] = []
         states: dict[str, FileState | None] = {}
+        sums: dict[str, str] = {}
+        contents: dict[str, str] = {}
         for line in output:
             kind, _, rest = line.partition("|")
-            if kind == "M":
-                states[rest] = None
+            if kind == "A":
+                if rest:
+                    asked.append(rest)
             elif kind == "S":
-                bits = rest.split("|", 9)
-                if len(bits) != 10:
+                bits = rest.split("|", 8)
+                if len(bits) != 9:
                     raise FactProcessError(f"unexpected file state line: {line!r}")
-                file_type, mode, user, group, size, mtime, ctime, inode, digest, path = bits
+                file_type, mode, user, group, size, mtime, ctime, inode, path = bits
                 states[path] = FileState(
-                    type=_TYPES.get(file_type, "link" if file_type == "link" else "other"),
+                    type=_TYPES.get(file_type, "other"),
                     mode=mode,
                     user=user,
                     group=group,
@@ -110,18 +122,42 @@ class FileStates(FactBase[dict[str, FileState | None]]):
                     mtime=mtime,
                     ctime=ctime,
                     inode=inode,
-                    sha256=None if digest in ("", "-") else digest,
+                    sha256=None,
                 )
+            elif kind == "L":
+                states[rest] = FileState(type="link", mode="", user="", group="", size=0, sha256=None)
+            elif kind == "H":
+                digest, path = _sum_line(rest)
+                sums[path] = digest
             elif kind == "C":
                 encoded, _, path = rest.partition("|")
                 try:
-                    content = base64.b64decode(encoded).decode(errors="replace")
+                    contents[path] = base64.b64decode(encoded).decode(errors="replace")
                 except (binascii.Error, ValueError) as error:
                     raise FactProcessError(f"bad content for {path}: {error}") from error
-                state = states.get(path)
-                if state is not None:
-                    state["content"] = content
+        for path in asked:
+            states.setdefault(path, None)
+        for path, state in states.items():
+            if state is None:
+                continue
+            if path in sums:
+                state["sha256"] = sums[path]
+            if path in contents:
+                state["content"] = contents[path]
         return states
+
+
+def _sum_line(line: str) -> tuple[str, str]:
+    """``<sha256>  <path>`` as sha256sum prints it; a leading backslash means the path is escaped."""
+    escaped = line.startswith("\\")
+    if escaped:
+        line = line[1:]
+    digest, separator, path = line.partition("  ")
+    if not separator or len(digest) != 64:
+        raise FactProcessError(f"unexpected sha256sum line: {line!r}")
+    if escaped:
+        path = re.sub(r"\\(.)", lambda match: "\n" if match.group(1) == "n" else match.group(1), path)
+    return digest, path
 
 
 def normalise_mode(mode: int | str | None) -> str | None:

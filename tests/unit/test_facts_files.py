@@ -13,11 +13,16 @@ SUM = "a" * 64
 
 def test_process_file_dir_missing_link() -> None:
     lines = [
-        f"S|regular file|644|root|root|12|1700000000.123456789|1700000001.000000000|42|{SUM}|/etc/a",
-        "S|directory|755|root|adm|4096|1.0|2.0|7|-|/etc/d",
-        "M|/etc/missing",
-        "S|link||||0||||-|/etc/dangling",
-        "S|regular file|600|root|root|0|1.0|2.0|8|-|/etc/with|pipe",
+        "A|/etc/a",
+        "A|/etc/d",
+        "A|/etc/missing",
+        "A|/etc/dangling",
+        "A|/etc/with|pipe",
+        "S|regular file|644|root|root|12|1700000000.123456789|1700000001.000000000|42|/etc/a",
+        "S|directory|755|root|adm|4096|1.0|2.0|7|/etc/d",
+        "S|regular empty file|600|root|root|0|1.0|2.0|8|/etc/with|pipe",
+        "L|/etc/dangling",
+        f"H|{SUM}  /etc/a",
     ]
     states = FileStates().process(lines)
     assert states["/etc/a"] == {
@@ -35,12 +40,17 @@ def test_process_file_dir_missing_link() -> None:
     assert states["/etc/d"]["sha256"] is None
     assert states["/etc/missing"] is None
     assert states["/etc/dangling"] is not None and states["/etc/dangling"]["type"] == "link"
-    assert "/etc/with|pipe" in states
+    assert states["/etc/with|pipe"] is not None and states["/etc/with|pipe"]["type"] == "file"
 
 
 def test_process_content_lines() -> None:
-    lines = [f"S|regular file|644|root|root|3|1.0|2.0|3|{SUM}|/var/stamp", "C|aGkK|/var/stamp"]
+    lines = ["A|/var/stamp", "S|regular file|644|root|root|3|1.0|2.0|3|/var/stamp", "C|aGkK|/var/stamp"]
     assert FileStates().process(lines)["/var/stamp"]["content"] == "hi\n"  # type: ignore[index]
+
+
+def test_process_escaped_sum_line() -> None:
+    lines = ["A|/tmp/a\\b", "S|regular file|644|root|root|3|1.0|2.0|3|/tmp/a\\b", f"H|\\{SUM}  /tmp/a\\\\b"]
+    assert FileStates().process(lines)["/tmp/a\\b"]["sha256"] == SUM  # type: ignore[index]
 
 
 def test_process_empty() -> None:
@@ -52,6 +62,8 @@ def test_bad_line_raises() -> None:
 
     with pytest.raises(FactProcessError):
         FileStates().process(["S|regular file|644"])
+    with pytest.raises(FactProcessError):
+        FileStates().process(["H|abc  /x"])
 
 
 def test_command_quotes_paths_and_orders_contents_first() -> None:
@@ -93,6 +105,30 @@ def test_runs_locally(tmp_path: Path) -> None:
     assert states[str(tmp_path)]["type"] == "directory"
     assert states[str(tmp_path / "missing")] is None
     assert states[str(stamp)]["content"] == "abc\n"
+
+
+def test_runs_locally_with_awkward_names_and_links(tmp_path: Path) -> None:
+    odd = tmp_path / "a b|c\\d"
+    odd.write_text("odd\n")
+    (tmp_path / "dangling").symlink_to(tmp_path / "nowhere")
+    (tmp_path / "link").symlink_to(odd)
+    paths = [str(odd), str(tmp_path / "dangling"), str(tmp_path / "link"), str(tmp_path / "missing")]
+    states = run_locally(FileStates(), paths=paths)
+    digest = hashlib.sha256(b"odd\n").hexdigest()
+    assert states[str(odd)]["sha256"] == digest and states[str(odd)]["type"] == "file"
+    assert states[str(tmp_path / "dangling")]["type"] == "link"
+    assert states[str(tmp_path / "link")]["sha256"] == digest  # followed
+    assert states[str(tmp_path / "missing")] is None
+
+
+def test_many_paths_one_stat(tmp_path: Path) -> None:
+    paths = []
+    for index in range(50):
+        path = tmp_path / f"f{index}"
+        path.write_text(str(index))
+        paths.append(str(path))
+    states = run_locally(FileStates(), paths=paths)
+    assert all(states[p]["sha256"] == hashlib.sha256(str(i).encode()).hexdigest() for i, p in enumerate(paths))
 
 
 @pytest.mark.parametrize(
