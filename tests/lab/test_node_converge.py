@@ -122,3 +122,29 @@ def test_a_checksum_mismatch_installs_nothing_and_fails(converged: dict[str, Any
     result, summary = spectra_deploy(tmp_path, "deploys/node.py", "--limit", "node3")
     assert result.returncode == 0, result.stderr[-3000:]
     assert lab.ssh(node, "systemctl is-active node_exporter").strip() == "active"
+
+
+def test_rollout_converges_zone_by_zone_and_stops_at_the_first_failing_zone(
+    converged: dict[str, Any], lab: Lab
+) -> None:
+    ok = subprocess.run(
+        [SPECTRA, "rollout", "inventories/lab.py", "deploys/node.py", "--by-zone"],
+        cwd=REPO, capture_output=True, text=True, timeout=1200,
+    )  # fmt: skip
+    assert ok.returncode == 0, ok.stderr[-3000:]
+    limits = [line.split("--limit ")[1].split()[0] for line in ok.stderr.splitlines() if "--limit az_" in line]
+    assert limits == ["az_lab_a", "az_lab_b", "az_lab_c"]
+
+    # node2 (zone lab-b) loses power: its zone fails and the zone after it is never started.
+    assert lab_cli("stop", "node2", "--hard").returncode == 0
+    try:
+        failed = subprocess.run(
+            [SPECTRA, "rollout", "inventories/lab.py", "deploys/node.py", "--by-zone", "--zones", "lab-b,lab-c"],
+            cwd=REPO, capture_output=True, text=True, timeout=1200,
+        )  # fmt: skip
+        assert failed.returncode != 0
+        assert "--limit az_lab_c" not in failed.stderr
+        summary = failed.stdout + failed.stderr
+        assert "az_lab_b" in summary and "failed" in summary
+    finally:
+        assert lab_cli("start", "node2").returncode == 0
