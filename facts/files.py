@@ -38,11 +38,11 @@ _SCRIPT = (
     'for p in "$@"; do if [ -L "$p" ] && [ ! -e "$p" ]; then printf \'L|%s\\n\' "$p"; fi; done; '
     'if [ "$hash" = 1 ] && [ "$nhash" -gt 0 ]; then '
     '  i=0; for p in "$@"; do i=$((i+1)); [ "$i" -le "$nhash" ] || break; '
-    "    if [ -f \"$p\" ]; then printf '%s\\n' \"$p\"; fi; done "
+    '    if [ -f "$p" ]; then printf \'%s\\n\' "$p"; fi; done '
     "  | xargs -d '\\n' -r sha256sum -- 2>/dev/null | while IFS= read -r l; do printf 'H|%s\\n' \"$l\"; done; "
     "fi; "
     'i=0; for p in "$@"; do i=$((i+1)); [ "$i" -le "$ncontent" ] || break; '
-    "  if [ -f \"$p\" ]; then printf 'C|%s|%s\\n' \"$(base64 -w0 -- \"$p\" 2>/dev/null)\" \"$p\"; fi; done; "
+    '  if [ -f "$p" ]; then printf \'C|%s|%s\\n\' "$(base64 -w0 -- "$p" 2>/dev/null)" "$p"; fi; done; '
     "true"
 )
 

@@ -37,32 +37,39 @@ PROBE_PATHS: dict[str, str] = {
     "nf_conntrack": "/proc/sys/net/netfilter/nf_conntrack_max",
 }
 
-# sh -c SCRIPT sh NAME SYMBOL PROBE ...: the values arrive as "$@", never spliced into the script.
-# Order of the checks matters:
-# - /proc/modules lists modules loaded from a .ko file: "loaded".
+# sh -c SCRIPT sh NAME UNDERSCORED DASHED SYMBOL PROBE ...: values arrive as "$@", never spliced into the
+# script. Checks, cheapest first (shell builtins on sysfs/procfs before any process is started):
+# - /sys/module/NAME/initstate exists only for modules loaded from a .ko file: "loaded";
+#   a /sys/module/NAME directory without it is compiled in: "builtin";
+# - the feature's probe path (built-in br_netfilter has no /sys/module entry, but its sysctls appear
+#   under /proc/sys/net/bridge): "builtin" (a loaded module was caught above);
+# - without sysfs: /proc/modules lists modules loaded from a .ko file: "loaded";
 # - compiled in: listed in modules.builtin (when /lib/modules exists), CONFIG_<SYMBOL>=y in
-#   /proc/config.gz or /boot/config-$(uname -r), a /sys/module/NAME directory that is not a loaded
-#   module, the feature's probe path, or a filesystem in /proc/filesystems (overlay): "builtin".
-#   Monolithic kernels (the lab's, some cloud kernels) have no /lib/modules at all and modprobe
-#   fails there although the feature is present.
-# - modinfo, or a NAME.ko* file under /lib/modules/$(uname -r): "loadable".
+#   /proc/config.gz or /boot/config-$(uname -r) (read once, only if needed), or a filesystem in
+#   /proc/filesystems (overlay): "builtin". Monolithic kernels (the lab's, some cloud kernels) have no
+#   /lib/modules at all and modprobe fails there although the feature is present;
+# - modinfo, or a NAME.ko* file under /lib/modules/$(uname -r): "loadable";
 # - otherwise "missing".
 _SCRIPT = (
-    'r="$(uname -r)"; d="/lib/modules/$r"; '
-    'cfg="$( (zcat /proc/config.gz 2>/dev/null || cat "/boot/config-$r" 2>/dev/null) | grep "=y$")"; '
-    'while [ $# -gt 2 ]; do m="$1"; sym="$2"; probe="$3"; shift 3; '
-    'u="$(echo "$m" | tr - _)"; k="$(echo "$m" | tr _ -)"; '
-    'if grep -q "^$u " /proc/modules 2>/dev/null; then s=loaded; '
-    'elif [ -f "$d/modules.builtin" ] && grep -Eq "/($u|$k)\\.ko(\\.[a-z]+)?$" "$d/modules.builtin"; '
-    "then s=builtin; "
-    'elif [ -n "$sym" ] && echo "$cfg" | grep -qx "CONFIG_$sym=y"; then s=builtin; '
+    'r=""; cfg=""; cfg_read=0; '
+    'while [ $# -gt 4 ]; do m="$1"; u="$2"; k="$3"; sym="$4"; probe="$5"; shift 5; '
+    'if [ -f "/sys/module/$u/initstate" ]; then s=loaded; '
     'elif [ -d "/sys/module/$u" ]; then s=builtin; '
     'elif [ -n "$probe" ] && [ -e "$probe" ]; then s=builtin; '
-    'elif grep -Eq "[[:space:]]$m$" /proc/filesystems 2>/dev/null; then s=builtin; '
-    'elif modinfo "$m" >/dev/null 2>&1; then s=loadable; '
-    'elif [ -d "$d" ] && [ -n "$(find "$d" \\( -name "$u.ko*" -o -name "$k.ko*" \\) -print -quit '
+    'elif grep -q "^$u " /proc/modules 2>/dev/null; then s=loaded; '
+    "else "
+    '  [ -n "$r" ] || r="$(uname -r)"; d="/lib/modules/$r"; '
+    '  if [ -n "$sym" ] && [ "$cfg_read" = 0 ]; then cfg_read=1; '
+    '    cfg="$( (zcat /proc/config.gz 2>/dev/null || cat "/boot/config-$r" 2>/dev/null) | grep "=y$")"; fi; '
+    '  if [ -f "$d/modules.builtin" ] && grep -Eq "/($u|$k)\\.ko(\\.[a-z]+)?$" "$d/modules.builtin"; '
+    "  then s=builtin; "
+    '  elif [ -n "$sym" ] && printf "%s\\n" "$cfg" | grep -qx "CONFIG_$sym=y"; then s=builtin; '
+    '  elif grep -Eq "[[:space:]]$m$" /proc/filesystems 2>/dev/null; then s=builtin; '
+    '  elif modinfo "$m" >/dev/null 2>&1; then s=loadable; '
+    '  elif [ -d "$d" ] && [ -n "$(find "$d" \\( -name "$u.ko*" -o -name "$k.ko*" \\) -print -quit '
     '2>/dev/null)" ]; then s=loadable; '
-    "else s=missing; fi; "
+    "  else s=missing; fi; "
+    "fi; "
     'echo "$m $s"; done'
 )
 
@@ -88,7 +95,13 @@ class KernelFeatures(FactBase[dict[str, str]]):
         probes = {**PROBE_PATHS, **(probe_paths or {})}
         args: list[QuoteString] = []
         for name in names:
-            args += [QuoteString(name), QuoteString(symbols.get(name, "")), QuoteString(probes.get(name, ""))]
+            args += [
+                QuoteString(name),
+                QuoteString(name.replace("-", "_")),
+                QuoteString(name.replace("_", "-")),
+                QuoteString(symbols.get(name, "")),
+                QuoteString(probes.get(name, "")),
+            ]
         return StringCommand("sh", "-c", QuoteString(_SCRIPT), "sh", *args)
 
     @staticmethod

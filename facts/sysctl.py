@@ -6,13 +6,22 @@ from collections.abc import Sequence
 
 from pyinfra.api import FactBase, QuoteString, StringCommand
 
-# For each key: "key<TAB>+value" (whitespace runs squeezed to one space) or "key<TAB>-" when absent.
+# Given "key path" pairs: "key<TAB>-" for a key whose /proc/sys file is absent or unreadable,
+# "P|key<TAB>path" for the others, then one grep prints "path:line" for every line of every present file
+# (the value: its lines joined with spaces, whitespace squeezed when processed). A fixed number of
+# processes, not a few per key (the lab's nodes share the machine's CPUs with the run).
 _SCRIPT = (
-    'for k in "$@"; do p="/proc/sys/$(echo "$k" | tr . /)"; '
-    'if [ -r "$p" ] && v="$(cat "$p" 2>/dev/null)"; then '
-    "printf '%s\\t+%s\\n' \"$k\" \"$(printf '%s' \"$v\" | tr '\\n' ' ')\"; "
-    "else printf '%s\\t-\\n' \"$k\"; fi; done"
+    "i=0; n=$(($# / 2)); "
+    'while [ "$i" -lt "$n" ]; do k=$1; p=$2; shift 2; i=$((i + 1)); '
+    'if [ -f "$p" ] && [ -r "$p" ]; then printf \'P|%s\\t%s\\n\' "$k" "$p"; set -- "$@" "$p"; '
+    "else printf '%s\\t-\\n' \"$k\"; fi; done; "
+    "if [ $# -gt 0 ]; then grep -H '' -- \"$@\" 2>/dev/null; fi; true"
 )
+
+
+def proc_path(key: str) -> str:
+    """``net.ipv4.ip_forward`` -> ``/proc/sys/net/ipv4/ip_forward`` (as ``sysctl`` maps it)."""
+    return "/proc/sys/" + key.replace(".", "/")
 
 
 def normalise_value(value: object) -> str:
@@ -30,7 +39,10 @@ class SysctlValues(FactBase[dict[str, str | None]]):
     """
 
     def command(self, keys: Sequence[str]) -> StringCommand:
-        return StringCommand("sh", "-c", QuoteString(_SCRIPT), "sh", *[QuoteString(key) for key in keys])
+        args: list[QuoteString] = []
+        for key in keys:
+            args += [QuoteString(key), QuoteString(proc_path(key))]
+        return StringCommand("sh", "-c", QuoteString(_SCRIPT), "sh", *args)
 
     @staticmethod
     def default() -> dict[str, str | None]:
@@ -38,9 +50,26 @@ class SysctlValues(FactBase[dict[str, str | None]]):
 
     def process(self, output: list[str]) -> dict[str, str | None]:
         values: dict[str, str | None] = {}
+        paths: dict[str, str] = {}  # path -> key
+        lines: dict[str, list[str]] = {}
         for line in output:
+            if line.startswith("P|"):
+                key, _, path = line[2:].partition("\t")
+                paths[path] = key
+                lines[key] = []
+                continue
+            if line.startswith("/"):
+                path, sep, value = line.partition(":")
+                while sep and path not in paths:  # a path with ":" in it
+                    more, sep, value = value.partition(":")
+                    path = f"{path}:{more}"
+                if path in paths:
+                    lines[paths[path]].append(value)
+                continue
             key, sep, rest = line.partition("\t")
             if not sep or not key:
                 continue
             values[key] = normalise_value(rest[1:]) if rest.startswith("+") else None
+        for key, found in lines.items():
+            values[key] = normalise_value(" ".join(found))
         return values

@@ -50,3 +50,11 @@ def test_runs_locally_on_linux() -> None:
 
     result = run_locally(KernelFeatures(), names=["surely_not_a_module_xyz"])
     assert result == {"surely_not_a_module_xyz": "missing"}
+
+
+def test_both_spellings_passed_without_forks_in_the_script() -> None:
+    text = command_text(KernelFeatures(), names=["br-netfilter"])
+    assert "br-netfilter br_netfilter br-netfilter" in text
+    assert " tr " not in text  # no process per module just to respell its name
+    # sysfs builtins first; the kernel config is only decompressed when those do not answer
+    assert text.index("/sys/module/$u/initstate") < text.index("/proc/modules") < text.index("zcat")

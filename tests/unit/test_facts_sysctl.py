@@ -26,8 +26,20 @@ def test_normalise_value() -> None:
 
 
 def test_command_quotes_keys() -> None:
-    assert command_text(SysctlValues(), keys=["a.b", "c d"]).endswith("sh a.b 'c d'")
+    assert command_text(SysctlValues(), keys=["a.b", "c d"]).endswith("sh a.b /proc/sys/a/b 'c d' '/proc/sys/c d'")
 
 
 def test_missing_key_locally() -> None:
     assert run_locally(SysctlValues(), keys=["no.such.key_xyz"]) == {"no.such.key_xyz": None}
+
+
+def test_several_keys_without_a_process_per_key_locally() -> None:
+    keys = ["net.ipv4.ip_local_port_range", "kernel.ostype", "no.such.key_xyz", "net.ipv4"]
+    values = run_locally(SysctlValues(), keys=keys)
+    assert values["kernel.ostype"] == "Linux"
+    assert len((values["net.ipv4.ip_local_port_range"] or "").split()) == 2  # tab-separated pair, squeezed
+    assert values["no.such.key_xyz"] is None
+    assert values["net.ipv4"] is None  # a directory is not a key
+    assert "awk" not in command_text(SysctlValues(), keys=keys) and " tr " not in command_text(
+        SysctlValues(), keys=keys
+    )
