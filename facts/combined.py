@@ -16,6 +16,7 @@ Each part keeps pyinfra's semantics: a part whose ``requires_command`` is missin
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -76,10 +77,19 @@ class Facts(FactBase[list[Any]]):
         return process_parts(self.parts, output)
 
 
+_BOUND: dict[str, type[Facts]] = {}
+
+
 def bind(parts: Sequence[Part]) -> type[Facts]:
-    """A :class:`Facts` class that knows ``parts`` (call ``host.get_fact(bind(parts), parts=parts)``)."""
+    """A :class:`Facts` class that knows ``parts`` (call ``host.get_fact(bind(parts), parts=parts)``).
+
+    Classes are kept per distinct ``parts`` (pyinfra checks every new fact class when it is created).
+    """
     bound = tuple((cls, dict(kwargs)) for cls, kwargs in parts)
-    return type("Facts", (Facts,), {"parts": bound, "__module__": __name__})
+    key = json.dumps([(f"{cls.__module__}.{cls.__qualname__}", kwargs) for cls, kwargs in bound], default=str)
+    if key not in _BOUND:
+        _BOUND[key] = type("Facts", (Facts,), {"parts": bound, "__module__": __name__})
+    return _BOUND[key]
 
 
 def split_output(output: Sequence[str], count: int) -> list[tuple[list[str], int | None]]:

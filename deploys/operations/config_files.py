@@ -35,6 +35,7 @@ from pyinfra.api import FileUploadCommand, QuoteString, StringCommand, operation
 from pyinfra.api.command import PyinfraCommand
 
 from deploys.operations.managed import fresh
+from deploys.templating import BYTECODE_CACHE
 from facts.config_state import ConfigState
 from facts.files import normalise_mode
 from facts.systemd import unit_name
@@ -48,6 +49,7 @@ _ENV = jinja2.Environment(
     trim_blocks=True,
     lstrip_blocks=True,
     autoescape=False,
+    bytecode_cache=BYTECODE_CACHE,
 )
 
 

@@ -110,3 +110,8 @@ def test_bound_class_carries_its_parts_and_a_stable_name() -> None:
     assert [part[0] for part in cls.parts] == [DebPackages, Swap]
     text = cls().command(parts).get_raw_value()
     assert "if command -v dpkg >/dev/null 2>&1; then ( dpkg -l )" in text
+
+
+def test_bound_classes_are_reused_for_the_same_parts() -> None:
+    assert bind([(Swap, {})]) is bind([(Swap, {})])
+    assert bind([(SysctlValues, {"keys": ["a"]})]) is not bind([(SysctlValues, {"keys": ["b"]})])
