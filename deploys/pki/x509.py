@@ -254,7 +254,8 @@ def reissue_reason(
     if not issued_by(cert, ca_cert):
         return f"not issued by the current {spec.ca} (the CA changed)"
     not_after = cert.not_valid_after_utc
-    if not_after - now <= renew_before:
+    # a leaf that already lasts as long as its CA cannot be renewed for longer: keep it (the CA warns)
+    if not_after - now <= renew_before and not_after < ca_cert.not_valid_after_utc:
         return f"expires {not_after:%Y-%m-%d %H:%M} UTC, within the renewal window of {renew_before.days} days"
     if cert.not_valid_before_utc > now:
         return f"not valid before {cert.not_valid_before_utc:%Y-%m-%d %H:%M} UTC"
