@@ -4,6 +4,11 @@
     spectra zones    INVENTORY
     spectra deploy   INVENTORY DEPLOY.py... [--limit ...] [--dry] [-v] [-- more pyinfra options]
     spectra rollout  INVENTORY DEPLOY.py... --by-zone [--zones a,b] [--pause S] [-- more pyinfra options]
+    spectra comply   INVENTORY [--limit GROUP|ZONE|HOST] [--report-dir DIR] [--waivers FILE] [-n N]
+    spectra drift    INVENTORY DEPLOY.py... [--limit ...]
+
+comply: 0 compliant; 1 a check failed or a waiver expired; 2 invalid input (nothing run).
+drift: 0 nothing would change; 3 something would change (listed); 1 the dry run failed.
 
 Exit codes: 0 success; 1 the pyinfra run failed (any failed host); 2 invalid inventory, group_data or
 arguments, zero hosts; 130 interrupted.
@@ -17,6 +22,8 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
+from spectra_cli.comply import DEFAULT_WAIVERS, ComplyOptions, comply
+from spectra_cli.drift import report as drift_report
 from spectra_cli.rollout import RolloutError, plan, rollout
 from spectra_cli.runner import PyinfraRun, run_pyinfra
 from spectra_cli.schema import DEFAULT_COMPONENTS_PACKAGE
@@ -99,6 +106,18 @@ def build_parser() -> argparse.ArgumentParser:
     )
     rollout_parser.add_argument("--pause", type=float, default=0.0, help="seconds to wait between zones")
     rollout_parser.add_argument("--skip-unzoned", action="store_true", help="leave selected hosts without a zone out")
+
+    comply_parser = sub.add_parser("comply", help="run the compliance checks on the selected hosts, write reports")
+    _common(comply_parser)
+    comply_parser.add_argument("--report-dir", default="compliance-report", help="where reports go (%(default)s)")
+    comply_parser.add_argument("--waivers", default=str(DEFAULT_WAIVERS), help="waivers file (%(default)s)")
+    comply_parser.add_argument("-n", dest="workers", type=int, default=4, help="parallel workers (0: none)")
+    comply_parser.add_argument("--sudo", action="store_true", help="run the checks' commands with sudo")
+
+    drift_parser = sub.add_parser("drift", help="dry-run a deploy; non-zero exit when anything would change")
+    _common(drift_parser)
+    drift_parser.add_argument("operations", nargs="+", help="deploy file(s), e.g. deploys/site.py")
+    drift_parser.add_argument("-v", dest="verbose", action="count", default=0, help="pyinfra -v (repeatable)")
     return parser
 
 
@@ -175,9 +194,33 @@ def main(argv: Sequence[str] | None = None) -> int:
     if problem:
         return _usage_error(problem)
 
+    if args.command == "comply":
+        # Hosts are selected after loading (zone names are accepted in --limit): load everything once.
+        options = ComplyOptions(
+            limit=args.limit, exclude=args.exclude, report_dir=args.report_dir, waivers=args.waivers,
+            workers=args.workers, sudo=args.sudo,
+        )  # fmt: skip
+        args.limit, args.exclude = [], []
+        result = _validate(args, quiet=True)
+        if not result.ok:
+            return EXIT_INVALID
+        return comply(result, args.inventory, options)
+
     result = _validate(args, quiet=getattr(args, "quiet", False))
     if not result.ok:
         return EXIT_INVALID
+
+    if args.command == "drift":
+        run = PyinfraRun(
+            inventory=args.inventory, operations=args.operations, limit=args.limit, exclude=args.exclude,
+            data=args.data, group_data=args.group_data, flags=["--dry", *["-v"] * args.verbose], yes=False,
+        )  # fmt: skip
+        outcome = run_pyinfra(run)
+        if outcome.exit_code != 0:
+            reason = f": {outcome.reason}" if outcome.reason else ""
+            print(f"spectra: drift: the dry run failed (exit {outcome.exit_code}){reason}", file=sys.stderr)
+            return outcome.exit_code
+        return drift_report(outcome.summary)
 
     if args.command == "validate":
         return EXIT_OK

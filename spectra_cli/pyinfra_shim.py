@@ -12,6 +12,13 @@ for the exit code. pyinfra 3.10 exits 0 in cases that are failures for us:
 After pyinfra returns, this reads pyinfra's own state (failed hosts, per-host error counts) and exits
 1 for failed hosts or zero hosts and 130 for an interrupt. With ``SPECTRA_RESULT_FILE`` set it also
 writes a JSON summary there for ``spectra``.
+
+With ``--dry`` the summary also says, per host, which operations *would* change and with which commands
+(``would_change``), for ``spectra drift``. The signal is pyinfra's own: run without ``-y``, pyinfra
+prepares with change detection (``State(check_for_changes=True)``), runs each operation's command
+generator up to its first command and stores the answer in ``OperationMeta._maybe_is_change`` (what
+``will_change`` returns); ``--dry`` then exits before executing, with the connections still open. For the
+operations that would change, the generator is run again, in the host's context, to list the commands.
 """
 
 from __future__ import annotations
@@ -69,6 +76,67 @@ def changed_operations(state: Any) -> dict[str, list[str]]:
                 names.append(pretty_op_name(state.op_meta[op_hash]))
         changed[host.name] = names
     return changed
+
+
+MAX_COMMANDS = 5  # commands listed per operation that would change
+
+
+def describe_command(command: Any) -> str:
+    """One line for a pyinfra command, secrets masked (``MaskString``)."""
+    from pyinfra.api.command import FileUploadCommand, FunctionCommand, StringCommand
+
+    if isinstance(command, StringCommand):
+        text = command.get_masked_value()
+    elif isinstance(command, FileUploadCommand):
+        source = command.src if isinstance(command.src, str) else "generated content"
+        text = f"upload {source} -> {command.dest}"
+    elif isinstance(command, FunctionCommand):
+        text = f"run {getattr(command.function, '__name__', 'function')}()"
+    else:
+        text = repr(command)
+    text = " ".join(text.split())
+    return text if len(text) <= 300 else text[:297] + "..."
+
+
+def would_change(state: Any) -> dict[str, list[dict[str, Any]]]:
+    """Per activated host, the operations a ``--dry`` run found would change, with their commands.
+
+    ``conditional``: the operation has ``_if``, which pyinfra only evaluates while executing.
+    """
+    from pyinfra.context import ctx_host, ctx_state
+    from pyinfra_cli.prints import pretty_op_name
+
+    changes: dict[str, list[dict[str, Any]]] = {}
+    try:
+        op_order = state.get_op_order()
+    except Exception:  # noqa: BLE001 - nothing was prepared
+        return changes
+    for host in sorted(state.activated_hosts, key=lambda item: item.name):
+        items = []
+        for op_hash in op_order:
+            op_data = state.ops.get(host, {}).get(op_hash)
+            if op_data is None or op_data.operation_meta._maybe_is_change is False:
+                continue
+            commands: list[str] = []
+            error = None
+            try:
+                with ctx_state.use(state), ctx_host.use(host):
+                    commands = [describe_command(command) for command in op_data.command_generator()]
+            except Exception as exc:  # noqa: BLE001 - report it; the operation still counts as a change
+                error = f"{type(exc).__name__}: {exc}"
+            if not commands and error is None:
+                continue
+            items.append(
+                {
+                    "operation": pretty_op_name(state.op_meta[op_hash]),
+                    "commands": commands[:MAX_COMMANDS],
+                    "more_commands": max(0, len(commands) - MAX_COMMANDS),
+                    "conditional": bool(op_data.global_arguments.get("_if")),
+                    "error": error,
+                }
+            )
+        changes[host.name] = items
+    return changes
 
 
 def decide_exit(summary: dict[str, Any], ran_operations: bool) -> tuple[int, str | None]:
@@ -129,6 +197,8 @@ def run(argv: list[str]) -> int:
 
     state = ctx_state.get() if ctx_state.isset() else None
     summary = summarise(state, code, interrupted)
+    if state is not None and "--dry" in argv and not interrupted:
+        summary["would_change"] = would_change(state)
     ran_operations = "debug-inventory" not in argv
     final, reason = decide_exit(summary, ran_operations)
     summary["exit_code"] = final

@@ -28,9 +28,10 @@ class PyinfraRun:
     group_data: Sequence[str] = ()
     flags: Sequence[str] = ()  # --dry, --diff, -v, --serial, --no-wait, --parallel N ...
     extra: Sequence[str] = ()  # anything after `--`
+    yes: bool = True  # -y; without it (and with --dry) pyinfra detects changes while preparing
 
     def argv(self) -> list[str]:
-        args = ["-y"]
+        args = ["-y"] if self.yes else []
         for pattern in self.limit:
             args += ["--limit", pattern]
         for pattern in self.exclude:
