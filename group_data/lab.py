@@ -18,6 +18,7 @@ from pyinfra import inventory
 
 __all__ = [
     "chrony_daemon_opts",
+    "containerd_registry_mirrors",
     "firewall_monitoring_cidrs",
     "fluentd_enabled",
     "node_exporter_download_base_url",
@@ -38,6 +39,14 @@ if inventory.get_group("lab", []):
 
     node_exporter_download_base_url = f"{_mirror}/prometheus/node_exporter/releases/download"
     node_exporter_sha256 = _sums["node_exporter"]
+
+    # No container registry answers from the lab: the lab's own registry (plain HTTP on the bridge)
+    # mirrors the upstream names, so image references stay as in production (registry.k8s.io/pause:...).
+    _registry = json.loads((_lab_dir / "inventory.json").read_text())["registry"]
+    containerd_registry_mirrors = {
+        "registry.k8s.io": [f"http://{_registry}"],
+        "docker.io": [f"http://{_registry}"],
+    }
 
 # The lab host (the bridge address) scrapes node exporters, as a monitoring server would.
 firewall_monitoring_cidrs = ["198.18.0.1/32"]

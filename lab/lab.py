@@ -15,7 +15,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from lab import artifacts, machines, mirror, network, rootfs
+from lab import artifacts, machines, mirror, network, registry, rootfs
 from lab.config import LabConfig, LabError, NodeSpec
 from lab.shell import log, run
 
@@ -27,6 +27,8 @@ REQUIRED_TOOLS = {
     "ssh": "openssh-client",
     "ssh-keygen": "openssh-client",
     "cp": "coreutils",
+    "docker-registry": "docker-registry",
+    "skopeo": "skopeo",
 }
 
 
@@ -78,6 +80,7 @@ class Lab:
             "known_hosts": str(machines.known_hosts(self.config)),
             "ssh_config": str(machines.ssh_config(self.config)),
             "mirror_url": self.config.mirror_url,
+            "registry": registry.registry_address(self.config),
             "nodes": [
                 {k: node[k] for k in ("name", "address", "roles", "zone", "suite")} for node in state["nodes"]
             ],
@@ -146,6 +149,10 @@ class Lab:
                 state["mirror_pid"] = mirror.start(self.config)
                 self.save_state(state)
             artifacts.publish_all(self.config)
+            if not registry.is_registry_process(self.config, state.get("registry_pid")):
+                state["registry_pid"] = registry.start(self.config)
+                self.save_state(state)
+            registry.publish_images(self.config, registry.pinned_sandbox_image())
 
             used_indexes = {n["index"] for n in state["nodes"]}
             for spec in nodes:
@@ -213,6 +220,9 @@ class Lab:
                 network.node_network_down(self.config, record["name"], record["index"])
             pid = state.get("mirror_pid")
             if pid and mirror.is_mirror_process(self.config, pid):
+                os.kill(int(pid), signal.SIGTERM)
+            pid = state.get("registry_pid")
+            if pid and registry.is_registry_process(self.config, pid):
                 os.kill(int(pid), signal.SIGTERM)
             network.bridge_down(self.config, state.get("ip_forward_was"))
             # Keep the SSH key and caches; remove node roots and run state.
@@ -319,7 +329,7 @@ class Lab:
             except (FileNotFoundError, ProcessLookupError):
                 continue
             # The trailing slash keeps /var/lib/spectra-lab from matching a second lab's /var/lib/spectra-lab-x.
-            if (b"systemd-nspawn" in cmdline or b"lab.mirror_server" in cmdline) and (
+            if any(name in cmdline for name in (b"systemd-nspawn", b"lab.mirror_server", b"docker-registry")) and (
                 f"{self.config.state_dir}/".encode() in cmdline
             ):
                 readable = cmdline.replace(b"\0", b" ").decode(errors="replace")

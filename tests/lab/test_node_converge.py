@@ -14,7 +14,6 @@ from typing import Any
 
 import pytest
 
-from lab.images.build import build_binary, docker_archive
 from tests.lab.conftest import LAB_DIR, REPO, Lab, lab_cli
 
 pytestmark = pytest.mark.lab
@@ -76,21 +75,24 @@ def test_node_exporter_metrics_are_scraped_from_the_lab_host(converged: dict[str
         assert 'node_exporter_build_info{' in body and "node_cpu_seconds_total" in body
 
 
-def test_containerd_runs_a_container_on_every_converged_node(
-    converged: dict[str, Any], lab: Lab, tmp_path: Path
+def test_containerd_pulls_upstream_names_through_the_lab_registry_and_runs_them(
+    converged: dict[str, Any], lab: Lab
 ) -> None:
-    archive = docker_archive(
-        build_binary("hello", tmp_path), "docker.io/spectra/hello:lab", "/hello", tmp_path / "hello.tar"
-    )
+    # Images are referenced by their upstream names; containerd's hosts.toml sends the pull to the lab
+    # registry (no upstream registry answers here). hosts.toml is what the CRI plugin, hence kubelet, uses.
+    hosts_dir = "--hosts-dir /etc/containerd/certs.d"
     for node in lab.nodes:
-        copy = subprocess.run(
-            ["scp", "-q", "-F", str(LAB_DIR / "ssh" / "config"), str(archive), f"{node.name}:/tmp/hello.tar"],
-            capture_output=True, text=True,
-        )  # fmt: skip
-        assert copy.returncode == 0, copy.stderr
-        lab.ssh(node, "ctr -n spectra-test images import /tmp/hello.tar >/dev/null && rm /tmp/hello.tar")
+        lab.ssh(node, f"ctr -n spectra-test images pull {hosts_dir} docker.io/spectra/hello:lab >/dev/null")
         output = lab.ssh(node, f"ctr -n spectra-test run --rm docker.io/spectra/hello:lab hello-{node.name}")
         assert output.strip() == f"hello from a Spectra lab container on {node.name}"
+        pulled = lab.ssh(node, f"ctr -n spectra-test images pull {hosts_dir} registry.k8s.io/pause:3.10")
+        assert "done" in pulled or "elapsed" in pulled, pulled
+        # The sandbox image is the pause program the lab built: it keeps running until told to stop.
+        lab.ssh(node, "ctr -n spectra-test run -d registry.k8s.io/pause:3.10 pause-test")
+        assert "RUNNING" in lab.ssh(node, "ctr -n spectra-test tasks ls")
+        lab.ssh(node, "ctr -n spectra-test tasks kill -s SIGTERM pause-test; sleep 1; "
+                      "ctr -n spectra-test tasks delete pause-test; ctr -n spectra-test containers delete pause-test")
+        assert "pause-test" not in lab.ssh(node, "ctr -n spectra-test containers ls")
 
 
 def test_a_power_cycled_node_still_passes_the_suite(converged: dict[str, Any], lab: Lab) -> None:

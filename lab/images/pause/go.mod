@@ -1,0 +1,3 @@
+module spectra.lab/images/pause
+
+go 1.21
