@@ -107,7 +107,8 @@ def upstream_to_mirror_path(reference: str) -> tuple[str, str]:
     A containerd mirror receives the repository path without the registry host, so an image is pushed to
     the lab registry under exactly that path."""
     registry, _, path = reference.partition("/")
-    if "." not in registry and ":" not in registry:
+    # Like Docker: the first component is a registry only if it looks like a host name.
+    if not path or ("." not in registry and ":" not in registry and registry != "localhost"):
         registry, path = "docker.io", reference
     if registry == "docker.io" and "/" not in path.split(":")[0]:
         path = f"library/{path}"
