@@ -451,6 +451,10 @@ ALL_UNITS = (
 )  # fmt: skip
 
 
+class HostUnreachable(Exception):
+    """ssh could not reach the host (or authenticate it): every check on it fails with this reason."""
+
+
 class Probe:
     """Cached reads of one host through a testinfra host (``host.run``)."""
 
@@ -458,9 +462,21 @@ class Probe:
         self.host = host
         self.context = context
         self._cache: dict[str, Any] = {}
+        self._unreachable = ""
 
     def run(self, command: str) -> Any:
-        return self.host.run(command)
+        """Run a command; once ssh failed to reach the host (exit 255), every later call fails at once."""
+        if self._unreachable:
+            raise HostUnreachable(self._unreachable)
+        try:
+            return self.host.run(command)
+        except RuntimeError as exc:  # testinfra's ssh backend raises with the CommandResult when ssh exits 255
+            result = exc.args[0] if exc.args else None
+            stderr = getattr(result, "stderr", None)
+            if stderr is None:
+                raise
+            self._unreachable = f"cannot reach {self.context.name} over ssh: {' '.join(str(stderr).split())[:300]}"
+            raise HostUnreachable(self._unreachable) from None
 
     def _cached(self, key: str, read: Callable[[], Any]) -> Any:
         if key not in self._cache:
@@ -931,5 +947,7 @@ def run_check(check_id: str, probe: Probe) -> Outcome:
     """The outcome of one check; an error while reading the host is a failure naming the error."""
     try:
         return CHECK_FUNCTIONS[check_id](probe)
+    except HostUnreachable as exc:
+        return failed(str(exc))
     except Exception as exc:  # noqa: BLE001 - any error reading the host fails the check, with the cause
         return failed(f"error while checking: {type(exc).__name__}: {exc}")
