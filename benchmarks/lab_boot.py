@@ -44,7 +44,7 @@ def node_memory_kib(nspawn_pid: int) -> int:
         try:
             if os.readlink(entry / "ns/pid") == node_ns:
                 total += pss_kib(int(entry.name))
-        except (FileNotFoundError, ProcessLookupError):
+        except (FileNotFoundError, ProcessLookupError, PermissionError):
             continue
     return total
 
