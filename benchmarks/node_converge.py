@@ -49,6 +49,7 @@ DEFAULT_LAB_DIR = "/var/lib/spectra-lab"
 def probe(stats_path: str, pyinfra_args: list[str]) -> None:
     """Run ``pyinfra <pyinfra_args>`` in this process, counting remote commands; write stats as JSON."""
     started = time.perf_counter()
+    cpu_started = time.process_time()
     import pyinfra_cli.main  # first: monkey-patches the standard library for gevent, as the CLI does
 
     # isort: split
@@ -58,6 +59,7 @@ def probe(stats_path: str, pyinfra_args: list[str]) -> None:
     from pyinfra.connectors.ssh import SSHConnector
 
     imported = time.perf_counter()
+    cpu_imported = time.process_time()
     commands: list[dict[str, Any]] = []
     reading: dict[Any, str] = {}  # greenlet -> fact being read (a label for its command)
 
@@ -86,6 +88,7 @@ def probe(stats_path: str, pyinfra_args: list[str]) -> None:
 
     connects: dict[str, float] = {}
     stages: dict[str, float] = {}
+    cpu_stages: dict[str, float] = {}
     captured: dict[str, Any] = {}
 
     original_run = SSHConnector.run_shell_command
@@ -123,6 +126,7 @@ def probe(stats_path: str, pyinfra_args: list[str]) -> None:
     def set_stage(self: Any, stage: Any) -> None:
         captured["state"] = self
         stages.setdefault(StateStage(stage).name, time.perf_counter() - started)
+        cpu_stages.setdefault(StateStage(stage).name, time.process_time() - cpu_started)
         original_set_stage(self, stage)
 
     SSHConnector.run_shell_command = run_shell_command  # type: ignore[method-assign]
@@ -141,6 +145,9 @@ def probe(stats_path: str, pyinfra_args: list[str]) -> None:
             "import_seconds": imported - started,
             "total_seconds": finished - started,
             "stages": stages,
+            "cpu_stages": cpu_stages,
+            "cpu_import_seconds": cpu_imported - cpu_started,
+            "cpu_total_seconds": time.process_time() - cpu_started,
             "connect_seconds": connects,
             "commands": commands,
             "exit_code": code if isinstance(code, int) else (0 if code is None else 1),
@@ -276,19 +283,24 @@ def summarise_commands(stats: dict[str, Any], hosts: list[str]) -> dict[str, Any
     }
 
 
-def stage_breakdown(stats: dict[str, Any]) -> list[tuple[str, float]]:
-    """(phase, seconds) inside the probe: import, inventory/setup, connect, prepare, execute, finish."""
+def stage_breakdown(stats: dict[str, Any]) -> list[tuple[str, float, float]]:
+    """(phase, wall seconds, CPU seconds of the pyinfra process) inside the probe: import, setup, connect,
+    prepare, execute, finish. Wall well above CPU: waiting for the hosts (or for a busy machine's CPUs)."""
     stages = stats.get("stages") or {}
-    marks = [("import", 0.0), ("setup (CLI, inventory, group data)", stats.get("import_seconds", 0.0))]
+    cpu = stats.get("cpu_stages") or {}
+    marks = [
+        ("import", 0.0, 0.0),
+        ("setup (CLI, inventory, group data)", stats.get("import_seconds", 0.0), stats.get("cpu_import_seconds", 0.0)),
+    ]
     for stage, label in (("Connect", "connect"), ("Prepare", "prepare (deploy code, facts)"),
                          ("Execute", "execute (operations)"), ("Disconnect", "results, disconnect")):  # fmt: skip
         if stage in stages:
-            marks.append((label, stages[stage]))
-    end = stats.get("total_seconds", 0.0)
+            marks.append((label, stages[stage], cpu.get(stage, 0.0)))
+    end, cpu_end = stats.get("total_seconds", 0.0), stats.get("cpu_total_seconds", 0.0)
     phases = []
-    for index, (label, begin) in enumerate(marks):
-        stop = marks[index + 1][1] if index + 1 < len(marks) else end
-        phases.append((label, max(0.0, stop - begin)))
+    for index, (label, begin, cpu_begin) in enumerate(marks):
+        stop, cpu_stop = (marks[index + 1][1], marks[index + 1][2]) if index + 1 < len(marks) else (end, cpu_end)
+        phases.append((label, max(0.0, stop - begin), max(0.0, cpu_stop - cpu_begin)))
     return phases
 
 
@@ -413,9 +425,9 @@ def main(argv: list[str] | None = None) -> int:
     connect = typical.get("connect_seconds") or {}
     if connect:
         print("SSH connect per host: " + ", ".join(f"{h} {s * 1000:.0f} ms" for h, s in sorted(connect.items())))
-    print("where the median run's time went (inside the pyinfra process):")
-    for label, seconds in stage_breakdown(typical):
-        print(f"  {label:<38} {seconds * 1000:7.0f} ms")
+    print("where the median run's time went (inside the pyinfra process, wall and CPU):")
+    for label, seconds, cpu_seconds in stage_breakdown(typical):
+        print(f"  {label:<38} {seconds * 1000:7.0f} ms wall {cpu_seconds * 1000:7.0f} ms CPU")
     outside = (walls[median_index] - typical.get("total_seconds", 0.0)) if walls else 0.0
     print(f"  {'(interpreter start and exit)':<38} {outside * 1000:7.0f} ms")
     print("slowest remote commands (median run):")
