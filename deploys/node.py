@@ -20,20 +20,14 @@ from pyinfra import host  # noqa: E402
 from pyinfra.facts.deb import DebPackages  # noqa: E402
 
 from deploys import pyinfra_speedups  # noqa: E402
-from deploys.components.audit import audit_rules  # noqa: E402
-from deploys.components.auto_updates import auto_updates  # noqa: E402
+from deploys.components import audit, auto_updates, file_permissions, firewall, hardening_ssh, hardening_sysctl  # noqa: E402  # noqa: E402
 from deploys.components.container_runtime import container_runtime  # noqa: E402
-from deploys.components.file_permissions import file_permissions  # noqa: E402
-from deploys.components.firewall import firewall  # noqa: E402
 from deploys.components.fluentd import fluentd  # noqa: E402
-from deploys.components.hardening_ssh import ssh_hardening  # noqa: E402
-from deploys.components.hardening_sysctl import sysctl_hardening  # noqa: E402
 from deploys.components.node_exporter import node_exporter  # noqa: E402
 from deploys.components.os_prerequisites import os_prerequisites  # noqa: E402
 from deploys.prepare import prepared_facts  # noqa: E402
 from facts.cgroup import CgroupVersion  # noqa: E402
 from facts.platform import Platform  # noqa: E402
-from facts.security import AuditSupport  # noqa: E402
 
 
 def enabled(flag: str) -> bool:
@@ -44,21 +38,32 @@ def enabled(flag: str) -> bool:
 # pyinfra's CLI spends ~9 ms of CPU per operation finding its order in the call stack: same answer, cheaper.
 pyinfra_speedups.enable()
 
-# Facts several components read: ONE remote command for all of them at prepare time, kept for the
-# components (deploys.prepare.prepared_facts). Each component reads the rest of what it decides on in one
-# more command. Operations use these values while no earlier operation of the run changed the host and
-# read again otherwise (deploys.operations.managed.fresh), so a no-op run reads nothing while executing.
-prepared_facts(Platform, DebPackages, CgroupVersion, AuditSupport)
+# Facts several components read, and all the hardening components read (their fact_requests): ONE remote
+# command at prepare time, kept for the components (deploys.prepare.prepared_facts). The other components
+# read the rest of what they decide on in one more command each. Operations use these values while no
+# earlier operation of the run changed the host and read again otherwise (deploys.operations.managed.fresh),
+# so a no-op run reads nothing while executing.
+prepared_facts(
+    Platform,
+    DebPackages,
+    CgroupVersion,
+    *hardening_ssh.fact_requests(),
+    *hardening_sysctl.fact_requests(),
+    *firewall.fact_requests(),
+    *audit.fact_requests(),
+    *auto_updates.fact_requests(),
+    *file_permissions.fact_requests(),
+)
 
 if enabled("os_prerequisites_enabled"):
     os_prerequisites()
 
 # Hardening, one concern per component; each reads its own flag inside (e.g. firewall_enabled).
-ssh_hardening()
-sysctl_hardening()
-firewall()
-audit_rules()
-auto_updates()
+hardening_ssh.ssh_hardening()
+hardening_sysctl.sysctl_hardening()
+firewall.firewall()
+audit.audit_rules()
+auto_updates.auto_updates()
 
 if enabled("container_runtime_enabled"):
     container_runtime()
@@ -70,4 +75,4 @@ if enabled("fluentd_enabled"):
     fluentd()
 
 # Last: packages and users added above create files (e.g. /etc/shadow- from useradd) that it tightens.
-file_permissions()
+file_permissions.file_permissions()

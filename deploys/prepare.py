@@ -60,6 +60,14 @@ def prepared_facts(*requests: FactRequest) -> list[Any]:
     return [run_cache[key] for key in keys]
 
 
+def component_data(defaults: dict[str, Any]) -> dict[str, Any]:
+    """A component's settings outside its @deploy: host/group data first, then its ``DEFAULTS``.
+
+    For a component's ``fact_requests()``, which node.py reads for several components in one command.
+    """
+    return {key: host.data.get(key, default) for key, default in defaults.items()}
+
+
 def require(condition: bool, message: str) -> None:
     """Stop the deploy for this host with a clear message (raised at prepare, before any change)."""
     if not condition:

@@ -22,8 +22,8 @@ from pyinfra.api import DeployError, QuoteString, StringCommand, deploy
 from pyinfra.facts.deb import DebPackages
 
 from deploys.operations import managed
-from deploys.operations.config_files import ConfigFile, config_files, config_state_kwargs, render_template
-from deploys.prepare import prepared_fact, prepared_facts
+from deploys.operations.config_files import ConfigFile, config_files, render_template
+from deploys.prepare import FactRequest, component_data, prepared_facts
 from facts.config_state import ConfigState
 from facts.security import AuditSupport
 
@@ -95,6 +95,17 @@ def audit_watches(data: dict[str, Any]) -> list[dict[str, str]]:
     return result
 
 
+UNITS = ["auditd.service"]
+
+
+def fact_requests() -> list[FactRequest]:
+    """What :func:`audit_rules` reads at prepare time (node.py reads it with other components' facts)."""
+    data = component_data(DEFAULTS)
+    if not data["audit_enabled"]:
+        return []
+    return [AuditSupport, DebPackages, (ConfigState, {"paths": [data["audit_rules_path"]], "units": UNITS})]
+
+
 @deploy("Audit rules", data_defaults=DEFAULTS)
 def audit_rules() -> None:
     """Write the Kubernetes audit rules; install auditd and load them where the kernel allows."""
@@ -113,7 +124,7 @@ def audit_rules() -> None:
     rules = ConfigFile(path=path, content=content, mode="640")
 
     # The host's audit capability is not something this run can change: branch on it here.
-    support = prepared_fact(AuditSupport)
+    support, installed, current = prepared_facts(*fact_requests())
     if not support.get("can_load"):
         logger.warning(
             f"{host.name}: audit rules written to {path} but NOT loaded and auditd not installed: "
@@ -122,14 +133,11 @@ def audit_rules() -> None:
         config_files(
             name=f"Write {path} (not loadable on this host)",
             files=[rules],
-            current=prepared_fact(ConfigState, **config_state_kwargs([rules])),
+            current=current,  # read with auditd's unit too, which this call does not manage
         )
         return
 
-    units = ["auditd.service"]
-    installed, current = prepared_facts(
-        DebPackages, (ConfigState, config_state_kwargs([rules], enabled_units=units, running_units=units))
-    )
+    units = UNITS
     managed.apt_packages(name="Install auditd", packages=["auditd"], update=False, current=installed)
     directories = [QuoteString(str(directory)) for directory in data["audit_create_directories"] or []]
     prepare = [StringCommand("mkdir", "-p", *directories)] if directories else []

@@ -17,8 +17,8 @@ from pyinfra.api import DeployError, QuoteString, StringCommand, deploy
 from pyinfra.facts.deb import DebPackages
 
 from deploys.operations import managed
-from deploys.operations.config_files import ConfigFile, config_files, config_state_kwargs, render_template
-from deploys.prepare import prepared_facts
+from deploys.operations.config_files import ConfigFile, config_files, render_template
+from deploys.prepare import FactRequest, component_data, prepared_facts
 from facts.config_state import ConfigState
 
 DEFAULTS: dict[str, Any] = {
@@ -52,6 +52,17 @@ def apt_config_check(staged: str) -> StringCommand:
     return StringCommand("apt-config", "-c", QuoteString(staged), "dump", ">/dev/null")
 
 
+FILES = ["/etc/apt/apt.conf.d/20auto-upgrades", "/etc/apt/apt.conf.d/52spectra-unattended-upgrades"]
+TIMERS = ["apt-daily.timer", "apt-daily-upgrade.timer"]
+
+
+def fact_requests() -> list[FactRequest]:
+    """What :func:`auto_updates` reads at prepare time (node.py reads it with other components' facts)."""
+    if not component_data(DEFAULTS)["auto_updates_enabled"]:
+        return []
+    return [DebPackages, (ConfigState, {"paths": FILES, "units": TIMERS})]
+
+
 def render_files(data: dict[str, Any]) -> list[ConfigFile]:
     if not _TIME.match(str(data["auto_updates_reboot_time"])):
         raise DeployError("auto_updates_reboot_time must be HH:MM")
@@ -74,12 +85,12 @@ def render_files(data: dict[str, Any]) -> list[ConfigFile]:
     )
     return [
         ConfigFile(
-            path="/etc/apt/apt.conf.d/20auto-upgrades",
+            path=FILES[0],
             content=render_template("etc/apt/apt.conf.d/20auto-upgrades.j2"),
             validate=apt_config_check,
         ),
         ConfigFile(
-            path="/etc/apt/apt.conf.d/52spectra-unattended-upgrades",
+            path=FILES[1],
             content=settings,
             validate=apt_config_check,
         ),
@@ -94,10 +105,8 @@ def auto_updates() -> None:
         host.noop("automatic updates disabled (auto_updates_enabled=False)")
         return
     files = render_files(data)
-    timers = ["apt-daily.timer", "apt-daily-upgrade.timer"]
-    installed, current = prepared_facts(
-        DebPackages, (ConfigState, config_state_kwargs(files, enabled_units=timers, running_units=timers))
-    )
+    timers = TIMERS
+    installed, current = prepared_facts(*fact_requests())  # what config_files(files, timers) would read
     managed.apt_packages(
         name="Install unattended-upgrades", packages=["unattended-upgrades"], update=False, current=installed
     )

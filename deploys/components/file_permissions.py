@@ -14,7 +14,7 @@ from pyinfra import host
 from pyinfra.api import DeployError, QuoteString, StringCommand, deploy, operation
 
 from deploys.operations.managed import fresh
-from deploys.prepare import prepared_fact
+from deploys.prepare import FactRequest, component_data, prepared_facts
 from facts.files import FileStates, normalise_mode
 
 DEFAULTS: dict[str, Any] = {
@@ -94,6 +94,14 @@ def permissions(entries: dict[str, tuple[str, str, str]], current: dict[str, Any
         host.noop(f"{len(entries)} paths already have their modes and owners (or do not exist)")
 
 
+def fact_requests(data: dict[str, Any] | None = None) -> list[FactRequest]:
+    """What :func:`file_permissions` reads at prepare time (node.py reads it with other components' facts)."""
+    data = data or component_data(DEFAULTS)
+    if not data["file_permissions_enabled"]:
+        return []
+    return [(FileStates, {"paths": sorted(permission_entries(data)), "sha256": False})]
+
+
 @deploy("File permissions", data_defaults=DEFAULTS)
 def file_permissions() -> None:
     """Tighten modes and owners of security-relevant files that exist."""
@@ -105,5 +113,5 @@ def file_permissions() -> None:
     permissions(
         name="Set modes and owners of security-relevant files",
         entries=entries,
-        current=prepared_fact(FileStates, paths=sorted(entries), sha256=False),
+        current=prepared_facts(*fact_requests(data))[0],
     )

@@ -28,8 +28,8 @@ from pyinfra.api import DeployError, QuoteString, StringCommand, deploy
 from pyinfra.facts.deb import DebPackages
 
 from deploys.operations import managed
-from deploys.operations.config_files import ConfigFile, config_files, config_state_kwargs, render_template
-from deploys.prepare import prepared_facts
+from deploys.operations.config_files import ConfigFile, config_files, render_template
+from deploys.prepare import FactRequest, component_data, prepared_facts
 from facts.config_state import ConfigState
 
 ANY = ["0.0.0.0/0", "::/0"]
@@ -224,6 +224,20 @@ def firewall_model(data: dict[str, Any], roles: list[str], hostname: str) -> dic
     }
 
 
+UNITS = ["nftables.service"]
+MAIN_CONFIG = "/etc/nftables.conf"
+DROPIN = "/etc/systemd/system/nftables.service.d/spectra.conf"
+
+
+def fact_requests(data: dict[str, Any] | None = None) -> list[FactRequest]:
+    """What :func:`firewall` reads at prepare time (node.py reads it with other components' facts)."""
+    data = data or component_data(DEFAULTS)
+    if not data["firewall_enabled"]:
+        return []
+    paths = [data["firewall_rules_path"], MAIN_CONFIG, DROPIN]
+    return [DebPackages, (ConfigState, {"paths": paths, "units": UNITS})]
+
+
 def nft_check(staged: str) -> StringCommand:
     return StringCommand("nft", "-c", "-f", QuoteString(staged))
 
@@ -249,13 +263,13 @@ def firewall() -> None:
             validate=nft_check,
         ),
         ConfigFile(
-            path="/etc/nftables.conf",
+            path=MAIN_CONFIG,
             content=render_template("etc/nftables.conf.j2"),
             mode="755",
             validate=nft_check,
         ),
         ConfigFile(
-            path="/etc/systemd/system/nftables.service.d/spectra.conf",
+            path=DROPIN,
             content=render_template(
                 "etc/systemd/system/nftables.service.d/spectra.conf.j2",
                 family=model["family"],
@@ -263,10 +277,8 @@ def firewall() -> None:
             ),
         ),
     ]
-    units = ["nftables.service"]
-    installed, current = prepared_facts(
-        DebPackages, (ConfigState, config_state_kwargs(files, enabled_units=units, running_units=units))
-    )
+    units = UNITS
+    installed, current = prepared_facts(*fact_requests(data))  # what config_files(files, units) would read
     managed.apt_packages(name="Install nftables", packages=["nftables"], update=False, current=installed)
     config_files(
         name=f"Install and load nftables table inet {model['table']} (checked with nft -c first)",

@@ -28,7 +28,7 @@ from deploys.operations.config_files import (
     shell_script,
 )
 from deploys.operations.managed import fresh
-from deploys.prepare import prepared_fact
+from deploys.prepare import FactRequest, component_data, prepared_fact
 from facts.security import SshdState
 
 # Algorithms present in OpenSSH 9.2 (Debian 12) and 10.0 (Debian 13), and supported by paramiko 3.x
@@ -249,6 +249,12 @@ def sshd_dropin(
         yield StringCommand(
             "if systemctl is-active --quiet ssh.service; then systemctl reload ssh.service; fi"
         )
+
+
+def fact_requests() -> list[FactRequest]:
+    """What :func:`ssh_hardening` reads at prepare time, for node.py to read with other components' facts."""
+    data = component_data(DEFAULTS)
+    return [(SshdState, {"dropin": data["ssh_dropin_path"]})] if data["ssh_hardening_enabled"] else []
 
 
 @deploy("SSH hardening", data_defaults=DEFAULTS)

@@ -18,7 +18,7 @@ from pyinfra import host
 from pyinfra.api import DeployError, QuoteString, StringCommand, deploy
 
 from deploys.operations.config_files import ConfigFile, config_files, config_state_kwargs, render_template
-from deploys.prepare import prepared_fact
+from deploys.prepare import FactRequest, component_data, prepared_facts
 from facts.config_state import ConfigState
 
 # Settings Kubernetes needs; a hardening override may never change them.
@@ -100,6 +100,16 @@ def sysctl_items(data: dict[str, Any]) -> tuple[list[tuple[str, str]], list[tupl
     )
 
 
+def config_request(path: str) -> FactRequest:
+    return (ConfigState, config_state_kwargs([ConfigFile(path=path, content="")]))
+
+
+def fact_requests() -> list[FactRequest]:
+    """What :func:`sysctl_hardening` reads at prepare time (node.py reads it with other components' facts)."""
+    data = component_data(DEFAULTS)
+    return [config_request(data["hardening_sysctl_path"])] if data["hardening_sysctl_enabled"] else []
+
+
 @deploy("Sysctl hardening", data_defaults=DEFAULTS)
 def sysctl_hardening() -> None:
     """Write the hardening sysctl file; load it (sysctl -p) only when its content changed."""
@@ -115,5 +125,5 @@ def sysctl_hardening() -> None:
         name=f"Install {path}, load it if it changed",
         files=files,
         on_change=[StringCommand("sysctl", "-e", "-q", "-p", QuoteString(path))],
-        current=prepared_fact(ConfigState, **config_state_kwargs(files)),
+        current=prepared_facts(config_request(path))[0],
     )

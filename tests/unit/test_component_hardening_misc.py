@@ -92,7 +92,8 @@ def test_audit_rules_loaded_on_capable_host() -> None:
 
 
 def test_audit_in_container_writes_rules_but_loads_nothing() -> None:
-    result = run_deploy(audit_rules, facts={AuditSupport: CONTAINER, ConfigState: EMPTY})
+    # packages are read with the rest (one command for every hardening component), then not used here
+    result = run_deploy(audit_rules, facts={AuditSupport: CONTAINER, ConfigState: EMPTY, DebPackages: {}})
     assert RULES_STAGED in result.uploads
     assert not any("augenrules" in c or "auditd" in c for c in result.commands)
     assert not result.has_op("Install auditd")

@@ -112,3 +112,50 @@ def test_config_files_without_prepared_state_reads_its_fact() -> None:
     result = run_deploy(config_files, files=[file], facts={ConfigState: {"files": {}, "units": {}}})
     assert [name for name, _ in result.fact_reads] == ["facts.config_state.ConfigState"]
     assert result.commands[0] == "mkdir -p /etc"
+
+
+def _hardening_cases() -> list[Any]:
+    from pyinfra.facts.deb import DebPackages
+
+    from deploys.components import audit, auto_updates, file_permissions, firewall, hardening_ssh, hardening_sysctl
+    from facts.files import FileStates
+    from facts.security import AuditSupport, SshdState
+
+    support = {"can_load": False, "reason": "container"}
+    sshd: dict[str, Any] = {"dropin": None, "package_version": "1:9.2p1-2", "version": (9, 2), "effective": {}}
+    empty: dict[str, Any] = {"files": {}, "units": {}}
+    return [
+        (hardening_ssh, hardening_ssh.ssh_hardening, {SshdState: sshd}),
+        (hardening_sysctl, hardening_sysctl.sysctl_hardening, {ConfigState: empty}),
+        (firewall, firewall.firewall, {ConfigState: empty, DebPackages: {}}),
+        (audit, audit.audit_rules, {ConfigState: empty, DebPackages: {}, AuditSupport: support}),
+        (auto_updates, auto_updates.auto_updates, {ConfigState: empty, DebPackages: {}}),
+        (file_permissions, file_permissions.file_permissions, {FileStates: lambda paths, **_: dict.fromkeys(paths)}),
+    ]
+
+
+@pytest.mark.parametrize(
+    "module, component, facts", _hardening_cases(), ids=lambda value: getattr(value, "__name__", "")
+)
+def test_fact_requests_are_exactly_what_the_component_reads(module: Any, component: Any, facts: Any) -> None:
+    """node.py reads every hardening component's facts in one command: the components then read nothing."""
+    data = {"ssh_hostname": "10.0.0.1", "roles": ["control_plane"]}
+
+    @deploy("Prefetch then component")
+    def both() -> None:
+        prepared_facts(*module.fact_requests())
+        component()
+
+    result = run_deploy(both, facts=facts, data=data)
+    assert len(result.fact_reads) == 1, result.fact_reads
+    assert result.ops  # the component did its work from the prefetched values
+
+
+def test_fact_requests_empty_when_disabled() -> None:
+    from deploys.components import firewall
+
+    @deploy("Reads")
+    def reads() -> None:
+        assert firewall.fact_requests() == []
+
+    run_deploy(reads, facts={}, data={"firewall_enabled": False})
