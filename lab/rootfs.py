@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fcntl
 import shutil
 import subprocess
 import time
@@ -65,10 +66,21 @@ def cached_root(config: LabConfig, suite: str) -> Path:
 
 
 def ensure_root(config: LabConfig, suite: str) -> Path:
-    """Return the cached root for `suite`, building it when missing."""
+    """Return the cached root for `suite`, building it when missing.
+
+    The cache is shared by every lab on the machine: a lock keeps two labs from building it at once."""
     target = cached_root(config, suite)
     if (target / ".spectra-complete").exists():
         return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with open(target.with_name(target.name + ".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if (target / ".spectra-complete").exists():  # another lab built it while this one waited
+            return target
+        return _build_root(config, suite, target)
+
+
+def _build_root(config: LabConfig, suite: str, target: Path) -> Path:
     building = target.with_name(target.name + ".building")
     if building.exists():
         shutil.rmtree(building)
