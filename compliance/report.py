@@ -77,8 +77,9 @@ details{margin:8px 0} summary{cursor:pointer}
 
 
 def to_html(result_set: ResultSet) -> str:
-    """Checks down, hosts across; every cell has its status in words as well as in colour, and the reason
-    as a tooltip. Failures (with fix hints), waivers and not-applicable reasons are listed below."""
+    """Verdict first, then hosts, the failures with their fix hints, the grid (checks down, hosts across;
+    every cell says its status in words as well as in colour, the reason is its tooltip), then the waived
+    and not-applicable reasons."""
     e = html.escape
     hosts = list(result_set.hosts)
     counts = result_set.counts()
@@ -116,6 +117,19 @@ def to_html(result_set: ResultSet) -> str:
         )
     out.append("</table>")
 
+    failures = result_set.failures
+    out.append(f"<h2>Failures ({len(failures)})</h2>")
+    if failures:
+        out.append('<ul class="failures">')
+        for failure in failures:
+            check = BY_ID[failure.check]
+            out.append(
+                f"<li><b>{e(failure.host)}</b> <code>{e(check.id)}</code> {e(check.title)}<br>"
+                f"<span>{e(_message(failure))}</span><br><span class=\"muted\">fix: {e(check.fix)}</span></li>"
+            )
+        out.append("</ul>")
+    else:
+        out.append('<p class="muted">none</p>')
     out.append("<h2>Checks by host</h2><table><tr><th>Check</th><th>Title</th>")
     out.extend(f"<th>{e(host)}</th>" for host in hosts)
     out.append("</tr>")
@@ -130,29 +144,16 @@ def to_html(result_set: ResultSet) -> str:
             check = BY_ID[check_id]
             out.append(f'<tr><td class="id">{e(check.id)}</td><td title="{e(check.rationale)}">{e(check.title)}</td>')
             for host in hosts:
-                result = by_cell.get((host, check_id))
-                if result is None:
+                cell = by_cell.get((host, check_id))
+                if cell is None:
                     out.append('<td class="cell">-</td>')
                     continue
                 out.append(
-                    f'<td class="cell {result.status}" title="{e(_message(result))}">{LABELS[result.status]}</td>'
+                    f'<td class="cell {cell.status}" title="{e(_message(cell))}">{LABELS[cell.status]}</td>'
                 )
             out.append("</tr>")
     out.append("</table>")
 
-    failures = result_set.failures
-    out.append(f"<h2>Failures ({len(failures)})</h2>")
-    if failures:
-        out.append('<ul class="failures">')
-        for result in failures:
-            check = BY_ID[result.check]
-            out.append(
-                f"<li><b>{e(result.host)}</b> <code>{e(check.id)}</code> {e(check.title)}<br>"
-                f"<span>{e(_message(result))}</span><br><span class=\"muted\">fix: {e(check.fix)}</span></li>"
-            )
-        out.append("</ul>")
-    else:
-        out.append('<p class="muted">none</p>')
     for status, heading in (("waived", "Waived"), ("not_applicable", "Not applicable")):
         items = [r for r in result_set.results if r.status == status]
         out.append(f"<details><summary><b>{heading} ({len(items)})</b></summary><ul>")

@@ -24,6 +24,7 @@ SPECTRA = str(Path(sys.executable).parent / "spectra")
 DROPIN = "/etc/ssh/sshd_config.d/00-spectra-hardening.conf"
 KUBELET_CONFIG = "/var/lib/kubelet/config.yaml"
 HTTP_UNIT = "spectra-comply-extra-port"
+SYSCTL_FILE = "/etc/sysctl.d/60-spectra-hardening.conf"
 
 
 def spectra(*args: str, env: dict[str, str] | None = None, timeout: int = 1800) -> subprocess.CompletedProcess[str]:
@@ -112,7 +113,14 @@ def _break(lab: Lab) -> None:
 def _restore(lab: Lab) -> None:
     lab.ssh(lab.node("node1"), f"systemctl stop {HTTP_UNIT} 2>/dev/null; true", check=False)
     lab.ssh(lab.node("node2"), f"rm -f {KUBELET_CONFIG} && rmdir /var/lib/kubelet 2>/dev/null; true", check=False)
+    # The sysctl hardening component loads its file only when the file changed: a converge does not undo a
+    # runtime change (and drift does not see it; SPX-OS-003 does). Load the file as boot would.
+    lab.ssh(lab.node("node3"), f"sysctl -q -p {SYSCTL_FILE}", check=False)
     converge()
+    assert lab.ssh(lab.node("node3"), "sysctl -n net.ipv4.conf.all.accept_redirects").strip() == "0"
+    assert lab.ssh(lab.node("node1"), "stat -c %a /etc/shadow; ss -Htln").split()[0] == "640"
+    assert ":8081 " not in lab.ssh(lab.node("node1"), "ss -Htln")
+    assert "passwordauthentication no" in lab.ssh(lab.node("node2"), "sshd -T")
 
 
 @pytest.fixture
