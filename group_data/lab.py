@@ -19,6 +19,8 @@ from pyinfra import inventory
 __all__ = [
     "chrony_daemon_opts",
     "containerd_registry_mirrors",
+    "etcd_download_base_url",
+    "etcd_sha256",
     "firewall_monitoring_cidrs",
     "fluentd_enabled",
     "node_exporter_download_base_url",
@@ -39,6 +41,9 @@ if inventory.get_group("lab", []):
 
     node_exporter_download_base_url = f"{_mirror}/prometheus/node_exporter/releases/download"
     node_exporter_sha256 = _sums["node_exporter"]
+    # etcd as the lab builds it from its Go modules (lab/artifacts.py), laid out like its GitHub releases.
+    etcd_download_base_url = f"{_mirror}/etcd-io/etcd/releases/download"
+    etcd_sha256 = _sums.get("etcd", {})
 
     # No container registry answers from the lab: the lab's own registry (plain HTTP on the bridge)
     # mirrors the upstream names, so image references stay as in production (registry.k8s.io/pause:...).
