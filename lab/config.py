@@ -41,8 +41,9 @@ class NodeSpec:
 @dataclass
 class LabConfig:
     nodes: list[NodeSpec]
-    subnet: str = DEFAULT_SUBNET
-    bridge: str = "splab0"
+    # SPECTRA_LAB_SUBNET/SPECTRA_LAB_BRIDGE (with SPECTRA_LAB_DIR) select a second lab beside the default one.
+    subnet: str = field(default_factory=lambda: os.environ.get("SPECTRA_LAB_SUBNET", DEFAULT_SUBNET))
+    bridge: str = field(default_factory=lambda: os.environ.get("SPECTRA_LAB_BRIDGE", "splab0"))
     mirror_port: int = 8080
     registry_port: int = 5000
     state_dir: Path = field(default_factory=lambda: Path(os.environ.get("SPECTRA_LAB_DIR", "/var/lib/spectra-lab")))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import shlex
 import subprocess
@@ -71,7 +72,8 @@ def test_a_second_up_changes_nothing(lab: Lab) -> None:
 
 
 def netns_pids(node: str) -> list[str]:
-    return subprocess.run(["ip", "netns", "pids", f"splab0-{node}"], capture_output=True, text=True).stdout.split()
+    bridge = os.environ.get("SPECTRA_LAB_BRIDGE", "splab0")
+    return subprocess.run(["ip", "netns", "pids", f"{bridge}-{node}"], capture_output=True, text=True).stdout.split()
 
 
 def test_a_power_cut_stops_every_process_of_the_node(lab: Lab) -> None:
