@@ -31,24 +31,24 @@ def link_exists(name: str) -> bool:
 
 @pytest.fixture
 def foreign_link() -> Iterator[str]:
-    """An interface that is not the lab's, holding an address in 198.18.7.0/24."""
+    """An interface that is not the lab's, holding an address in 198.19.250.0/24."""
     name = "sptestfrg0"
     subprocess.run(["ip", "link", "add", name, "type", "bridge"], check=True)
-    subprocess.run(["ip", "address", "add", "198.18.7.5/24", "dev", name], check=True)
+    subprocess.run(["ip", "address", "add", "198.19.250.5/24", "dev", name], check=True)
     yield name
     subprocess.run(["ip", "link", "delete", name], check=False)
 
 
 def test_an_address_in_use_elsewhere_stops_up_before_anything_is_made(tmp_path: Path, foreign_link: str) -> None:
-    result = lab_cli_in(tmp_path, "up", "--nodes", "1", "--subnet", "198.18.7.0/24", "--bridge", "sptestbr0")
+    result = lab_cli_in(tmp_path, "up", "--nodes", "1", "--subnet", "198.19.250.0/24", "--bridge", "sptestbr0")
     assert result.returncode == 1
-    assert f"198.18.7.5/24 on {foreign_link} overlaps the lab subnet 198.18.7.0/24" in result.stderr
+    assert f"198.19.250.5/24 on {foreign_link} overlaps the lab subnet 198.19.250.0/24" in result.stderr
     assert not link_exists("sptestbr0")
     assert not (tmp_path / "state.json").exists()
 
 
 def test_a_bridge_not_made_by_the_lab_is_not_taken_over(tmp_path: Path, foreign_link: str) -> None:
-    result = lab_cli_in(tmp_path, "up", "--nodes", "1", "--subnet", "198.18.8.0/24", "--bridge", foreign_link)
+    result = lab_cli_in(tmp_path, "up", "--nodes", "1", "--subnet", "198.19.251.0/24", "--bridge", foreign_link)
     assert result.returncode == 1
     assert f"interface {foreign_link} already exists and was not made by this lab" in result.stderr
     assert not (tmp_path / "state.json").exists()
@@ -57,7 +57,7 @@ def test_a_bridge_not_made_by_the_lab_is_not_taken_over(tmp_path: Path, foreign_
 def test_a_debootstrap_failure_shows_the_mirrors_own_message(tmp_path: Path) -> None:
     result = lab_cli_in(
         tmp_path,
-        "up", "--nodes", "1", "--subnet", "198.18.9.0/24", "--bridge", "sptestbr0",
+        "up", "--nodes", "1", "--subnet", "198.19.252.0/24", "--bridge", "sptestbr0",
         env={"SPECTRA_LAB_CACHE": str(tmp_path / "cache"),
              "SPECTRA_LAB_DEBIAN_MIRROR": "http://127.0.0.1:9/debian"},
     )  # fmt: skip
