@@ -98,14 +98,20 @@ def describe_command(command: Any) -> str:
     return text if len(text) <= 300 else text[:297] + "..."
 
 
-def would_change(state: Any) -> dict[str, list[dict[str, Any]]]:
+def would_change(state: Any, op_name: Callable[[Any], str] | None = None) -> dict[str, list[dict[str, Any]]]:
     """Per activated host, the operations a ``--dry`` run found would change, with their commands.
 
     ``conditional``: the operation has ``_if``, which pyinfra only evaluates while executing.
+    ``op_name`` names an operation from its meta (default: pyinfra CLI's ``pretty_op_name``).
     """
     from pyinfra.context import ctx_host, ctx_state
-    from pyinfra_cli.prints import pretty_op_name
 
+    if op_name is None:
+        from pyinfra_cli.prints import pretty_op_name
+
+        op_name = pretty_op_name
+
+    name: Callable[[Any], str] = op_name
     changes: dict[str, list[dict[str, Any]]] = {}
     try:
         op_order = state.get_op_order()
@@ -128,7 +134,7 @@ def would_change(state: Any) -> dict[str, list[dict[str, Any]]]:
                 continue
             items.append(
                 {
-                    "operation": pretty_op_name(state.op_meta[op_hash]),
+                    "operation": name(state.op_meta[op_hash]),
                     "commands": commands[:MAX_COMMANDS],
                     "more_commands": max(0, len(commands) - MAX_COMMANDS),
                     "conditional": bool(op_data.global_arguments.get("_if")),
