@@ -78,6 +78,18 @@ def read_lab() -> Lab:
     )
 
 
+def reused_network() -> list[str]:
+    """With SPECTRA_LAB_REUSE=1, the subnet and bridge of the lab that is up (a second lab beside the default
+    one, started with --subnet/--bridge): `up` refuses other ones."""
+    try:
+        state = json.loads((LAB_DIR / "state.json").read_text())
+    except (OSError, ValueError):
+        return []
+    if os.environ.get("SPECTRA_LAB_REUSE") != "1" or not state.get("subnet") or not state.get("bridge"):
+        return []
+    return ["--subnet", str(state["subnet"]), "--bridge", str(state["bridge"])]
+
+
 @pytest.fixture(scope="session")
 def lab() -> Iterator[Lab]:
     if os.geteuid() != 0:
@@ -86,7 +98,7 @@ def lab() -> Iterator[Lab]:
         down = lab_cli("down")
         if down.returncode != 0:
             pytest.fail(f"`python -m lab down` failed before the session:\n{down.stderr}")
-    up = lab_cli(*LAB_UP_ARGS)
+    up = lab_cli(*LAB_UP_ARGS, *reused_network())
     if up.returncode != 0:
         pytest.fail(f"the lab did not start (`python -m lab up` exit {up.returncode}):\n{up.stderr}{up.stdout}")
     yield read_lab()

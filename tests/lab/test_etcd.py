@@ -1,0 +1,157 @@
+"""etcd on a real lab node: the lab's own build of etcd 3.6.16 (from its Go modules, published on the lab
+mirror like a GitHub release), installed by the production component with the cluster PKI's certificates.
+
+On the lab's etcd host (node1: control_plane + etcd), one converge of ``tests/lab/deploys/etcd_member.py``
+(the PKI component, then etcd) must give a healthy TLS member; a key is written, the snapshot service the
+timer runs takes a snapshot, ``etcdutl snapshot restore`` puts it in a scratch data directory, a throwaway
+etcd on other ports serves it and gives the key back; a second converge changes nothing.
+
+The PKI files go to a directory of the test's own, made from a PKI directory of the test's own, so no CA is
+left where a real cluster deploy would find it. At the end etcd is stopped and disabled, and its units, data,
+snapshots and the test's certificates are removed: node1 is left as the other lab tests expect it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.lab.conftest import REPO, Lab, LabNode
+
+pytestmark = pytest.mark.lab
+
+SPECTRA = str(Path(sys.executable).parent / "spectra")
+ROOT = "/etc/kubernetes/spectra-etcd-test"
+PKI = f"{ROOT}/pki"
+SNAPSHOTS = "/var/backups/etcd"
+ETCDCTL = (
+    f"ETCDCTL_API=3 /usr/local/bin/etcdctl --endpoints=https://127.0.0.1:2379 --cacert={PKI}/etcd/ca.crt "
+    f"--cert={PKI}/etcd/healthcheck-client.crt --key={PKI}/etcd/healthcheck-client.key"
+)
+RESTORE_DIR = "/var/tmp/etcd-restore-test"
+CLEANUP = (
+    "systemctl stop etcd-restore-test.service 2>/dev/null; systemctl reset-failed etcd-restore-test.service "
+    "2>/dev/null; systemctl disable --now etcd-snapshot.timer etcd.service 2>/dev/null; "
+    "rm -f /etc/systemd/system/etcd.service /etc/systemd/system/etcd-snapshot.service "
+    "/etc/systemd/system/etcd-snapshot.timer /usr/local/sbin/etcd-snapshot; systemctl daemon-reload; "
+    f"rm -rf /var/lib/etcd {SNAPSHOTS} {RESTORE_DIR} {ROOT}"
+)
+
+
+def etcd_host(lab: Lab) -> LabNode:
+    return next(node for node in lab.nodes if "etcd" in node.roles)
+
+
+def converge(node: LabNode, pki_dir: Path, result_file: Path) -> tuple[subprocess.CompletedProcess[str], Any]:
+    data = {
+        "pki_enabled": "True",
+        "pki_dir": str(pki_dir),
+        "pki_remote_dir": PKI,
+        "pki_kubeconfig_dir": ROOT,
+        "etcd_enabled": "True",
+        "etcd_ca_file": f"{PKI}/etcd/ca.crt",
+        "etcd_cert_file": f"{PKI}/etcd/server.crt",
+        "etcd_key_file": f"{PKI}/etcd/server.key",
+        "etcd_peer_cert_file": f"{PKI}/etcd/peer.crt",
+        "etcd_peer_key_file": f"{PKI}/etcd/peer.key",
+        "etcd_healthcheck_cert_file": f"{PKI}/etcd/healthcheck-client.crt",
+        "etcd_healthcheck_key_file": f"{PKI}/etcd/healthcheck-client.key",
+    }
+    args = [arg for key, value in data.items() for arg in ("--data", f"{key}={value}")]
+    env = dict(os.environ, SPECTRA_RESULT_FILE=str(result_file))
+    result = subprocess.run(
+        [SPECTRA, "deploy", "inventories/lab.py", "tests/lab/deploys/etcd_member.py", "--limit", node.name, *args],
+        cwd=REPO, capture_output=True, text=True, env=env, timeout=900,
+    )  # fmt: skip
+    return result, json.loads(result_file.read_text()) if result_file.exists() else {}
+
+
+@pytest.fixture(scope="module")
+def member(lab: Lab, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[LabNode, Path]]:
+    node = etcd_host(lab)
+    tmp = tmp_path_factory.mktemp("etcd")
+    lab.ssh(node, CLEANUP, check=False)  # a run interrupted earlier may have left its member behind
+    try:
+        result, summary = converge(node, tmp / "pki", tmp / "first.json")
+        assert result.returncode == 0, result.stdout[-6000:] + result.stderr[-4000:]
+        assert summary["failed_hosts"] == []
+        yield node, tmp / "pki"
+    finally:
+        lab.ssh(node, CLEANUP, check=False)
+
+
+def test_member_is_healthy_over_tls(member: tuple[LabNode, Path], lab: Lab) -> None:
+    node, _ = member
+    assert lab.ssh(node, "systemctl is-active etcd.service").strip() == "active"
+    out = lab.ssh(node, f"{ETCDCTL} endpoint health")
+    assert "is healthy" in out, out
+    # the member listens on its own address too, and refuses a client without a certificate
+    lab.ssh(node, f"{ETCDCTL.replace('127.0.0.1', node.address)} endpoint health")
+    refused = lab.ssh(
+        node,
+        f"ETCDCTL_API=3 /usr/local/bin/etcdctl --endpoints=https://127.0.0.1:2379 --cacert={PKI}/etcd/ca.crt "
+        "--command-timeout=3s endpoint health 2>&1; echo rc=$?",
+        check=False,
+    )
+    assert "rc=0" not in refused, refused
+    assert lab.ssh(node, "stat -c '%a %U' /var/lib/etcd").split() == ["700", "etcd"]
+    assert lab.ssh(node, "ps -o user= -C etcd").split() == ["etcd"]
+    assert "etcd Version: 3.6.16" in lab.ssh(node, "/usr/local/bin/etcd --version")
+
+
+def test_snapshot_restores_a_key(member: tuple[LabNode, Path], lab: Lab) -> None:
+    node, _ = member
+    value = f"written-{time.time_ns()}"
+    lab.ssh(node, f"{ETCDCTL} put /spectra/test {value}")
+    assert lab.ssh(node, "systemctl is-enabled etcd-snapshot.timer").strip() == "enabled"
+    lab.ssh(node, "systemctl start etcd-snapshot.service")
+    snapshot = lab.ssh(node, f"ls -1 {SNAPSHOTS} | sort | tail -n 1").strip()
+    assert snapshot.startswith("etcd-snapshot-") and snapshot.endswith(".db"), snapshot
+    lab.ssh(
+        node,
+        f"rm -rf {RESTORE_DIR} && /usr/local/bin/etcdutl snapshot restore {SNAPSHOTS}/{snapshot} "
+        f"--data-dir {RESTORE_DIR} --name restore --initial-cluster restore=http://127.0.0.1:23800 "
+        "--initial-advertise-peer-urls http://127.0.0.1:23800",
+    )
+    lab.ssh(
+        node,
+        f"systemd-run --unit etcd-restore-test /usr/local/bin/etcd --name restore --data-dir {RESTORE_DIR} "
+        "--listen-client-urls http://127.0.0.1:23790 --advertise-client-urls http://127.0.0.1:23790 "
+        "--listen-peer-urls http://127.0.0.1:23800 --initial-advertise-peer-urls http://127.0.0.1:23800 "
+        "--initial-cluster restore=http://127.0.0.1:23800",
+    )
+    try:
+        read = (
+            "for i in $(seq 30); do ETCDCTL_API=3 /usr/local/bin/etcdctl --endpoints=http://127.0.0.1:23790 "
+            "--command-timeout=2s get /spectra/test --print-value-only && exit 0; sleep 1; done; exit 1"
+        )
+        assert lab.ssh(node, read).strip() == value
+    finally:
+        lab.ssh(node, f"systemctl stop etcd-restore-test.service; rm -rf {RESTORE_DIR}", check=False)
+
+
+def test_snapshot_retention(member: tuple[LabNode, Path], lab: Lab) -> None:
+    node, _ = member
+    # older snapshots than the newest 7 (etcd_snapshot_keep) go after the next snapshot
+    lab.ssh(node, f"for d in 01 02 03 04 05 06 07 08; do touch {SNAPSHOTS}/etcd-snapshot-200001${{d}}T000000Z.db; done")
+    lab.ssh(node, "systemctl start etcd-snapshot.service")
+    names = lab.ssh(node, f"ls -1 {SNAPSHOTS}").split()
+    assert len(names) == 7, names
+    assert "etcd-snapshot-20000101T000000Z.db" not in names and "etcd-snapshot-20000108T000000Z.db" in names
+
+
+def test_second_converge_changes_nothing(member: tuple[LabNode, Path], lab: Lab, tmp_path: Path) -> None:
+    node, pki_dir = member
+    pid = lab.ssh(node, "systemctl show -p MainPID --value etcd.service").strip()
+    result, summary = converge(node, pki_dir, tmp_path / "second.json")
+    assert result.returncode == 0, result.stdout[-6000:] + result.stderr[-4000:]
+    assert summary["changed_operations"] == {node.name: []}, summary["changed_operations"]
+    assert lab.ssh(node, "systemctl show -p MainPID --value etcd.service").strip() == pid
