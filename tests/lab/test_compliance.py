@@ -9,6 +9,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 import xml.etree.ElementTree as ET
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from tests.lab.conftest import REPO, Lab
+from tests.lab.conftest import REPO, Lab, LabNode
 
 pytestmark = pytest.mark.lab
 
@@ -92,6 +93,16 @@ def test_a_converged_lab_passes_every_applicable_check(converged: Lab, tmp_path:
     assert "COMPLIANT: no failing check" in (tmp_path / "index.html").read_text()
 
 
+def wait_for_ssh(lab: Lab, node: LabNode, seconds: float = 20.0) -> None:
+    deadline = time.monotonic() + seconds
+    while True:
+        probe = subprocess.run(lab.ssh_args(node, "true"), capture_output=True, text=True, timeout=30)
+        if probe.returncode == 0:
+            return
+        assert time.monotonic() < deadline, f"{node.name}: ssh does not answer: {probe.stderr}"
+        time.sleep(0.2)
+
+
 def _break(lab: Lab) -> None:
     node1, node2, node3 = (lab.node(name) for name in ("node1", "node2", "node3"))
     lab.ssh(node1, "chmod 0644 /etc/shadow")
@@ -99,6 +110,7 @@ def _break(lab: Lab) -> None:
     lab.ssh(node1, "for i in $(seq 50); do ss -Htln | grep -q ':8081 ' && exit 0; sleep 0.1; done; exit 1")
     password_on = "s/^PasswordAuthentication no$/PasswordAuthentication yes/"
     lab.ssh(node2, f"sed -i '{password_on}' {DROPIN} && systemctl reload ssh")
+    wait_for_ssh(lab, node2)  # sshd re-executes itself on reload: its port is closed for a moment
     assert "passwordauthentication yes" in lab.ssh(node2, "sshd -T")
     # A kubelet config file with a compliant content and a loose mode: present files are really checked.
     lab.ssh(
