@@ -227,3 +227,14 @@ def test_drift_catches_a_manual_change_and_is_clean_after_a_converge(converged: 
     result, summary = drift(tmp_path / "after.json")
     assert result.returncode == 0, result.stdout[-3000:]
     assert converged.ssh(node3, "stat -c %a /etc/ssh/sshd_config").strip() == "600"
+
+
+def test_host_keys_are_checked_strictly(converged: Lab, tmp_path: Path) -> None:
+    """A host whose key is not in the inventory's known_hosts file is not checked: every check fails."""
+    empty = tmp_path / "known_hosts"
+    empty.write_text("")
+    result, report = comply(tmp_path / "r", "--limit", "node1", "--data", f"ssh_known_hosts_file={empty}")
+    assert result.returncode == 1
+    checks = report["hosts"]["node1"]["checks"]
+    assert {entry["status"] for entry in checks.values()} == {"fail"}
+    assert all("Host key verification failed" in entry["reason"] for entry in checks.values()), checks["SPX-OS-001"]
