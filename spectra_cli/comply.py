@@ -132,7 +132,15 @@ def print_summary(result_set: ResultSet, paths: dict[str, Path]) -> None:
             f"{host}: {counts['pass']} pass, {counts['fail']} fail, {counts['waived']} waived, "
             f"{counts['not_applicable']} not applicable"
         )
+    unreachable = set()
+    for host in result_set.hosts:
+        reasons = {result.reason for result in result_set.results if result.host == host and result.status == "fail"}
+        if len(reasons) == 1 and result_set.counts(host)["fail"] == len(check_ids()):
+            unreachable.add(host)
+            print(f"FAIL {host}: all {len(check_ids())} checks: {reasons.pop()}")
     for result in result_set.failures:
+        if result.host in unreachable:
+            continue
         check = BY_ID[result.check]
         print(f"FAIL {result.host} {check.id} {check.title}\n     {result.reason}\n     fix: {check.fix}")
         if result.waiver:
