@@ -16,8 +16,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         if item.get_closest_marker("lab_teardown"):
             return (2, 0)
         if item.get_closest_marker("lab"):
-            module = item.module.__name__.rsplit(".", 1)[-1] if item.module else ""
-            return (1, 0 if module in FIRST_LAB_MODULES else 1)
+            return (1, 0 if item.path.stem in FIRST_LAB_MODULES else 1)
         return (0, 0)
 
     items.sort(key=order)  # stable: keeps file order within each group

@@ -1,4 +1,5 @@
-"""Kernel parameter hardening persisted in /etc/sysctl.d, applied only when the file changed.
+"""Kernel parameter hardening persisted in /etc/sysctl.d, loaded when the file changed, and any value
+changed at runtime since (`sysctl -w` by hand, a package's postinst) set back.
 
 Network settings follow the dev-sec os_hardening / CIS list but keep what Kubernetes needs: forwarding is
 never switched off (kube-proxy and every CNI route pod traffic through the node) and reverse-path
@@ -17,9 +18,11 @@ from typing import Any
 from pyinfra import host
 from pyinfra.api import DeployError, QuoteString, StringCommand, deploy
 
+from deploys.operations import managed
 from deploys.operations.config_files import ConfigFile, config_files, config_state_kwargs, render_template
 from deploys.prepare import FactRequest, component_data, prepared_facts
 from facts.config_state import ConfigState
+from facts.sysctl import SysctlValues
 
 # Settings Kubernetes needs; a hardening override may never change them.
 PROTECTED = {"net.ipv4.ip_forward": "1", "net.ipv6.conf.all.forwarding": "1"}
@@ -104,10 +107,17 @@ def config_request(path: str) -> FactRequest:
     return (ConfigState, config_state_kwargs([ConfigFile(path=path, content="")]))
 
 
+def runtime_request(data: dict[str, Any]) -> FactRequest:
+    network, kernel = sysctl_items(data)
+    return (SysctlValues, {"keys": sorted(key for key, _ in network + kernel)})
+
+
 def fact_requests() -> list[FactRequest]:
     """What :func:`sysctl_hardening` reads at prepare time (node.py reads it with other components' facts)."""
     data = component_data(DEFAULTS)
-    return [config_request(data["hardening_sysctl_path"])] if data["hardening_sysctl_enabled"] else []
+    if not data["hardening_sysctl_enabled"]:
+        return []
+    return [config_request(data["hardening_sysctl_path"]), runtime_request(data)]
 
 
 @deploy("Sysctl hardening", data_defaults=DEFAULTS)
@@ -127,3 +137,8 @@ def sysctl_hardening() -> None:
         on_change=[StringCommand("sysctl", "-e", "-q", "-p", QuoteString(path))],
         current=prepared_facts(config_request(path))[0],
     )
+    # The file only says what boot will load: values changed at runtime since are set back now. Keys this
+    # kernel does not have (read as absent) are left to `sysctl -e` above, as on boot.
+    runtime = prepared_facts(runtime_request(data))[0]
+    present = {key: value for key, value in network + kernel if runtime.get(key) is not None}
+    managed.sysctl(name="Hardening sysctls in effect now", values=present, current=runtime)

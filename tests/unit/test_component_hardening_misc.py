@@ -13,6 +13,7 @@ from deploys.components.hardening_sysctl import sysctl_hardening
 from facts.config_state import ConfigState
 from facts.files import FileStates
 from facts.security import AuditSupport
+from facts.sysctl import SysctlValues
 from tests.unit.pyinfra_harness import run_deploy
 
 pytestmark = pytest.mark.unit
@@ -30,8 +31,20 @@ def sysctl_lines(text: str) -> dict[str, str]:
     )
 
 
+def runtime(**overrides: str | None) -> object:
+    """SysctlValues as a host reports them: every asked key at its hardened value, unless overridden."""
+
+    def values(keys: list[str], **_: object) -> dict[str, str | None]:
+        wanted = sysctl_lines(run_deploy(sysctl_hardening, facts={ConfigState: EMPTY, SysctlValues: {}}).uploads[
+            SYSCTL_STAGED
+        ])
+        return {key: overrides.get(key, wanted.get(key)) for key in keys}
+
+    return values
+
+
 def test_sysctl_file_keeps_forwarding_and_loads_only_on_change() -> None:
-    result = run_deploy(sysctl_hardening, facts={ConfigState: EMPTY})
+    result = run_deploy(sysctl_hardening, facts={ConfigState: EMPTY, SysctlValues: runtime()})
     values = sysctl_lines(result.uploads[SYSCTL_STAGED])
     assert "net.ipv4.ip_forward" not in values  # forwarding is os_prerequisites' (=1), never touched here
     assert values["net.ipv4.conf.all.rp_filter"] == "2"
@@ -50,7 +63,9 @@ def test_sysctl_file_keeps_forwarding_and_loads_only_on_change() -> None:
 
 def test_sysctl_global_switch_and_forwarding_guard() -> None:
     result = run_deploy(
-        sysctl_hardening, facts={ConfigState: EMPTY}, data={"hardening_sysctl_global_enabled": False}
+        sysctl_hardening,
+        facts={ConfigState: EMPTY, SysctlValues: runtime()},
+        data={"hardening_sysctl_global_enabled": False},
     )
     values = sysctl_lines(result.uploads[SYSCTL_STAGED])
     assert not [key for key in values if not key.startswith("net.")]
@@ -58,14 +73,29 @@ def test_sysctl_global_switch_and_forwarding_guard() -> None:
         run_deploy(sysctl_hardening, facts={}, data={"hardening_sysctl_extra": {"net.ipv4.ip_forward": 0}})
 
 
-def test_sysctl_noop() -> None:
+def converged_file_state() -> dict[str, object]:
     import hashlib
 
-    content = run_deploy(sysctl_hardening, facts={ConfigState: EMPTY}).uploads[SYSCTL_STAGED]
-    state = {"files": {SYSCTL: {"type": "file", "mode": "644", "user": "root", "group": "root",
-                                "sha256": hashlib.sha256(content.encode()).hexdigest()}}, "units": {}}
-    result = run_deploy(sysctl_hardening, facts={ConfigState: state})
+    content = run_deploy(sysctl_hardening, facts={ConfigState: EMPTY, SysctlValues: {}}).uploads[SYSCTL_STAGED]
+    return {"files": {SYSCTL: {"type": "file", "mode": "644", "user": "root", "group": "root",
+                               "sha256": hashlib.sha256(content.encode()).hexdigest()}}, "units": {}}
+
+
+def test_sysctl_noop() -> None:
+    result = run_deploy(sysctl_hardening, facts={ConfigState: converged_file_state(), SysctlValues: runtime()})
     assert result.commands == []
+
+
+def test_sysctl_changed_at_runtime_is_set_back_though_the_file_is_unchanged() -> None:
+    result = run_deploy(
+        sysctl_hardening,
+        facts={
+            ConfigState: converged_file_state(),
+            # one value changed by hand; one key this kernel does not have (left alone, as sysctl -e does)
+            SysctlValues: runtime(**{"net.ipv4.conf.all.accept_redirects": "1", "kernel.sysrq": None}),
+        },
+    )
+    assert result.commands == ["sysctl -q -w net.ipv4.conf.all.accept_redirects=0"]
 
 
 SUPPORTED = {"container": None, "cap_audit_control": True, "can_load": True, "reason": "ok"}

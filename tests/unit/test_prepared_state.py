@@ -120,13 +120,14 @@ def _hardening_cases() -> list[Any]:
     from deploys.components import audit, auto_updates, file_permissions, firewall, hardening_ssh, hardening_sysctl
     from facts.files import FileStates
     from facts.security import AuditSupport, SshdState
+    from facts.sysctl import SysctlValues
 
     support = {"can_load": False, "reason": "container"}
     sshd: dict[str, Any] = {"dropin": None, "package_version": "1:9.2p1-2", "version": (9, 2), "effective": {}}
     empty: dict[str, Any] = {"files": {}, "units": {}}
     return [
         (hardening_ssh, hardening_ssh.ssh_hardening, {SshdState: sshd}),
-        (hardening_sysctl, hardening_sysctl.sysctl_hardening, {ConfigState: empty}),
+        (hardening_sysctl, hardening_sysctl.sysctl_hardening, {ConfigState: empty, SysctlValues: {}}),
         (firewall, firewall.firewall, {ConfigState: empty, DebPackages: {}}),
         (audit, audit.audit_rules, {ConfigState: empty, DebPackages: {}, AuditSupport: support}),
         (auto_updates, auto_updates.auto_updates, {ConfigState: empty, DebPackages: {}}),
