@@ -12,6 +12,7 @@ from pathlib import Path
 
 from lab.config import LabConfig, LabError
 from lab.network import netns_name
+from lab.processes import cmdline
 from lab.shell import run
 
 # The node must be able to remount cgroups, mount overlay snapshots and run containers.
@@ -101,14 +102,9 @@ def close_ssh_master(config: LabConfig, name: str) -> None:
 
 def pid_alive(config: LabConfig, pid: int | None, name: str) -> bool:
     """Whether `pid` is the systemd-nspawn of this lab's node `name` (its root directory says so)."""
-    if not pid:
-        return False
-    try:
-        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
-    except (FileNotFoundError, ProcessLookupError):
-        return False
+    argv = cmdline(pid)
     root = f"--directory={node_dir(config, name) / 'rootfs'}".encode()
-    return b"systemd-nspawn" in os.path.basename(cmdline[0]) and root in cmdline
+    return bool(argv) and b"systemd-nspawn" in os.path.basename(argv[0]) and root in argv
 
 
 def boot(config: LabConfig, name: str) -> int:

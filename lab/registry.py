@@ -7,15 +7,13 @@ registry as a mirror for those upstream names, so image references are the same 
 
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
-import time
-import urllib.request
 from pathlib import Path
 
 from lab.config import LabConfig, LabError
 from lab.images.build import build_binary, docker_archive
+from lab.processes import cmdline, start_service
 from lab.shell import log
 
 REGISTRY_BINARY = "/usr/bin/docker-registry"
@@ -42,14 +40,9 @@ def registry_address(config: LabConfig) -> str:
 
 
 def is_registry_process(config: LabConfig, pid: int | None) -> bool:
-    if not pid:
-        return False
-    try:
-        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
-    except (FileNotFoundError, ProcessLookupError):
-        return False
-    return bool(cmdline) and cmdline[0].endswith(b"docker-registry") and (
-        str(registry_dir(config) / "config.yml").encode() in cmdline
+    argv = cmdline(pid)
+    return bool(argv) and argv[0].endswith(b"docker-registry") and (
+        str(registry_dir(config) / "config.yml").encode() in argv
     )
 
 
@@ -62,26 +55,12 @@ def start(config: LabConfig) -> int:
     config_file.write_text(
         CONFIG_TEMPLATE.format(storage=directory / "storage", address=config.gateway, port=config.registry_port)
     )
-    log_path = config.state_dir / "registry.log"
-    with open(log_path, "ab") as out, open(os.devnull, "rb") as devnull:
-        process = subprocess.Popen(
-            [REGISTRY_BINARY, "serve", str(config_file)],
-            stdin=devnull,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-    deadline = time.monotonic() + 15
-    while time.monotonic() < deadline:
-        try:
-            urllib.request.urlopen(f"http://{registry_address(config)}/v2/", timeout=1).read()
-            return process.pid
-        except OSError:
-            if process.poll() is not None:
-                tail = log_path.read_text(errors="replace")[-1500:]
-                raise LabError(f"the lab registry on {registry_address(config)} failed to start:\n{tail}") from None
-            time.sleep(0.2)
-    raise LabError(f"the lab registry on {registry_address(config)} did not answer within 15 s")
+    return start_service(
+        [REGISTRY_BINARY, "serve", str(config_file)],
+        config.state_dir / "registry.log",
+        f"http://{registry_address(config)}/v2/",
+        f"the lab registry on {registry_address(config)}",
+    )
 
 
 def push_archive(config: LabConfig, archive: Path, repository: str) -> None:
