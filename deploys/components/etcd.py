@@ -11,9 +11,12 @@ a systemd timer and the newest ``etcd_snapshot_keep`` kept.
 * TLS material: paths on the host (``etcd_*_file``), by default where ``deploys/components/pki.py``
   installs them (kubeadm's names). etcd runs as its own user; the root-only keys reach it through systemd
   ``LoadCredential=`` (copied by systemd at start into a directory only the service can read), so the
-  PKI files keep their owner and mode. A reissued certificate is taken at the next restart of etcd.
-* Restarted only when its unit file or its binary changed. No-op cost: one remote command for the whole
-  component (file states and unit states read together).
+  PKI files keep their owner and mode. systemd copies them only at start, so etcd is restarted when the
+  sha256 of one of them differs from the stamp written at its last (re)start (a reissued certificate).
+* Restarted only when its unit file, its binary or its TLS files changed. No-op cost: one remote command
+  for the whole component (file states, with the TLS files' sums, and unit states read together); a run
+  in which an earlier operation changed the host (the PKI reissuing a certificate) reads the TLS files'
+  sums once more when it gets to them.
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ import shlex
 from typing import Any
 
 from pyinfra import host, inventory
-from pyinfra.api import QuoteString, StringCommand, deploy, operation
+from pyinfra.api import OperationError, QuoteString, StringCommand, deploy, operation
 
 from deploys.operations import managed
 from deploys.operations.download import download, download_paths, download_stat_only
@@ -72,6 +75,8 @@ UNIT = "/etc/systemd/system/etcd.service"
 SNAPSHOT_SERVICE = "/etc/systemd/system/etcd-snapshot.service"
 SNAPSHOT_TIMER = "/etc/systemd/system/etcd-snapshot.timer"
 SNAPSHOT_SCRIPT = "/usr/local/sbin/etcd-snapshot"
+# sha256 of the TLS files etcd was last (re)started with
+CREDENTIALS_STAMP = "/var/lib/spectra-infra/etcd-credentials.sha256"
 
 
 def tarball_url(base: str, version: str, arch: str) -> str:
@@ -121,6 +126,34 @@ def system_user(username: str, home: str, passwd: str | None):
         "useradd", "--system", "--user-group", "--no-create-home",
         "--home-dir", QuoteString(home), "--shell", "/usr/sbin/nologin", QuoteString(username),
     )  # fmt: skip
+
+
+def credentials_stamp(sums: dict[str, str | None]) -> str:
+    return "".join(f"{sums[path]}  {path}\n" for path in sorted(sums))
+
+
+@operation()
+def restart_on_new_credentials(unit: str, paths: list[str], stamp: str, current: Any = managed.UNSET):
+    """
+    Restart ``unit`` (if it runs: ``systemctl try-restart``) when the sha256 of one of ``paths`` differs
+    from ``stamp``, then record the sums. systemd hands ``LoadCredential=`` files over only at start.
+
+    + current: a ``FileStates`` snapshot holding ``paths`` (hashed) and ``stamp`` (content), read at prepare;
+      read again here when an earlier operation of the run changed the host (the PKI may just have
+      reissued a certificate)
+    """
+    wanted = sorted(set(paths))
+    states = managed.fresh(current, FileStates, paths=[*wanted, stamp], contents=[stamp])
+    sums = {path: (states.get(path) or {}).get("sha256") for path in wanted}
+    missing = [path for path, digest in sums.items() if not digest]
+    if missing:
+        raise OperationError(f"{unit}: TLS files missing on the host: {', '.join(missing)} (install the PKI first)")
+    text = credentials_stamp(sums)
+    if ((states.get(stamp) or {}).get("content") or "") == text:
+        host.noop(f"{unit}: TLS files unchanged since its last start")
+        return
+    yield StringCommand("systemctl", "try-restart", QuoteString(unit_name(unit)))
+    yield from managed.content._inner(stamp, text, mode="0644", current=states.get(stamp))
 
 
 @operation(is_idempotent=False)
@@ -173,8 +206,17 @@ def etcd() -> None:
     binaries = {command: f"{bin_dir}/{command}" for command in COMMANDS}
     verify = bool(setting("etcd_verify_binary"))
     unit_files = [UNIT] + ([SNAPSHOT_SERVICE, SNAPSHOT_TIMER, SNAPSHOT_SCRIPT] if snapshot_enabled else [])
-    paths = [data_dir, *unit_files] + ([snapshot_dir] if snapshot_enabled else [])
-    contents = ["/etc/passwd"]
+    ca = str(setting("etcd_ca_file"))
+    credentials = [
+        ("ca.crt", ca),
+        ("server.crt", str(setting("etcd_cert_file"))),
+        ("server.key", str(setting("etcd_key_file"))),
+        ("peer.crt", str(setting("etcd_peer_cert_file"))),
+        ("peer.key", str(setting("etcd_peer_key_file"))),
+    ]
+    credential_paths = sorted({path for _, path in credentials})
+    paths = [data_dir, *unit_files, *credential_paths] + ([snapshot_dir] if snapshot_enabled else [])
+    contents = ["/etc/passwd", CREDENTIALS_STAMP]
     stat_only: list[str] = []
     for binary in binaries.values():
         paths += download_paths(binary)
@@ -203,7 +245,6 @@ def etcd() -> None:
     }
     managed.directory(name="etcd data directory", path=data_dir, mode="0700", user=user, group=user, current=files)
 
-    ca = str(setting("etcd_ca_file"))
     hc_cert, hc_key = str(setting("etcd_healthcheck_cert_file")), str(setting("etcd_healthcheck_key_file"))
     context = {
         "name": host.name,
@@ -216,13 +257,7 @@ def etcd() -> None:
         "metrics_url": f"http://127.0.0.1:{int(setting('etcd_metrics_port'))}",
         "initial_cluster": initial_cluster(peers, peer_port),
         "cluster_token": setting("etcd_cluster_token"),
-        "credentials": [
-            ("ca.crt", ca),
-            ("server.crt", setting("etcd_cert_file")),
-            ("server.key", setting("etcd_key_file")),
-            ("peer.crt", setting("etcd_peer_cert_file")),
-            ("peer.key", setting("etcd_peer_key_file")),
-        ],
+        "credentials": credentials,
     }
     unit = managed.template(
         name="etcd systemd unit", src="etc/systemd/system/etcd.service.j2", dest=UNIT, context=context, current=files
@@ -273,6 +308,13 @@ def etcd() -> None:
             )
         )
 
+    new_credentials = restart_on_new_credentials(
+        name="etcd restarted on new TLS files",
+        unit="etcd",
+        paths=credential_paths,
+        stamp=CREDENTIALS_STAMP,
+        current=files,
+    )
     reload = any(op.will_change for op in unit_changes)
     service = managed.service(
         name="etcd running and enabled",
@@ -289,7 +331,7 @@ def etcd() -> None:
         cert=hc_cert,
         key=hc_key,
         timeout=int(setting("etcd_health_timeout")),
-        _if=service.did_change,
+        _if=lambda: service.did_change() or new_credentials.did_change(),
     )
     if snapshot_enabled:
         managed.service(name="etcd snapshot timer running and enabled", unit=timer, current=units)

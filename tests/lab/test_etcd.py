@@ -33,7 +33,7 @@ ROOT = "/etc/kubernetes/spectra-etcd-test"
 PKI = f"{ROOT}/pki"
 SNAPSHOTS = "/var/backups/etcd"
 ETCDCTL = (
-    f"ETCDCTL_API=3 /usr/local/bin/etcdctl --endpoints=https://127.0.0.1:2379 --cacert={PKI}/etcd/ca.crt "
+    f"/usr/local/bin/etcdctl --endpoints=https://127.0.0.1:2379 --cacert={PKI}/etcd/ca.crt "
     f"--cert={PKI}/etcd/healthcheck-client.crt --key={PKI}/etcd/healthcheck-client.key"
 )
 RESTORE_DIR = "/var/tmp/etcd-restore-test"
@@ -97,7 +97,7 @@ def test_member_is_healthy_over_tls(member: tuple[LabNode, Path], lab: Lab) -> N
     lab.ssh(node, f"{ETCDCTL.replace('127.0.0.1', node.address)} endpoint health")
     refused = lab.ssh(
         node,
-        f"ETCDCTL_API=3 /usr/local/bin/etcdctl --endpoints=https://127.0.0.1:2379 --cacert={PKI}/etcd/ca.crt "
+        f"/usr/local/bin/etcdctl --endpoints=https://127.0.0.1:2379 --cacert={PKI}/etcd/ca.crt "
         "--command-timeout=3s endpoint health 2>&1; echo rc=$?",
         check=False,
     )
@@ -130,7 +130,7 @@ def test_snapshot_restores_a_key(member: tuple[LabNode, Path], lab: Lab) -> None
     )
     try:
         read = (
-            "for i in $(seq 30); do ETCDCTL_API=3 /usr/local/bin/etcdctl --endpoints=http://127.0.0.1:23790 "
+            "for i in $(seq 30); do /usr/local/bin/etcdctl --endpoints=http://127.0.0.1:23790 "
             "--command-timeout=2s get /spectra/test --print-value-only && exit 0; sleep 1; done; exit 1"
         )
         assert lab.ssh(node, read).strip() == value
@@ -146,6 +146,27 @@ def test_snapshot_retention(member: tuple[LabNode, Path], lab: Lab) -> None:
     names = lab.ssh(node, f"ls -1 {SNAPSHOTS}").split()
     assert len(names) == 7, names
     assert "etcd-snapshot-20000101T000000Z.db" not in names and "etcd-snapshot-20000108T000000Z.db" in names
+
+
+def test_reissued_certificate_restarts_member(member: tuple[LabNode, Path], lab: Lab, tmp_path: Path) -> None:
+    node, pki_dir = member
+    pid = lab.ssh(node, "systemctl show -p MainPID --value etcd.service").strip()
+    # the PKI directory loses this member's serving pair: the PKI issues a new one and installs it, and etcd
+    # (which gets its TLS files from systemd only at start) is restarted in the same run
+    for name in ("server.crt", "server.key"):
+        (pki_dir / "etcd" / node.name / name).unlink()
+    result, summary = converge(node, pki_dir, tmp_path / "reissue.json")
+    assert result.returncode == 0, result.stdout[-6000:] + result.stderr[-4000:]
+    changed = [name for name in summary["changed_operations"][node.name] if name.startswith("etcd |")]
+    assert changed == ["etcd | etcd restarted on new TLS files", "etcd | etcd endpoint health"], changed
+    assert lab.ssh(node, "systemctl show -p MainPID --value etcd.service").strip() != pid
+    served = lab.ssh(
+        node,
+        f"openssl s_client -connect 127.0.0.1:2379 -CAfile {PKI}/etcd/ca.crt -cert {PKI}/etcd/healthcheck-client.crt "
+        f"-key {PKI}/etcd/healthcheck-client.key </dev/null 2>/dev/null | openssl x509 -noout -fingerprint -sha256",
+    )
+    installed = lab.ssh(node, f"openssl x509 -in {PKI}/etcd/server.crt -noout -fingerprint -sha256")
+    assert served.strip() == installed.strip() != ""
 
 
 def test_second_converge_changes_nothing(member: tuple[LabNode, Path], lab: Lab, tmp_path: Path) -> None:

@@ -5,7 +5,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
-from pyinfra.api import DeployError
+from pyinfra.api import DeployError, OperationError
 
 from deploys.components import etcd as etcd_module
 from deploys.components.etcd import etcd, initial_cluster
@@ -61,8 +61,22 @@ def three_members(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(etcd_module, "inventory", FakeInventory(members))
 
 
+PKI = "/etc/kubernetes/pki/etcd"
+CREDENTIALS = [f"{PKI}/{name}" for name in ("ca.crt", "peer.crt", "peer.key", "server.crt", "server.key")]
+ROOT_FILE = {"type": "file", "mode": "600", "user": "root", "group": "root"}
+# the PKI's files on the host (installed by deploys/components/pki.py), each with its own sum
+CERTS: dict[str, Any] = {
+    path: {**ROOT_FILE, "sha256": hashlib.sha256(path.encode()).hexdigest()} for path in CREDENTIALS
+}
+STAMP_TEXT = "".join(f"{CERTS[path]['sha256']}  {path}\n" for path in sorted(CREDENTIALS))
+
+
+def with_certs(paths: list[str], **_: Any) -> dict[str, Any]:
+    return {path: CERTS.get(path) for path in paths}
+
+
 def deploy(data: dict[str, Any] | None = None, facts: dict[Any, Any] | None = None) -> Any:
-    return run_deploy(etcd, facts=fresh(facts), data={**BASE, **(data or {})})
+    return run_deploy(etcd, facts=fresh({FileStates: with_certs, **(facts or {})}), data={**BASE, **(data or {})})
 
 
 def test_disabled_by_default_does_nothing(one_member: None) -> None:
@@ -136,7 +150,9 @@ def test_custom_paths_and_ports(one_member: None) -> None:
         "etcd_data_dir": "/data/etcd",
         "etcd_address": "192.168.5.5",
     }
-    unit = deploy(data).uploads[UNIT]
+    member = {"/srv/pki/member.pem": {**ROOT_FILE, "sha256": "3" * 64}}
+    files = {FileStates: lambda paths, **_: {path: {**CERTS, **member}.get(path) for path in paths}}
+    unit = deploy(data, facts=files).uploads[UNIT]
     assert "LoadCredential=server.crt:/srv/pki/member.pem" in unit
     assert "--listen-client-urls=https://192.168.5.5:12379,https://127.0.0.1:12379" in unit
     assert "--listen-peer-urls=https://192.168.5.5:12380" in unit
@@ -200,6 +216,8 @@ def test_keep_must_be_positive(one_member: None) -> None:
 def _converged(first: Any) -> dict[Any, Any]:
     sums = {}
     for temp, text in first.uploads.items():
+        if not temp.endswith(".spectra-new"):
+            continue
         directory, name = temp.rsplit("/", 1)
         sums[f"{directory}/{name[1:].removesuffix('.spectra-new')}"] = hashlib.sha256(text.encode()).hexdigest()
     root = {"type": "file", "mode": "644", "user": "root", "group": "root"}
@@ -223,6 +241,8 @@ def _converged(first: Any) -> dict[Any, Any]:
     for path in ("/var/lib/etcd", "/var/backups/etcd"):
         states[path] = {"type": "directory", "mode": "700", "user": "etcd", "group": "etcd"}
     states["/etc/passwd"] = {**root, "sha256": "1" * 64, "content": "etcd:x:998:998::/var/lib/etcd:/bin/false\n"}
+    states.update(CERTS)
+    states[etcd_module.CREDENTIALS_STAMP] = {**root, "sha256": "2" * 64, "content": STAMP_TEXT}
     units = {
         "etcd.service": {"id": "etcd.service", **RUNNING},
         "etcd-snapshot.timer": {"id": "etcd-snapshot.timer", **RUNNING, "sub": "waiting"},
@@ -259,3 +279,34 @@ def test_changed_binary_restarts_without_reload(one_member: None) -> None:
     second = deploy({"etcd_sha256": {"3.6.16": {"amd64": new}}}, facts=_converged(first))
     assert new in second.op("Install etcd 3.6.16").commands[0]
     assert second.op("etcd running and enabled").commands == ["systemctl restart etcd.service"]
+
+
+def test_first_start_records_the_tls_files(one_member: None) -> None:
+    op = deploy().op("etcd restarted on new TLS files")
+    assert op.commands[0] == "systemctl try-restart etcd.service"
+    stamp = [path for path in deploy().uploads if "etcd-credentials.sha256" in path]
+    assert stamp and deploy().uploads[stamp[0]] == STAMP_TEXT
+
+
+def test_reissued_certificate_restarts_etcd(one_member: None) -> None:
+    first = deploy()
+    facts = _converged(first)
+    converged_files = facts[FileStates]
+    renewed = {**CERTS[f"{PKI}/server.crt"], "sha256": "9" * 64}
+
+    def files(paths: list[str], **kwargs: Any) -> dict[str, Any]:
+        states = converged_files(paths, **kwargs)
+        return {**states, **({f"{PKI}/server.crt": renewed} if f"{PKI}/server.crt" in states else {})}
+
+    second = deploy(facts={**facts, FileStates: files})
+    op = second.op("etcd restarted on new TLS files")
+    assert op.commands[0] == "systemctl try-restart etcd.service"
+    assert second.op("etcd running and enabled").commands == []
+    assert second.op("etcd endpoint health").has_if
+    stamp = next(text for path, text in second.uploads.items() if "etcd-credentials" in path)
+    assert f"{'9' * 64}  {PKI}/server.crt" in stamp
+
+
+def test_missing_tls_files_fail_naming_them(one_member: None) -> None:
+    with pytest.raises(OperationError, match=r"TLS files missing on the host: .*/server.key \(install the PKI"):
+        deploy(facts={FileStates: lambda paths, **_: {path: None for path in paths}})
