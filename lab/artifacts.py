@@ -8,6 +8,7 @@ them, so the deploys take the one download-and-verify path with lab data instead
 
 from __future__ import annotations
 
+import fcntl
 import gzip
 import hashlib
 import io
@@ -224,6 +225,19 @@ def build_etcd(cache: Path, version: str) -> dict[str, Any]:
     return {"version": version, "seconds": seconds, "go": go_version, "ldflags": etcd_ldflags()}
 
 
+def _build_etcd_tarball(cache: Path, version: str, top: str, tarball: Path) -> None:
+    record = build_etcd(cache, version)
+    notice = b"Built by the Spectra lab from the etcd Go modules at this version (Apache-2.0).\n"
+    members = {f"{top}/{name}": ((cache / "bin" / name).read_bytes(), 0o755) for name in ETCD_COMMANDS}
+    members[f"{top}/NOTICE"] = (notice, 0o644)
+    data = _tar_gz(members, [top])
+    record["sha256"] = hashlib.sha256(data).hexdigest()
+    (cache / "build.json").write_text(json.dumps(record, indent=2, sort_keys=True) + "\n")
+    tmp = tarball.with_name(tarball.name + ".tmp")
+    tmp.write_bytes(data)
+    tmp.rename(tarball)
+
+
 def etcd(config: LabConfig, version: str) -> dict[str, str]:
     """Build etcd and publish it like its GitHub release. Returns {arch: tarball sha256}.
 
@@ -235,17 +249,12 @@ def etcd(config: LabConfig, version: str) -> dict[str, str]:
     top = f"etcd-v{version}-linux-{ARCH}"
     tarball_name = f"{top}.tar.gz"
     tarball = cache / tarball_name
-    if not tarball.exists():
-        record = build_etcd(cache, version)
-        notice = b"Built by the Spectra lab from the etcd Go modules at this version (Apache-2.0).\n"
-        members = {f"{top}/{name}": ((cache / "bin" / name).read_bytes(), 0o755) for name in ETCD_COMMANDS}
-        members[f"{top}/NOTICE"] = (notice, 0o644)
-        data = _tar_gz(members, [top])
-        record["sha256"] = hashlib.sha256(data).hexdigest()
-        (cache / "build.json").write_text(json.dumps(record, indent=2, sort_keys=True) + "\n")
-        tmp = tarball.with_name(tarball_name + ".tmp")
-        tmp.write_bytes(data)
-        tmp.rename(tarball)
+    cache.mkdir(parents=True, exist_ok=True)
+    # Labs side by side share the cache: one builds, the others wait for its tarball.
+    with open(cache.parent / f"{version}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not tarball.exists():
+            _build_etcd_tarball(cache, version, top, tarball)
     data = tarball.read_bytes()
     digest = hashlib.sha256(data).hexdigest()
     release = mirror_root(config) / "etcd-io" / "etcd" / "releases" / "download" / f"v{version}"
