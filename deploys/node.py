@@ -20,7 +20,14 @@ from pyinfra import host  # noqa: E402
 from pyinfra.facts.deb import DebPackages  # noqa: E402
 
 from deploys import pyinfra_speedups  # noqa: E402
-from deploys.components import audit, auto_updates, file_permissions, firewall, hardening_ssh, hardening_sysctl  # noqa: E402  # noqa: E402
+from deploys.components import (  # noqa: E402
+    audit,
+    auto_updates,
+    file_permissions,
+    firewall,
+    hardening_ssh,
+    hardening_sysctl,
+)
 from deploys.components.container_runtime import container_runtime  # noqa: E402
 from deploys.components.fluentd import fluentd  # noqa: E402
 from deploys.components.node_exporter import node_exporter  # noqa: E402

@@ -74,8 +74,9 @@ def main(argv: list[str] | None = None) -> int:
             lab.up(nodes)
             _print_status(lab)
             print(f"\ninventory: inventories/lab.py (state in {lab.inventory_path})")
-            print(f"mirror:    {config.mirror_url}/")
-            print("next:      pyinfra -y inventories/lab.py deploys/site.py")
+            print(f"mirror:    {config.mirror_url}/   registry: {config.gateway}:{config.registry_port}")
+            print(f"ssh:       ssh -F {config.state_dir}/ssh/config node1   (or: python -m lab ssh node1)")
+            print("next:      .venv/bin/spectra deploy inventories/lab.py deploys/site.py")
         elif args.command == "down":
             lab.down()
         elif args.command == "status":
