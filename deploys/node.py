@@ -29,8 +29,11 @@ from deploys.components import (  # noqa: E402
     hardening_sysctl,
 )
 from deploys.components.container_runtime import container_runtime  # noqa: E402
+from deploys.components.container_runtime import fact_requests as container_runtime_facts  # noqa: E402
 from deploys.components.fluentd import fluentd  # noqa: E402
+from deploys.components.node_exporter import fact_requests as node_exporter_facts  # noqa: E402
 from deploys.components.node_exporter import node_exporter  # noqa: E402
+from deploys.components.os_prerequisites import fact_requests as os_prerequisites_facts  # noqa: E402
 from deploys.components.os_prerequisites import os_prerequisites  # noqa: E402
 from deploys.prepare import prepared_facts  # noqa: E402
 from facts.cgroup import CgroupVersion  # noqa: E402
@@ -45,9 +48,8 @@ def enabled(flag: str) -> bool:
 # pyinfra's CLI spends ~9 ms of CPU per operation finding its order in the call stack: same answer, cheaper.
 pyinfra_speedups.enable()
 
-# Facts several components read, and all the hardening components read (their fact_requests): ONE remote
-# command at prepare time, kept for the components (deploys.prepare.prepared_facts). The other components
-# read the rest of what they decide on in one more command each. Operations use these values while no
+# Everything the components decide on (their fact_requests): ONE remote command per host at prepare time,
+# kept for the components (deploys.prepare.prepared_facts). Operations use these values while no
 # earlier operation of the run changed the host and read again otherwise (deploys.operations.managed.fresh),
 # so a no-op run reads nothing while executing.
 prepared_facts(
@@ -60,6 +62,9 @@ prepared_facts(
     *audit.fact_requests(),
     *auto_updates.fact_requests(),
     *file_permissions.fact_requests(),
+    *os_prerequisites_facts(),
+    *container_runtime_facts(),
+    *node_exporter_facts(),
 )
 
 if enabled("os_prerequisites_enabled"):

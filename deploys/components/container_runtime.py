@@ -22,7 +22,7 @@ from pyinfra.facts.deb import DebPackages
 
 from deploys.operations import managed
 from deploys.operations.download import download, download_paths, download_stat_only
-from deploys.prepare import prepared_facts, require, setting
+from deploys.prepare import FactRequest, component_data, prepared_facts, require, setting
 from facts.cgroup import V2, CgroupVersion
 from facts.files import FileStates
 from facts.platform import Platform
@@ -101,6 +101,40 @@ def registry_hosts(registry: str) -> dict[str, Any]:
     }
 
 
+UNIT_FILE = "/etc/systemd/system/containerd.service"
+
+
+def _requests(data: dict[str, Any]) -> list[FactRequest]:
+    certs_dir = data["containerd_certs_dir"]
+    mirrors = data["containerd_registry_mirrors"] or {}
+    paths = [data["containerd_config_file"], *(f"{certs_dir}/{registry}/hosts.toml" for registry in sorted(mirrors))]
+    contents: list[str] = []
+    stat_only: list[str] = []
+    if data["container_runtime_install_method"] == "upstream":
+        runc_path = data["upstream_runc_path"]
+        stamped = [
+            *download_paths(data["upstream_bin_dir"], "."),
+            *download_paths(runc_path),
+            *download_paths(data["cni_bin_dir"] or "/opt/cni/bin", "."),
+        ]
+        paths += [*stamped, UNIT_FILE]
+        contents = [path for path in stamped if path.endswith(".sha256")]
+        stat_only = download_stat_only(runc_path)
+    return [
+        Platform,
+        CgroupVersion,
+        (FileStates, managed.snapshot_files_kwargs(paths, contents, stat_only)),
+        (SystemdUnits, {"units": [unit_name("containerd")]}),
+        DebPackages,
+    ]
+
+
+def fact_requests() -> list[FactRequest]:
+    """What :func:`container_runtime` reads at prepare time (node.py reads it with other components' facts)."""
+    data = component_data(DEFAULTS)
+    return _requests(data) if data["container_runtime_enabled"] else []
+
+
 @deploy("Container runtime", data_defaults=DEFAULTS)
 def container_runtime() -> None:
     method = setting("container_runtime_install_method")
@@ -113,34 +147,16 @@ def container_runtime() -> None:
     certs_dir = setting("containerd_certs_dir")
     mirrors = setting("containerd_registry_mirrors") or {}
     hosts_files = {registry: f"{certs_dir}/{registry}/hosts.toml" for registry in sorted(mirrors)}
-    unit_file = "/etc/systemd/system/containerd.service"
-
-    paths = [config_file, *hosts_files.values()]
-    contents: list[str] = []
-    stat_only: list[str] = []
+    unit_file = UNIT_FILE
     if method == "upstream":
         bin_dir = setting("upstream_bin_dir")
         runc_path = setting("upstream_runc_path")
         cni_dir = setting("cni_bin_dir") or "/opt/cni/bin"
-        stamped = [
-            *download_paths(bin_dir, "."),
-            *download_paths(runc_path),
-            *download_paths(cni_dir, "."),
-        ]
-        paths += [*stamped, unit_file]
-        contents = [path for path in stamped if path.endswith(".sha256")]
-        stat_only = download_stat_only(runc_path)
     else:
         cni_dir = setting("cni_bin_dir") or "/usr/lib/cni"
-    # Everything this component decides on, in ONE remote command (platform and cgroup version are
-    # usually read already, by node.py for every component)
-    platform, cgroup_version, files, units, installed = prepared_facts(
-        Platform,
-        CgroupVersion,
-        (FileStates, managed.snapshot_files_kwargs(paths, contents, stat_only)),
-        (SystemdUnits, {"units": [unit_name("containerd")]}),
-        DebPackages,
-    )
+    # Everything this component decides on, in ONE remote command (node.py usually read it already, with
+    # the other components' facts)
+    platform, cgroup_version, files, units, installed = prepared_facts(*_requests(component_data(DEFAULTS)))
     arch = platform.get("arch")
 
     changes = []

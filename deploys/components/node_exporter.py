@@ -12,7 +12,7 @@ from pyinfra.facts.deb import DebPackages
 
 from deploys.operations import managed
 from deploys.operations.download import download, download_paths, download_stat_only
-from deploys.prepare import prepared_fact, prepared_facts, require, setting
+from deploys.prepare import FactRequest, component_data, prepared_fact, prepared_facts, require, setting
 from facts.files import FileStates
 from facts.platform import Platform
 from facts.systemd import SystemdUnits, unit_name
@@ -66,6 +66,45 @@ def tarball_url(base: str, version: str, arch: str) -> str:
     return f"{base.rstrip('/')}/v{version}/node_exporter-{version}.linux-{arch}.tar.gz"
 
 
+UNIT_FILE = "/etc/systemd/system/node_exporter.service"
+DEFAULTS_FILE = "/etc/default/prometheus-node-exporter"
+
+
+def _requests(data: dict[str, Any]) -> list[FactRequest]:
+    config_dir = data["node_exporter_config_dir"]
+    cert = data["node_exporter_tls_cert"]
+    binary = data["node_exporter_binary"]
+    paths = [data["node_exporter_textfile_dir"], config_dir]
+    if cert or data["node_exporter_basic_auth_users"]:
+        paths += [f"{config_dir}/web.yml"]
+    if cert:
+        paths += [f"{config_dir}/tls.crt", f"{config_dir}/tls.key"]
+    contents: list[str] = []
+    stat_only: list[str] = []
+    if data["node_exporter_install_method"] == "upstream":
+        paths += [*download_paths(binary), UNIT_FILE]
+        contents = ["/etc/passwd", download_paths(binary)[1]]
+        # the 15 MB binary: its stamp and stat decide, not a hash (unless node_exporter_verify_binary)
+        stat_only = download_stat_only(binary, verify=bool(data["node_exporter_verify_binary"]))
+        service = "node_exporter"
+    else:
+        paths += [DEFAULTS_FILE]
+        service = "prometheus-node-exporter"
+    requests: list[FactRequest] = [
+        (FileStates, managed.snapshot_files_kwargs(paths, contents, stat_only)),
+        (SystemdUnits, {"units": [unit_name(service)]}),
+    ]
+    if data["node_exporter_install_method"] == "package":
+        requests.append(DebPackages)
+    return requests
+
+
+def fact_requests() -> list[FactRequest]:
+    """What :func:`node_exporter` reads at prepare time (node.py reads it with other components' facts)."""
+    data = component_data(DEFAULTS)
+    return _requests(data) if data["node_exporter_enabled"] else []
+
+
 @deploy("Node exporter", data_defaults=DEFAULTS)
 def node_exporter() -> None:
     method = setting("node_exporter_install_method")
@@ -79,31 +118,10 @@ def node_exporter() -> None:
     web_config = f"{config_dir}/web.yml" if (cert or users) else None
 
     binary = setting("node_exporter_binary")
-    unit_file = "/etc/systemd/system/node_exporter.service"
-    defaults_file = "/etc/default/prometheus-node-exporter"
-    paths = [textfile_dir, config_dir]
-    if web_config:
-        paths += [web_config]
-    if cert:
-        paths += [f"{config_dir}/tls.crt", f"{config_dir}/tls.key"]
-    contents: list[str] = []
-    stat_only: list[str] = []
-    if method == "upstream":
-        paths += [*download_paths(binary), unit_file]
-        contents = ["/etc/passwd", download_paths(binary)[1]]
-        # the 15 MB binary: its stamp and stat decide, not a hash (unless node_exporter_verify_binary)
-        stat_only = download_stat_only(binary, verify=bool(setting("node_exporter_verify_binary")))
-        service = "node_exporter"
-    else:
-        paths += [defaults_file]
-        service = "prometheus-node-exporter"
-    requests: list[Any] = [
-        (FileStates, managed.snapshot_files_kwargs(paths, contents, stat_only)),
-        (SystemdUnits, {"units": [unit_name(service)]}),
-    ]
-    if method == "package":
-        requests.append(DebPackages)
-    files, units, *installed = prepared_facts(*requests)
+    unit_file = UNIT_FILE
+    defaults_file = DEFAULTS_FILE
+    service = "node_exporter" if method == "upstream" else "prometheus-node-exporter"
+    files, units, *installed = prepared_facts(*_requests(component_data(DEFAULTS)))
 
     changes = []
     if method == "upstream":

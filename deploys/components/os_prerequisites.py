@@ -18,7 +18,7 @@ from pyinfra.api import QuoteString, StringCommand, deploy, operation
 from pyinfra.facts.deb import DebPackages
 
 from deploys.operations import managed
-from deploys.prepare import prepared_fact, prepared_facts, require, setting
+from deploys.prepare import FactRequest, component_data, prepared_fact, prepared_facts, require, setting
 from facts.files import FileStates
 from facts.kernel import BUILTIN, LOADABLE, LOADED, MISSING, KernelFeatures
 from facts.platform import Platform
@@ -96,28 +96,40 @@ def modules_to_persist(features: dict[str, str]) -> list[str]:
     return sorted(name for name, status in features.items() if status in (LOADABLE, LOADED))
 
 
+def _requests(data: dict[str, Any]) -> list[FactRequest]:
+    # Every path this component may manage (the modules file only matters when a module is loadable, but
+    # reading it costs nothing here): with the other facts below, ONE remote command.
+    paths = [data["kubernetes_sysctl_file"], data["kernel_modules_file"]]
+    if data["chrony_enabled"]:
+        paths += [data["chrony_config_file"], data["chrony_defaults_file"]]
+    requests: list[FactRequest] = [
+        (KernelFeatures, {"names": list(data["kernel_modules"])}),
+        (FileStates, managed.snapshot_files_kwargs(paths)),
+        (SysctlValues, {"keys": sorted(dict(data["kubernetes_sysctls"]))}),
+        DebPackages,
+    ]
+    if data["swap_disabled"]:
+        requests.append(Swap)
+    if data["chrony_enabled"]:
+        requests.append((SystemdUnits, {"units": [unit_name("chrony")]}))
+    return requests
+
+
+def fact_requests() -> list[FactRequest]:
+    """What :func:`os_prerequisites` reads at prepare time (node.py reads it with other components' facts)."""
+    data = component_data(DEFAULTS)
+    return _requests(data) if data["os_prerequisites_enabled"] else []
+
+
 @deploy("OS prerequisites", data_defaults=DEFAULTS)
 def os_prerequisites() -> None:
     check_supported_os(prepared_fact(Platform), setting("supported_os"))
 
     modules = list(setting("kernel_modules"))
     sysctls = dict(setting("kubernetes_sysctls"))
-    # Every path this component may manage (the modules file only matters when a module is loadable, but
-    # reading it costs nothing here): with the other facts below, ONE remote command.
-    paths = [setting("kubernetes_sysctl_file"), setting("kernel_modules_file")]
-    if setting("chrony_enabled"):
-        paths += [setting("chrony_config_file"), setting("chrony_defaults_file")]
-    requests: list[Any] = [
-        (KernelFeatures, {"names": modules}),
-        (FileStates, managed.snapshot_files_kwargs(paths)),
-        (SysctlValues, {"keys": sorted(sysctls)}),
-        DebPackages,
-    ]
-    if setting("swap_disabled"):
-        requests.append(Swap)
-    if setting("chrony_enabled"):
-        requests.append((SystemdUnits, {"units": [unit_name("chrony")]}))
-    features, files, sysctl_values, packages_installed, *rest = prepared_facts(*requests)
+    features, files, sysctl_values, packages_installed, *rest = prepared_facts(
+        *_requests(component_data(DEFAULTS))
+    )
     missing = [name for name in modules if features.get(name, MISSING) == MISSING]
     require(
         not missing,

@@ -160,3 +160,23 @@ def test_fact_requests_empty_when_disabled() -> None:
         assert firewall.fact_requests() == []
 
     run_deploy(reads, facts={}, data={"firewall_enabled": False})
+
+
+@pytest.mark.parametrize("name", ["os_prerequisites", "container_runtime", "node_exporter"])
+def test_service_component_fact_requests_cover_everything_it_reads(name: str) -> None:
+    """node.py reads these components' facts with the hardening ones: the components then read nothing."""
+    import importlib
+
+    from facts.platform import Platform
+    from tests.unit.component_facts import fresh
+
+    module = importlib.import_module(f"deploys.components.{name}")
+
+    @deploy("Prefetch then component")
+    def both() -> None:
+        prepared_facts(Platform, *module.fact_requests())
+        getattr(module, name)()
+
+    result = run_deploy(both, facts=fresh(), data={"ssh_hostname": "10.0.0.1", "roles": ["workers"]})
+    assert len(result.fact_reads) == 1, result.fact_reads
+    assert result.ops
