@@ -212,13 +212,6 @@ def _tarball(members: dict[str, bytes]) -> bytes:
     return buffer.getvalue()
 
 
-needs_fetcher = pytest.mark.skipif(
-    subprocess.run(["sh", "-c", "command -v curl || command -v wget"], capture_output=True).returncode != 0,
-    reason="neither curl nor wget installed",
-)
-
-
-@needs_fetcher
 def test_real_plain_download(server: tuple[str, Path], tmp_path: Path) -> None:
     base, root = server
     (root / "tool").write_bytes(b"#!/bin/sh\necho hi\n")
@@ -232,7 +225,6 @@ def test_real_plain_download(server: tuple[str, Path], tmp_path: Path) -> None:
     assert [p.name for p in dest.parent.iterdir()] == ["tool"]  # no temporary left behind
 
 
-@needs_fetcher
 def test_real_mismatch_installs_nothing(server: tuple[str, Path], tmp_path: Path) -> None:
     base, root = server
     (root / "tool").write_bytes(b"evil")
@@ -248,7 +240,6 @@ def test_real_mismatch_installs_nothing(server: tuple[str, Path], tmp_path: Path
     assert [p.name for p in dest.parent.iterdir()] == ["tool"]
 
 
-@needs_fetcher
 def test_real_unreachable_fails_naming_url(tmp_path: Path) -> None:
     dest = tmp_path / "bin" / "tool"
     completed = _run(url="http://127.0.0.1:9/nothing", dest=str(dest), sha256=SUM)
@@ -258,7 +249,6 @@ def test_real_unreachable_fails_naming_url(tmp_path: Path) -> None:
     assert list(dest.parent.iterdir()) == []
 
 
-@needs_fetcher
 def test_real_extract_member_and_stamp(server: tuple[str, Path], tmp_path: Path) -> None:
     base, root = server
     archive = _tarball({"tool-1.0/tool": b"binary", "tool-1.0/LICENSE": b"text"})
@@ -284,7 +274,6 @@ def test_real_extract_member_and_stamp(server: tuple[str, Path], tmp_path: Path)
     assert recorded[4].split(".")[0] == str(int(info.st_ctime))
 
 
-@needs_fetcher
 def test_real_install_then_noop_then_reinstall_after_a_write(server: tuple[str, Path], tmp_path: Path) -> None:
     """The stamp the script writes, read back by the real FileStates fact: no-op; a rewrite: reinstall."""
     base, root = server
@@ -306,7 +295,6 @@ def test_real_install_then_noop_then_reinstall_after_a_write(server: tuple[str, 
     assert len(decide()) == 1
 
 
-@needs_fetcher
 def test_real_extract_whole_archive(server: tuple[str, Path], tmp_path: Path) -> None:
     base, root = server
     archive = _tarball({"./bridge": b"b", "./loopback": b"l"})
