@@ -115,19 +115,6 @@ def is_etcd_host() -> bool:
     return "etcd" in {str(role) for role in (host.data.get("roles") or [])}
 
 
-@operation()
-def system_user(username: str, home: str, passwd: str | None):
-    """Ensure a system user and group without login (given /etc/passwd content from a snapshot)."""
-    if passwd is not None and any(line.split(":", 1)[0] == username for line in passwd.splitlines()):
-        host.noop(f"user {username} exists")
-        return
-    yield StringCommand(
-        "id", "-u", QuoteString(username), ">/dev/null", "2>&1", "||",
-        "useradd", "--system", "--user-group", "--no-create-home",
-        "--home-dir", QuoteString(home), "--shell", "/usr/sbin/nologin", QuoteString(username),
-    )  # fmt: skip
-
-
 def credentials_stamp(sums: dict[str, str | None]) -> str:
     return "".join(f"{sums[path]}  {path}\n" for path in sorted(sums))
 
@@ -229,7 +216,7 @@ def etcd() -> None:
     )
 
     passwd = (files.get("/etc/passwd") or {}).get("content")
-    system_user(name=f"System user {user}", username=user, home=data_dir, passwd=passwd)
+    managed.system_user(name=f"System user {user}", username=user, home=data_dir, passwd=passwd)
 
     url = tarball_url(str(setting("etcd_download_base_url")), version, arch)
     installs = {
@@ -289,24 +276,16 @@ def etcd() -> None:
             "schedule": setting("etcd_snapshot_schedule"),
             "credentials": [("ca.crt", ca), ("client.crt", hc_cert), ("client.key", hc_key)],
         }
-        unit_changes.append(
-            managed.template(
-                name="etcd snapshot service",
-                src="etc/systemd/system/etcd-snapshot.service.j2",
-                dest=SNAPSHOT_SERVICE,
-                context=snapshot_context,
-                current=files,
+        for kind, dest in (("service", SNAPSHOT_SERVICE), ("timer", SNAPSHOT_TIMER)):
+            unit_changes.append(
+                managed.template(
+                    name=f"etcd snapshot {kind}",
+                    src=f"etc/systemd/system/etcd-snapshot.{kind}.j2",
+                    dest=dest,
+                    context=snapshot_context,
+                    current=files,
+                )
             )
-        )
-        unit_changes.append(
-            managed.template(
-                name="etcd snapshot timer",
-                src="etc/systemd/system/etcd-snapshot.timer.j2",
-                dest=SNAPSHOT_TIMER,
-                context=snapshot_context,
-                current=files,
-            )
-        )
 
     new_credentials = restart_on_new_credentials(
         name="etcd restarted on new TLS files",

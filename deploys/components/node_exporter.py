@@ -6,8 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from pyinfra import host
-from pyinfra.api import QuoteString, StringCommand, deploy, operation
+from pyinfra.api import deploy
 from pyinfra.facts.deb import DebPackages
 
 from deploys.operations import managed
@@ -47,19 +46,6 @@ DEFAULTS: dict[str, Any] = {
 
 TYPES: dict[str, type | tuple[type, ...]] = {"node_exporter_tls_cert": str, "node_exporter_tls_key": str}
 REQUIRED: set[str] = set()
-
-
-@operation()
-def system_user(username: str, home: str, passwd: str | None):
-    """Ensure a system user and group without login (given /etc/passwd content from a snapshot)."""
-    if passwd is not None and any(line.split(":", 1)[0] == username for line in passwd.splitlines()):
-        host.noop(f"user {username} exists")
-        return
-    yield StringCommand(
-        "id", "-u", QuoteString(username), ">/dev/null", "2>&1", "||",
-        "useradd", "--system", "--user-group", "--no-create-home",
-        "--home-dir", QuoteString(home), "--shell", "/usr/sbin/nologin", QuoteString(username),
-    )  # fmt: skip
 
 
 def tarball_url(base: str, version: str, arch: str) -> str:
@@ -134,7 +120,7 @@ def node_exporter() -> None:
             "with the published sum (sha256sums.txt of the release)",
         )
         passwd = (files.get("/etc/passwd") or {}).get("content")
-        system_user(name=f"System user {user}", username=user, home="/nonexistent", passwd=passwd)
+        managed.system_user(name=f"System user {user}", username=user, home="/nonexistent", passwd=passwd)
         changes.append(
             download(
                 name=f"Install node_exporter {version}",

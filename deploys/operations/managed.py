@@ -285,3 +285,16 @@ def apt_packages(packages: Sequence[str], no_recommends: bool = True, update: bo
         yield StringCommand(apt, "update")
     install = ["install"] + (["--no-install-recommends"] if no_recommends else [])
     yield StringCommand(apt, *install, *[QuoteString(spec) for spec in missing])
+
+
+@operation()
+def system_user(username: str, home: str, passwd: str | None):
+    """Ensure a system user and group without login (given /etc/passwd content from a snapshot)."""
+    if passwd is not None and any(line.split(":", 1)[0] == username for line in passwd.splitlines()):
+        host.noop(f"user {username} exists")
+        return
+    yield StringCommand(
+        "id", "-u", QuoteString(username), ">/dev/null", "2>&1", "||",
+        "useradd", "--system", "--user-group", "--no-create-home",
+        "--home-dir", QuoteString(home), "--shell", "/usr/sbin/nologin", QuoteString(username),
+    )  # fmt: skip
