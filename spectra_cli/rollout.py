@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from inventories.grouping import zone_group
 from spectra_cli.runner import PyinfraRun, RunOutcome
@@ -105,16 +105,7 @@ def rollout(
     report = RolloutReport()
     for index, step in enumerate(steps):
         log(f"==> zone {step.zone} ({index + 1}/{len(steps)}): {', '.join(step.hosts)}")
-        run = PyinfraRun(
-            inventory=base.inventory,
-            operations=base.operations,
-            limit=step.limit,
-            exclude=base.exclude,
-            data=base.data,
-            group_data=base.group_data,
-            flags=base.flags,
-            extra=base.extra,
-        )
+        run = replace(base, limit=step.limit)
         outcome = runner(run)
         if outcome.exit_code != 0:
             report.results.append(ZoneResult(step.zone, "failed", outcome.exit_code, outcome.reason))
