@@ -16,6 +16,8 @@ from urllib.parse import urlparse
 
 from pyinfra import inventory
 
+from deploys.checksums import load_table
+
 __all__ = [
     "chrony_daemon_opts",
     "containerd_registry_mirrors",
@@ -23,6 +25,8 @@ __all__ = [
     "etcd_sha256",
     "firewall_monitoring_cidrs",
     "fluentd_enabled",
+    "kubernetes_download_base_url",
+    "kubernetes_sha256",
     "node_exporter_download_base_url",
     "node_exporter_sha256",
 ]
@@ -44,6 +48,11 @@ if inventory.get_group("lab", []):
     # etcd as the lab builds it from its Go modules (lab/artifacts.py), laid out like its GitHub releases.
     etcd_download_base_url = f"{_mirror}/etcd-io/etcd/releases/download"
     etcd_sha256 = _sums.get("etcd", {})
+    # Kubernetes as the lab builds it from the Go module proxy (lab/kubernetes_build.py), published on the
+    # mirror in the upstream layout; its own checksum table (lab-built sums differ from upstream's). Empty
+    # until the binaries are built and published: installs are then refused, naming the missing sum.
+    kubernetes_download_base_url = f"{_mirror}/release"
+    kubernetes_sha256 = load_table(_lab_dir / "checksums" / "kubernetes.yaml")
 
     # No container registry answers from the lab: the lab's own registry (plain HTTP on the bridge)
     # mirrors the upstream names, so image references stay as in production (registry.k8s.io/pause:...).
