@@ -17,6 +17,7 @@ from typing import Any
 
 from lab import artifacts, machines, mirror, network, registry, rootfs
 from lab.config import LabConfig, LabError, NodeSpec
+from lab.images import coredns as coredns_image
 from lab.shell import log, run
 
 REQUIRED_TOOLS = {
@@ -153,6 +154,7 @@ class Lab:
                 state["registry_pid"] = registry.start(self.config)
                 self.save_state(state)
             registry.publish_images(self.config, registry.pinned_sandbox_image())
+            coredns_image.publish(self.config)
 
             used_indexes = {n["index"] for n in state["nodes"]}
             for spec in nodes:

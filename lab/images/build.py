@@ -7,6 +7,7 @@ import io
 import json
 import os
 import shutil
+import struct
 import subprocess
 import tarfile
 from pathlib import Path
@@ -16,7 +17,25 @@ from lab.config import LabError
 IMAGES_DIR = Path(__file__).resolve().parent
 
 
-def _tar_bytes(members: dict[str, tuple[bytes, int]]) -> bytes:
+# Capability numbers (linux/capability.h) of the file capabilities an image may give its entrypoint.
+CAPABILITIES = {"CAP_NET_BIND_SERVICE": 10, "CAP_NET_RAW": 13, "CAP_NET_ADMIN": 12}
+
+
+def file_capabilities_xattr(names: list[str] | tuple[str, ...]) -> bytes:
+    """The ``security.capability`` value (``setcap NAMES=+ep``): struct vfs_cap_data, revision 2.
+
+    Permitted and effective: a non-root process that runs the file gets the capabilities, as far as its
+    bounding set (the container's ``capabilities.add``) allows."""
+    permitted = 0
+    for name in names:
+        if name not in CAPABILITIES:
+            raise LabError(f"unknown capability {name!r}; known: {', '.join(sorted(CAPABILITIES))}")
+        permitted |= 1 << CAPABILITIES[name]
+    revision_2_effective = 0x02000000 | 0x000001
+    return struct.pack("<IIIII", revision_2_effective, permitted & 0xFFFFFFFF, 0, permitted >> 32, 0)
+
+
+def _tar_bytes(members: dict[str, tuple[bytes, int]], xattrs: dict[str, dict[str, bytes]] | None = None) -> bytes:
     buffer = io.BytesIO()
     with tarfile.open(fileobj=buffer, mode="w", format=tarfile.PAX_FORMAT) as tar:
         for name, (data, mode) in sorted(members.items()):
@@ -24,6 +43,12 @@ def _tar_bytes(members: dict[str, tuple[bytes, int]]) -> bytes:
             info.size = len(data)
             info.mode = mode
             info.mtime = 0  # reproducible layers: same source, same digest
+            # Extended attributes as GNU tar and Go's archive/tar (containerd's unpacker) write them.
+            # surrogateescape: tarfile writes the value's bytes back unchanged (hdrcharset=BINARY if needed).
+            attributes = (xattrs or {}).get(name, {})
+            pax = {f"SCHILY.xattr.{key}": value.decode("utf-8", "surrogateescape") for key, value in attributes.items()}
+            if pax:
+                info.pax_headers = pax
             tar.addfile(info, io.BytesIO(data))
     return buffer.getvalue()
 
@@ -50,14 +75,34 @@ def build_binary(program: str, out_dir: Path, goarch: str = "amd64") -> Path:
     return binary
 
 
-def docker_archive(binary: Path, reference: str, entrypoint: str, dest: Path) -> Path:
-    """Write a docker-archive (the `docker save` layout) holding one layer with `binary` at `entrypoint`."""
-    layer = _tar_bytes({entrypoint.lstrip("/"): (binary.read_bytes(), 0o755)})
+def docker_archive(
+    binary: Path,
+    reference: str,
+    entrypoint: str,
+    dest: Path,
+    *,
+    user: str | None = None,
+    file_capabilities: tuple[str, ...] = (),
+    exposed_ports: tuple[str, ...] = (),
+) -> Path:
+    """Write a docker-archive (the `docker save` layout) holding one layer with `binary` at `entrypoint`.
+
+    `user` ("65532:65532") is the image's USER; `file_capabilities` are set on the binary as `setcap
+    ...=+ep` would (so a non-root entrypoint can, e.g., bind port 53); `exposed_ports` ("53/udp")."""
+    name = entrypoint.lstrip("/")
+    xattrs = {name: {"security.capability": file_capabilities_xattr(file_capabilities)}} if file_capabilities else {}
+    layer = _tar_bytes({name: (binary.read_bytes(), 0o755)}, xattrs)
     layer_digest = hashlib.sha256(layer).hexdigest()
+    image_config: dict[str, object] = {"Entrypoint": [entrypoint], "Env": ["PATH=/"]}
+    if user is not None:
+        image_config["User"] = user
+        image_config["WorkingDir"] = "/"
+    if exposed_ports:
+        image_config["ExposedPorts"] = {port: {} for port in exposed_ports}
     config = {
         "architecture": "amd64",
         "os": "linux",
-        "config": {"Entrypoint": [entrypoint], "Env": ["PATH=/"]},
+        "config": image_config,
         "rootfs": {"type": "layers", "diff_ids": [f"sha256:{layer_digest}"]},
         "history": [{"created_by": "spectra lab image builder"}],
     }

@@ -1,0 +1,35 @@
+"""Kubernetes addon manifests rendered from data, for the cluster deploy to apply.
+
+Each addon is a module in ``deploys/components/`` with ``DEFAULTS`` (so ``spectra validate`` knows its
+settings), ``TEMPLATE`` (a path under ``templates/``) and ``template_context(values)`` (checks the settings
+and returns what the template places). Rendering needs no host: ``render_addon("coredns", host.data)`` in a
+deploy, or a plain dict in tests and scripts.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Mapping
+from typing import Any
+
+from deploys.templating import render
+
+ADDONS = {"coredns": "deploys.components.coredns"}
+
+
+class AddonError(ValueError):
+    """A setting an addon cannot be rendered with; the message names the setting."""
+
+
+def render_addon(name: str, data: Mapping[str, Any] | Any) -> str:
+    """The manifest of addon ``name`` (YAML, several documents) for ``data``.
+
+    ``data``: a mapping, or pyinfra host data (anything with ``.get(key, default)``); keys the addon does
+    not use are ignored, missing ones take the addon's defaults. Bad values raise ``AddonError`` naming
+    the setting.
+    """
+    if name not in ADDONS:
+        raise KeyError(f"no addon {name!r}; addons: {', '.join(sorted(ADDONS))}")
+    module = importlib.import_module(ADDONS[name])
+    values = {key: data.get(key, default) for key, default in module.DEFAULTS.items()}
+    return render(module.TEMPLATE, **module.template_context(values))
