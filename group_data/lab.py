@@ -20,6 +20,9 @@ from deploys.checksums import load_table
 
 __all__ = [
     "chrony_daemon_opts",
+    "containerd_restrict_oom_score_adj",
+    "kube_proxy_conntrack_max_per_core",
+    "kubelet_allow_cgroup_v1",
     "containerd_registry_mirrors",
     "etcd_download_base_url",
     "etcd_sha256",
@@ -33,6 +36,16 @@ __all__ = [
 
 # Lab nodes share the host's kernel clock: chrony keeps time but must not set the clock (-x).
 chrony_daemon_opts = "-F 1 -x"
+
+# Lab nodes are containers on a host without CAP_SYS_RESOURCE: nothing in them may lower an OOM score,
+# and runc fails to start a pod sandbox whose oom_score_adj is negative (-998). containerd clamps it.
+containerd_restrict_oom_score_adj = True
+
+# The lab machines run cgroup v1 (hybrid); kubelet >= 1.35 refuses v1 unless told (failCgroupV1: false).
+kubelet_allow_cgroup_v1 = True
+
+# The conntrack table size is the one shared host kernel's: kube-proxy in a lab node must leave it alone.
+kube_proxy_conntrack_max_per_core = 0
 
 # Fluentd's apt repository cannot be reached from the lab machines: the component is tested by its
 # rendered configuration (unit tests) and by its fail-fast check on an unreachable repository (lab test).

@@ -53,6 +53,9 @@ DEFAULTS: dict[str, Any] = {
     "containerd_certs_dir": "/etc/containerd/certs.d",  # registry hosts.toml tree (config_path)
     "containerd_sandbox_image": "registry.k8s.io/pause:3.10",  # pod sandbox (pause) image
     "containerd_snapshotter": "overlayfs",  # snapshotter for CRI images
+    # Clamp containers' OOM score adjustments at containerd's own: for hosts (container-like nodes) that
+    # lack CAP_SYS_RESOURCE, where runc fails to start the pod sandbox's negative oom_score_adj
+    "containerd_restrict_oom_score_adj": False,
     "containerd_systemd_cgroup": None,  # None: from the cgroup fact (v2 -> True); True/False to force
     "cni_bin_dir": None,  # None: /usr/lib/cni for packages, /opt/cni/bin for upstream
     "cni_conf_dir": "/etc/cni/net.d",  # where CNI network configs live
@@ -212,6 +215,7 @@ def container_runtime() -> None:
             "sandbox_image": setting("containerd_sandbox_image"),
             "snapshotter": setting("containerd_snapshotter"),
             "systemd_cgroup": systemd_cgroup(cgroup_version),
+            "restrict_oom_score_adj": bool(setting("containerd_restrict_oom_score_adj")),
             "runc_binary": runc_binary,
             "cni_bin_dir": cni_dir,
             "cni_conf_dir": setting("cni_conf_dir"),

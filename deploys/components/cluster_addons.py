@@ -1,0 +1,95 @@
+"""Cluster addons (CoreDNS, ...) applied from the first control plane with ``admin.conf``.
+
+Each addon's manifest is rendered from data (``deploys/addons.py``) and kept on that host under
+``/etc/kubernetes/addons/<name>.yaml`` (0600): ``kubectl apply`` runs when the rendered manifest differs
+from the kept one, then waits for the rollout of its Deployments. A converged cluster costs nothing; an
+object deleted by hand comes back when the kept file is removed (or with a changed setting).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import yaml
+from pyinfra import host
+from pyinfra.api import DeployError, QuoteString, StringCommand, deploy, operation
+
+from deploys.addons import ADDONS, AddonError, render_addon
+from deploys.components import kubernetes_binaries
+from deploys.components.node_roles import first_control_plane
+from deploys.operations import managed
+from deploys.prepare import prepared_facts, setting
+from facts.files import FileStates
+
+DEFAULTS: dict[str, Any] = {
+    "cluster_addons_enabled": True,  # apply the addons from the first control plane
+    "cluster_addons": ["coredns"],  # which addons (deploys/addons.py)
+    "cluster_addons_dir": "/etc/kubernetes/addons",  # where the applied manifests are kept
+    "cluster_addons_kubeconfig": "/etc/kubernetes/admin.conf",
+    "cluster_addons_timeout": 300,  # seconds to wait for an addon's Deployments to be available
+}
+TYPES: dict[str, type | tuple[type, ...]] = {}
+REQUIRED: set[str] = set()
+
+
+def deployments(manifest: str) -> list[tuple[str, str]]:
+    """(namespace, name) of each Deployment in a manifest."""
+    return [
+        (str(doc.get("metadata", {}).get("namespace") or "default"), str(doc["metadata"]["name"]))
+        for doc in yaml.safe_load_all(manifest)
+        if isinstance(doc, dict) and doc.get("kind") == "Deployment"
+    ]
+
+
+@operation(is_idempotent=False)
+def apply_manifest(kubectl: str, kubeconfig: str, path: str, wait_for: list[tuple[str, str]], timeout: int):
+    """``kubectl apply -f path``, then wait for the rollout of each Deployment of ``wait_for``."""
+    base = StringCommand(QuoteString(kubectl), "--kubeconfig", QuoteString(kubeconfig))
+    yield StringCommand(base, "apply", "-f", QuoteString(path))
+    for namespace, name in wait_for:
+        yield StringCommand(
+            base, "-n", QuoteString(namespace), "rollout", "status", QuoteString(f"deployment/{name}"),
+            f"--timeout={int(timeout)}s",
+        )  # fmt: skip
+
+
+@deploy("Cluster addons", data_defaults=DEFAULTS)
+def cluster_addons() -> None:
+    if not setting("cluster_addons_enabled") or host.name != first_control_plane():
+        host.noop("cluster addons: applied from the first control plane")
+        return
+    directory = str(setting("cluster_addons_dir")).rstrip("/")
+    names = list(setting("cluster_addons") or [])
+    unknown = sorted(set(names) - set(ADDONS))
+    if unknown:
+        raise DeployError(f"{host.name}: cluster_addons: unknown addons {unknown}; known: {sorted(ADDONS)}")
+    manifests = {}
+    for name in names:
+        try:
+            manifests[name] = render_addon(name, host.data)
+        except AddonError as error:
+            raise DeployError(f"{host.name}: addon {name}: {error}") from None
+    kubectl = kubernetes_binaries.binary_path("kubectl")
+    paths, contents, stat_only = kubernetes_binaries.binary_paths(["kubectl"])
+    (files,) = prepared_facts(
+        (
+            FileStates,
+            managed.snapshot_files_kwargs(
+                [directory, *paths, *(f"{directory}/{n}.yaml" for n in names)], contents, stat_only
+            ),
+        ),
+    )
+    kubernetes_binaries.install_binaries(["kubectl"], files)
+    managed.directory(name="Addon manifests directory", path=directory, mode="0700", current=files)
+    for name, manifest in manifests.items():
+        path = f"{directory}/{name}.yaml"
+        kept = managed.content(name=f"Addon {name} manifest", dest=path, data=manifest, mode="0600", current=files)
+        apply_manifest(
+            name=f"Apply addon {name}",
+            kubectl=kubectl,
+            kubeconfig=str(setting("cluster_addons_kubeconfig")),
+            path=path,
+            wait_for=deployments(manifest),
+            timeout=int(setting("cluster_addons_timeout")),
+            _if=kept.did_change,
+        )
