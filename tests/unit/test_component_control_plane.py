@@ -1,0 +1,499 @@
+from __future__ import annotations
+
+import base64
+import hashlib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from pyinfra.api import DeployError, OperationError
+
+from deploys import checksums
+from deploys.components import control_plane as cp
+from deploys.components import pki as pki_component
+from deploys.operations.download import stamp_path
+from facts.files import FileStates
+from facts.kubernetes import ClusterRoleBindings
+from facts.systemd import SystemdUnits
+from tests.unit.component_facts import RUNNING, fresh
+from tests.unit.pki_support import NOW, key_factory
+from tests.unit.pyinfra_harness import HOSTNAME, Result, run_deploy
+
+pytestmark = pytest.mark.unit
+
+SUMS = {name: hashlib.sha256(name.encode()).hexdigest() for name in cp.BINARIES}
+PKI = "/etc/kubernetes/pki"
+UNIT = "/etc/systemd/system/.{}.service.spectra-new"
+CONFIGS = {
+    "encryption": "/etc/kubernetes/.encryption-config.yaml.spectra-new",
+    "audit": "/etc/kubernetes/.audit-policy.yaml.spectra-new",
+    "authentication": "/etc/kubernetes/.authentication-config.yaml.spectra-new",
+}
+OK_BINDINGS: dict[str, Any] = {
+    "state": "ok",
+    "message": "",
+    "bindings": {
+        name: {"role": f"ClusterRole/{role}", "subjects": [f"Group:{group}"]}
+        for name, (role, group) in cp.RBAC_BINDINGS.items()
+    },
+}
+
+FORBIDDEN = {"state": "forbidden", "bindings": {}, "message": "Error from server (Forbidden): ..."}
+
+
+@dataclass
+class Member:
+    name: str
+    data: dict[str, Any] = field(default_factory=dict)
+
+
+class FakeInventory:
+    def __init__(self, groups: dict[str, list[Member]]) -> None:
+        self.groups = groups
+
+    def get_group(self, name: str, default: Any = None) -> list[Member]:
+        return self.groups.get(name, default or [])
+
+
+def cluster(monkeypatch: pytest.MonkeyPatch, control_plane: list[Member], etcd: list[Member]) -> None:
+    monkeypatch.setattr(cp, "inventory", FakeInventory({"control_plane": control_plane, "etcd": etcd}))
+
+
+@pytest.fixture(autouse=True)
+def setup(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    table = tmp_path / "kubernetes.yaml"
+    checksums.write_table(table, {"v1.36.3": {"amd64": SUMS}})
+    monkeypatch.setattr(checksums, "KUBERNETES_TABLE", table)
+    monkeypatch.setattr(pki_component, "key_factory", key_factory())
+    monkeypatch.setattr(pki_component, "utcnow", lambda: NOW)
+    monkeypatch.setattr(pki_component, "cluster_hosts", lambda: list(pki_component.host.state.inventory))
+    me = Member(HOSTNAME, {"ssh_hostname": "10.0.0.11"})
+    cluster(monkeypatch, [me], [me])
+    return tmp_path / "pki"
+
+
+def base(pki_dir: Path) -> dict[str, Any]:
+    return {
+        "control_plane_enabled": True,
+        "roles": ["control_plane", "etcd"],
+        "ssh_hostname": "10.0.0.11",
+        "pki_dir": str(pki_dir),
+        "pki_key_algorithm": "ecdsa-p256",
+    }
+
+
+# the PKI's files on the host, each with its own sum
+def pki_file(path: str) -> dict[str, Any]:
+    return {
+        "type": "file",
+        "mode": "600",
+        "user": "root",
+        "group": "root",
+        "sha256": hashlib.sha256(path.encode()).hexdigest(),
+    }
+
+
+def with_pki(paths: list[str], **_: Any) -> dict[str, Any]:
+    return {path: pki_file(path) if path.startswith("/etc/kubernetes/") and not path.endswith(".yaml") else None
+            for path in paths}  # fmt: skip
+
+
+def deploy(pki_dir: Path, data: dict[str, Any] | None = None, facts: dict[Any, Any] | None = None) -> Result:
+    # a first run: admin.conf's identity has no rights yet when the bindings are read (after the apiserver started)
+    given = fresh({FileStates: with_pki, ClusterRoleBindings: lambda **_: FORBIDDEN, **(facts or {})})
+    return run_deploy(cp.control_plane, facts=given, data={**base(pki_dir), **(data or {})})
+
+
+def flags(unit: str) -> dict[str, str]:
+    found = {}
+    for line in unit.splitlines():
+        line = line.strip().rstrip("\\").strip()
+        if line.startswith("--"):
+            name, _, value = line[2:].partition("=")
+            found[name] = value
+    return found
+
+
+def test_disabled_or_not_a_control_plane(setup: Path) -> None:
+    result = run_deploy(cp.control_plane, facts=fresh(), data={"roles": ["control_plane"], "ssh_hostname": "10.0.0.11"})
+    assert result.commands == [] and result.fact_reads == []
+    result = deploy(setup, {"roles": ["workers", "etcd"]})
+    assert result.commands == [] and result.fact_reads == []
+
+
+def test_apiserver_flags(setup: Path) -> None:
+    result = deploy(setup)
+    unit = result.uploads[UNIT.format("kube-apiserver")]
+    assert "ExecStart=/usr/local/bin/kube-apiserver \\\n    --advertise-address=10.0.0.11 \\\n" in unit
+    got = flags(unit)
+    assert got["bind-address"] == got["advertise-address"] == "10.0.0.11"  # never 127.0.0.1: the balancer's
+    assert got["secure-port"] == "6443"
+    assert got["authorization-mode"] == "Node,RBAC"
+    assert got["enable-admission-plugins"] == "NodeRestriction"
+    assert got["profiling"] == "false"
+    assert "anonymous-auth" not in got  # the authentication configuration limits anonymous access to health paths
+    assert got["authentication-config"] == "/etc/kubernetes/authentication-config.yaml"
+    assert got["audit-log-path"] == "/var/log/kubernetes/audit/audit.log"
+    assert (got["audit-log-maxage"], got["audit-log-maxbackup"], got["audit-log-maxsize"]) == ("30", "10", "100")
+    assert got["audit-policy-file"] == "/etc/kubernetes/audit-policy.yaml"
+    assert got["encryption-provider-config"] == "/etc/kubernetes/encryption-config.yaml"
+    assert got["kubelet-certificate-authority"] == f"{PKI}/ca.crt"
+    assert got["kubelet-client-certificate"] == f"{PKI}/apiserver-kubelet-client.crt"
+    assert got["tls-min-version"] == "VersionTLS12"
+    assert "TLS_RSA_" not in got["tls-cipher-suites"] and "CBC" not in got["tls-cipher-suites"]
+    assert got["service-account-issuer"] == "https://kubernetes.default.svc.cluster.local"
+    assert got["service-account-key-file"] == f"{PKI}/sa.pub"
+    assert got["service-account-signing-key-file"] == f"{PKI}/sa.key"
+    assert got["requestheader-client-ca-file"] == f"{PKI}/front-proxy-ca.crt"
+    assert got["requestheader-allowed-names"] == "front-proxy-client"
+    assert got["proxy-client-cert-file"] == f"{PKI}/front-proxy-client.crt"
+    assert got["etcd-servers"] == "https://10.0.0.11:2379"
+    assert got["etcd-cafile"] == f"{PKI}/etcd/ca.crt"
+    assert got["etcd-certfile"] == f"{PKI}/apiserver-etcd-client.crt"
+    assert got["service-cluster-ip-range"] == "10.96.0.0/12"
+    assert "ReadWritePaths=/var/log/kubernetes/audit" in unit and "CapabilityBoundingSet=\n" in unit
+
+
+def test_controller_manager_and_scheduler_flags(setup: Path) -> None:
+    result = deploy(setup)
+    cm = flags(result.uploads[UNIT.format("kube-controller-manager")])
+    assert cm["kubeconfig"] == cm["authentication-kubeconfig"] == "/etc/kubernetes/controller-manager.conf"
+    assert cm["bind-address"] == "127.0.0.1"
+    assert cm["use-service-account-credentials"] == "true"
+    assert cm["cluster-signing-cert-file"] == f"{PKI}/ca.crt" and cm["cluster-signing-key-file"] == f"{PKI}/ca.key"
+    assert cm["root-ca-file"] == f"{PKI}/ca.crt"
+    assert cm["service-account-private-key-file"] == f"{PKI}/sa.key"
+    assert cm["allocate-node-cidrs"] == "false"
+    assert cm["controllers"] == "*,bootstrapsigner,tokencleaner"
+    assert cm["leader-elect"] == "true" and cm["profiling"] == "false"
+    assert cm["terminated-pod-gc-threshold"] == "1000"
+    assert cm["cluster-name"] == "kubernetes"
+    scheduler = flags(result.uploads[UNIT.format("kube-scheduler")])
+    assert scheduler["kubeconfig"] == "/etc/kubernetes/scheduler.conf"
+    assert scheduler["bind-address"] == "127.0.0.1"
+    assert scheduler["leader-elect"] == "true" and scheduler["profiling"] == "false"
+
+
+def test_without_the_ca_key_no_csr_signing(setup: Path) -> None:
+    result = deploy(setup, {"pki_install_ca_key": False})
+    cm = flags(result.uploads[UNIT.format("kube-controller-manager")])
+    assert "cluster-signing-key-file" not in cm
+
+
+def test_settings_and_extra_args(setup: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    data = {
+        "control_plane_apiserver_port": 7443,
+        "cluster_service_cidr": "10.32.0.0/16",
+        "cluster_domain": "k8s.example",
+        "control_plane_apiserver_extra_args": {"--event-ttl": "2h", "profiling": False},
+        "control_plane_scheduler_extra_args": {"v": 2},
+        "control_plane_audit_log_dir": "/srv/audit",
+        "pki_node_address": "10.1.0.5",
+    }
+    result = deploy(setup, data)
+    api = flags(result.uploads[UNIT.format("kube-apiserver")])
+    assert api["secure-port"] == "7443" and api["bind-address"] == "10.1.0.5"
+    assert api["service-cluster-ip-range"] == "10.32.0.0/16"
+    assert api["service-account-issuer"] == "https://kubernetes.default.svc.k8s.example"
+    assert api["event-ttl"] == "2h" and api["audit-log-path"] == "/srv/audit/audit.log"
+    assert flags(result.uploads[UNIT.format("kube-scheduler")])["v"] == "2"
+    assert result.op("Audit log directory").commands[-1] == "chmod 700 /srv/audit"
+
+
+def test_flag_values_are_escaped_for_systemd(setup: Path) -> None:
+    result = deploy(setup, {"control_plane_apiserver_extra_args": {"x": "100%", "y": "a b"}})
+    unit = result.uploads[UNIT.format("kube-apiserver")]
+    assert "--x=100%% \\" in unit and '"--y=a b"' in unit
+
+
+def test_three_etcd_members(setup: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    me = Member(HOSTNAME, {"ssh_hostname": "10.0.0.11"})
+    etcd = [
+        Member("etcd-c", {"ssh_hostname": "10.0.0.23", "etcd_client_port": 12379}),
+        Member("etcd-a", {"ssh_hostname": "bastion", "private_ip": "10.0.0.21"}),
+        Member("etcd-b", {"etcd_address": "fd00::22"}),
+    ]
+    cluster(monkeypatch, [me], etcd)
+    api = flags(deploy(setup).uploads[UNIT.format("kube-apiserver")])
+    assert api["etcd-servers"] == "https://10.0.0.21:2379,https://[fd00::22]:2379,https://10.0.0.23:12379"
+
+
+def test_no_etcd_members_refused(setup: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    cluster(monkeypatch, [Member(HOSTNAME)], [])
+    with pytest.raises(DeployError, match="no etcd servers: the inventory group etcd is empty"):
+        deploy(setup)
+    # external etcd: the servers given
+    api = flags(
+        deploy(setup, {"control_plane_etcd_servers": ["https://ext:2379"]}).uploads[UNIT.format("kube-apiserver")]
+    )
+    assert api["etcd-servers"] == "https://ext:2379"
+
+
+@pytest.mark.parametrize("address", ["127.0.0.1", "0.0.0.0", "cp1.example.com"])
+def test_apiserver_address_must_be_a_routable_ip(setup: Path, address: str) -> None:
+    with pytest.raises(DeployError, match="must not bind|binds to an IP address"):
+        deploy(setup, {"pki_node_address": address})
+
+
+def test_missing_kubernetes_sums_refused(setup: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    table = tmp_path / "partial.yaml"
+    checksums.write_table(table, {"v1.36.3": {"amd64": {"kubectl": SUMS["kubectl"]}}})
+    monkeypatch.setattr(checksums, "KUBERNETES_TABLE", table)
+    with pytest.raises(DeployError, match="no sha256 for kube-apiserver v1.36.3 linux/amd64"):
+        deploy(setup)
+
+
+def test_binaries_installed_from_the_release(setup: Path) -> None:
+    result = deploy(setup)
+    for name in cp.BINARIES:
+        command = result.op(f"Install {name} v1.36.3").commands[0]
+        assert f"https://dl.k8s.io/release/v1.36.3/bin/linux/amd64/{name} /usr/local/bin/{name} {SUMS[name]}" in command
+
+
+def test_one_remote_command_for_the_component(setup: Path) -> None:
+    result = deploy(setup)
+    # the bindings are read again after the apiserver started (the prepare-time answer was not a full one)
+    assert [name for name, _ in result.fact_reads] == ["facts.combined.Facts", "facts.kubernetes.ClusterRoleBindings"]
+    assert result.facts_read == [
+        "facts.platform.Platform", "facts.files.FileStates", "facts.systemd.SystemdUnits",
+        "facts.kubernetes.ClusterRoleBindings", "facts.kubernetes.ClusterRoleBindings",
+    ]  # fmt: skip
+
+
+def test_config_files(setup: Path) -> None:
+    result = deploy(setup)
+    assert (
+        result.op("Secrets encryption configuration")
+        .commands[-1]
+        .endswith(
+            "chmod 600 /etc/kubernetes/.encryption-config.yaml.spectra-new && mv -f "
+            "/etc/kubernetes/.encryption-config.yaml.spectra-new /etc/kubernetes/encryption-config.yaml"
+        )
+    )
+    encryption = yaml.safe_load(result.uploads[CONFIGS["encryption"]])
+    providers = encryption["resources"][0]["providers"]
+    assert encryption["resources"][0]["resources"] == ["secrets"]
+    assert list(providers[0]) == ["secretbox"] and providers[1] == {"identity": {}}
+    key = base64.b64decode(providers[0]["secretbox"]["keys"][0]["secret"])
+    assert len(key) == 32
+    authentication = yaml.safe_load(result.uploads[CONFIGS["authentication"]])
+    assert authentication["anonymous"] == {
+        "enabled": True,
+        "conditions": [{"path": "/livez"}, {"path": "/readyz"}, {"path": "/healthz"}],
+    }
+    audit = yaml.safe_load(result.uploads[CONFIGS["audit"]])
+    assert audit["kind"] == "Policy" and audit["rules"][-1] == {"level": "Metadata"}
+    secrets = next(rule for rule in audit["rules"] if {"group": "", "resources": ["secrets", "configmaps",
+                                                                                      "serviceaccounts/token"]}
+                   in rule.get("resources", []))  # fmt: skip
+    assert secrets["level"] == "Metadata"  # never the Secret's body in the log
+    closed = yaml.safe_load(deploy(setup, {"control_plane_anonymous_paths": []}).uploads[CONFIGS["authentication"]])
+    assert closed["anonymous"] == {"enabled": False}
+    aescbc = yaml.safe_load(
+        deploy(setup, {"control_plane_encryption_provider": "aescbc"}).uploads[CONFIGS["encryption"]]
+    )
+    assert list(aescbc["resources"][0]["providers"][0]) == ["aescbc"]
+    with pytest.raises(DeployError, match="control_plane_encryption_provider must be one of"):
+        deploy(setup, {"control_plane_encryption_provider": "aesgcm"})
+
+
+def test_encryption_key_made_once_and_reused(setup: Path) -> None:
+    first = deploy(setup).uploads[CONFIGS["encryption"]]
+    path = setup / cp.ENCRYPTION_KEY_FILE
+    assert path.stat().st_mode & 0o777 == 0o600
+    written = path.read_text()
+    assert len(base64.b64decode(written)) == 32 and written.strip() in first
+    # a later run (another process: another pyinfra State) reads the same key
+    assert deploy(setup).uploads[CONFIGS["encryption"]] == first
+    assert path.read_text() == written
+
+
+def test_broken_encryption_key_is_never_replaced(setup: Path) -> None:
+    setup.mkdir(parents=True)
+    (setup / cp.ENCRYPTION_KEY_FILE).write_text("c2hvcnQ=\n")
+    with pytest.raises(DeployError, match="does not hold a base64 32-byte key: restore it"):
+        deploy(setup)
+    assert (setup / cp.ENCRYPTION_KEY_FILE).read_text() == "c2hvcnQ=\n"
+
+
+def test_fresh_install_starts_and_waits(setup: Path) -> None:
+    result = deploy(setup)
+    for service in cp.SERVICES:
+        assert result.op(f"{service} running and enabled").commands == [
+            "systemctl daemon-reload", f"systemctl start {service}.service", f"systemctl enable {service}.service",
+        ]  # fmt: skip
+        assert (
+            result.op(f"{service} restarted on new PKI files").commands[0] == f"systemctl try-restart {service}.service"
+        )
+    ready = result.op("kube-apiserver ready")
+    assert ready.has_if
+    assert (
+        "/usr/local/bin/kubectl --kubeconfig /etc/kubernetes/admin.conf --server https://10.0.0.11:6443"
+        in ready.commands[0]
+    )
+    assert "get --raw /readyz" in ready.commands[0] and "-ge 180" in ready.commands[0]
+
+
+def test_credentials_stamps(setup: Path) -> None:
+    result = deploy(setup)
+    stamps = {path: text for path, text in result.uploads.items() if "credentials.sha256" in path}
+    apiserver = next(text for path, text in stamps.items() if "kube-apiserver" in path)
+    assert f"{PKI}/apiserver-etcd-client.key\n" in apiserver and f"{PKI}/sa.key\n" in apiserver
+    scheduler = next(text for path, text in stamps.items() if "kube-scheduler" in path)
+    assert scheduler == f"{pki_file('/etc/kubernetes/scheduler.conf')['sha256']}  /etc/kubernetes/scheduler.conf\n"
+    cm = next(text for path, text in stamps.items() if "kube-controller-manager" in path)
+    assert f"{PKI}/ca.key\n" in cm and "/etc/kubernetes/controller-manager.conf\n" in cm
+
+
+def converged(first: Result, bindings: Any = OK_BINDINGS) -> dict[Any, Any]:
+    states: dict[str, Any] = {}
+    root = {"type": "file", "mode": "644", "user": "root", "group": "root"}
+    for temp, text in first.uploads.items():
+        if not temp.endswith(".spectra-new"):
+            continue
+        directory, name = temp.rsplit("/", 1)
+        path = f"{directory}/{name[1:].removesuffix('.spectra-new')}"
+        mode = "600" if path.endswith(".yaml") else "644"
+        states[path] = {**root, "mode": mode, "sha256": hashlib.sha256(text.encode()).hexdigest(), "content": text}
+    for index, name in enumerate(cp.BINARIES):
+        binary = f"/usr/local/bin/{name}"
+        stat = {"size": 1000 + index, "mtime": "1.000000000", "ctime": "2.000000000", "inode": str(50 + index)}
+        states[binary] = {**root, "mode": "755", "sha256": None, **stat}
+        states[stamp_path(binary)] = {
+            **root, "content": f"{SUMS[name]} {SUMS[name]} {stat['size']} 1.000000000 2.000000000 {stat['inode']}\n",
+        }  # fmt: skip
+    states["/var/log/kubernetes/audit"] = {"type": "directory", "mode": "700", "user": "root", "group": "root"}
+
+    def files(paths: list[str], **_: Any) -> dict[str, Any]:
+        return {path: states.get(path) or with_pki([path])[path] for path in paths}
+
+    units = {f"{service}.service": {"id": f"{service}.service", **RUNNING} for service in cp.SERVICES}
+    return {FileStates: files, SystemdUnits: lambda **_: units, ClusterRoleBindings: lambda **_: bindings}
+
+
+def test_converged_is_noop(setup: Path) -> None:
+    first = deploy(setup)
+    second = deploy(setup, facts=converged(first))
+    assert [command for op in second.ops if not op.has_if for command in op.commands] == []
+    assert second.op("RBAC bindings").noops == [
+        "RBAC bindings exist: kubeadm:cluster-admins, kubeadm:node-autoapprove-certificate-rotation"
+    ]
+    assert len(second.fact_reads) == 1
+
+
+def test_changed_flag_restarts_only_that_service(setup: Path) -> None:
+    first = deploy(setup)
+    second = deploy(setup, {"control_plane_scheduler_extra_args": {"v": 4}}, facts=converged(first))
+    assert second.op("kube-scheduler running").commands == [
+        "systemctl daemon-reload",
+        "systemctl restart kube-scheduler.service",
+    ]
+    assert second.op("kube-apiserver running").commands == []
+    assert second.op("kube-controller-manager running").commands == []
+
+
+def test_changed_apiserver_config_restarts_the_apiserver(setup: Path) -> None:
+    first = deploy(setup)
+    second = deploy(setup, {"control_plane_anonymous_paths": ["/livez"]}, facts=converged(first))
+    assert second.op("Authentication configuration").changed
+    assert second.op("kube-apiserver running").commands == ["systemctl restart kube-apiserver.service"]
+    assert second.op("kube-scheduler running").commands == []
+
+
+def test_new_binary_restarts_its_service(setup: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    first = deploy(setup)
+    new = {**SUMS, "kube-controller-manager": "f" * 64}
+    table = tmp_path / "new.yaml"
+    checksums.write_table(table, {"v1.36.3": {"amd64": new}})
+    monkeypatch.setattr(checksums, "KUBERNETES_TABLE", table)
+    second = deploy(setup, facts=converged(first))
+    assert second.op("kube-controller-manager running").commands == [
+        "systemctl restart kube-controller-manager.service"
+    ]
+    assert second.op("kube-apiserver running").commands == []
+
+
+def test_reissued_certificate_restarts_the_apiserver(setup: Path) -> None:
+    first = deploy(setup)
+    facts = converged(first)
+    files = facts[FileStates]
+
+    def renewed(paths: list[str], **kwargs: Any) -> dict[str, Any]:
+        states = files(paths, **kwargs)
+        if f"{PKI}/apiserver.crt" in states:
+            states[f"{PKI}/apiserver.crt"] = {**pki_file(f"{PKI}/apiserver.crt"), "sha256": "9" * 64}
+        return states
+
+    # the first run's stamps as the host holds them
+    stamps = {path.replace("/.", "/").removesuffix(".spectra-new"): text for path, text in first.uploads.items()
+              if "credentials.sha256" in path}  # fmt: skip
+
+    def with_stamps(paths: list[str], **kwargs: Any) -> dict[str, Any]:
+        states = renewed(paths, **kwargs)
+        for path, text in stamps.items():
+            if path in states:
+                states[path] = {"type": "file", "mode": "644", "user": "root", "group": "root", "content": text,
+                                "sha256": hashlib.sha256(text.encode()).hexdigest()}  # fmt: skip
+        return states
+
+    second = deploy(setup, facts={**facts, FileStates: with_stamps})
+    assert (
+        second.op("kube-apiserver restarted on new PKI files").commands[0]
+        == "systemctl try-restart kube-apiserver.service"
+    )
+    assert second.op("kube-scheduler restarted on new PKI files").commands == []
+    assert second.op("kube-apiserver running").commands == []
+
+
+def test_rbac_bootstrap_when_missing(setup: Path) -> None:
+    first = deploy(setup)
+    second = deploy(setup, facts=converged(first, FORBIDDEN))
+    commands = second.op("RBAC bindings").commands
+    assert commands[0] == f"rm -rf {cp.BOOTSTRAP_DIR} && install -d -m 0700 {cp.BOOTSTRAP_DIR}"
+    assert commands[1] == f"install -m 0600 /dev/null {cp.BOOTSTRAP_DIR}/super-admin.conf"
+    assert commands[-1].startswith("sh -c 'trap '\"'\"'rm -rf \"$2\"'\"'\"' EXIT;")
+    assert commands[-1].endswith(f"spectra-rbac /usr/local/bin/kubectl {cp.BOOTSTRAP_DIR} https://10.0.0.11:6443")
+    super_admin = yaml.safe_load(second.uploads[f"{cp.BOOTSTRAP_DIR}/super-admin.conf"])
+    assert super_admin["users"][0]["name"] == "kubernetes-super-admin"
+    assert super_admin["clusters"][0]["cluster"]["server"] == "https://10.0.0.11:6443"
+    manifest = list(yaml.safe_load_all(second.uploads[f"{cp.BOOTSTRAP_DIR}/rbac.yaml"]))
+    assert [(doc["metadata"]["name"], doc["roleRef"]["name"], doc["subjects"][0]["name"]) for doc in manifest] == [
+        ("kubeadm:cluster-admins", "cluster-admin", "kubeadm:cluster-admins"),
+        ("kubeadm:node-autoapprove-certificate-rotation",
+         "system:certificates.k8s.io:certificatesigningrequests:selfnodeclient", "system:nodes"),
+    ]  # fmt: skip
+
+
+def test_rbac_bootstrap_only_the_missing_binding(setup: Path) -> None:
+    first = deploy(setup)
+    partial = {**OK_BINDINGS, "bindings": {"kubeadm:cluster-admins": OK_BINDINGS["bindings"]["kubeadm:cluster-admins"]}}
+    second = deploy(setup, facts=converged(first, partial))
+    manifest = list(yaml.safe_load_all(second.uploads[f"{cp.BOOTSTRAP_DIR}/rbac.yaml"]))
+    assert [doc["metadata"]["name"] for doc in manifest] == ["kubeadm:node-autoapprove-certificate-rotation"]
+    # a binding to another role is not the one wanted
+    wrong = {**OK_BINDINGS, "bindings": {**OK_BINDINGS["bindings"], "kubeadm:cluster-admins": {
+        "role": "ClusterRole/view", "subjects": ["Group:kubeadm:cluster-admins"]}}}  # fmt: skip
+    third = deploy(setup, facts=converged(first, wrong))
+    assert [d["metadata"]["name"] for d in yaml.safe_load_all(third.uploads[f"{cp.BOOTSTRAP_DIR}/rbac.yaml"])] == [
+        "kubeadm:cluster-admins"
+    ]
+
+
+def test_rbac_unreadable_fails(setup: Path) -> None:
+    first = deploy(setup)
+    down = {"state": "error", "bindings": {}, "message": "connection refused"}
+    with pytest.raises(OperationError, match="cannot read the cluster's RBAC bindings at https://10.0.0.11:6443: conn"):
+        deploy(setup, facts=converged(first, down))
+
+
+def test_rbac_only_on_the_first_control_plane(setup: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    me = Member(HOSTNAME, {"ssh_hostname": "10.0.0.11"})
+    cluster(monkeypatch, [Member("cp-a", {"ssh_hostname": "10.0.0.10"}), me], [me])
+    result = deploy(setup)
+    assert not result.has_op("RBAC bindings")
+    assert "facts.kubernetes.ClusterRoleBindings" not in result.facts_read
+    assert not (setup / "super-admin.crt").exists()
+    result = deploy(setup, {"control_plane_rbac_bootstrap": False})
+    assert not result.has_op("RBAC bindings")
