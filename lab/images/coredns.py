@@ -118,4 +118,5 @@ def publish(config: LabConfig, reference: str | None = None) -> dict[str, str]:
     archive = image_archive(config, reference)
     registry, path = upstream_to_mirror_path(reference)
     push_archive(config, archive, path)
+    log(f"lab registry {config.gateway}:{config.registry_port}: {reference}")
     return {reference: registry}
