@@ -1,9 +1,10 @@
 """The whole site: `pyinfra inventories/<where>.py deploys/site.py` (or `spectra deploy ...`).
 
-Every host becomes a Kubernetes-ready, monitored, hardened node (deploys/node.py). The cluster itself
-(PKI, etcd, control plane, kubelet) joins here once deploys/cluster.py exists (issue 5).
+Every host becomes a Kubernetes-ready, monitored, hardened node (deploys/node.py), then the cluster runs
+on them (deploys/cluster.py: PKI, etcd, control plane, kubelet, kube-proxy, pod network, CoreDNS).
 """
 
 from pyinfra import local
 
 local.include("deploys/node.py")
+local.include("deploys/cluster.py")

@@ -32,6 +32,7 @@ __all__ = [
     "kubernetes_sha256",
     "node_exporter_download_base_url",
     "node_exporter_sha256",
+    "pki_dir",
 ]
 
 # Lab nodes share the host's kernel clock: chrony keeps time but must not set the clock (-x).
@@ -55,6 +56,9 @@ if inventory.get_group("lab", []):
     _lab_dir = Path(os.environ.get("SPECTRA_LAB_DIR", "/var/lib/spectra-lab"))
     _mirror = json.loads((_lab_dir / "inventory.json").read_text())["mirror_url"]
     _sums = json.loads((_lab_dir / "checksums.json").read_text())
+
+    # The lab cluster's CAs live with the lab (not in ~/.local/share/spectra/pki): a new lab, a new cluster.
+    pki_dir = str(_lab_dir / "pki")
 
     node_exporter_download_base_url = f"{_mirror}/prometheus/node_exporter/releases/download"
     node_exporter_sha256 = _sums["node_exporter"]

@@ -1,18 +1,21 @@
 """Cluster addons (CoreDNS, ...) applied from the first control plane with ``admin.conf``.
 
 Each addon's manifest is rendered from data (``deploys/addons.py``) and kept on that host under
-``/etc/kubernetes/addons/<name>.yaml`` (0600): ``kubectl apply`` runs when the rendered manifest differs
-from the kept one, then waits for the rollout of its Deployments. A converged cluster costs nothing; an
-object deleted by hand comes back when the kept file is removed (or with a changed setting).
+``/etc/kubernetes/addons/<name>.yaml`` (0600) once applied: ``kubectl apply`` runs when the rendered
+manifest differs from the kept one, then waits for the rollout of its Deployments, and only then is the
+manifest kept (a failed rollout is retried by the next run). A converged cluster costs nothing; an object
+deleted by hand comes back when the kept file is removed (or with a changed setting).
 """
 
 from __future__ import annotations
 
+import hashlib
+from io import BytesIO
 from typing import Any
 
 import yaml
 from pyinfra import host
-from pyinfra.api import DeployError, QuoteString, StringCommand, deploy, operation
+from pyinfra.api import DeployError, FileUploadCommand, QuoteString, StringCommand, deploy, operation
 
 from deploys.addons import ADDONS, AddonError, render_addon
 from deploys.components import kubernetes_binaries
@@ -41,16 +44,39 @@ def deployments(manifest: str) -> list[tuple[str, str]]:
     ]
 
 
-@operation(is_idempotent=False)
-def apply_manifest(kubectl: str, kubeconfig: str, path: str, wait_for: list[tuple[str, str]], timeout: int):
-    """``kubectl apply -f path``, then wait for the rollout of each Deployment of ``wait_for``."""
+@operation()
+def apply_manifest(
+    kubectl: str,
+    kubeconfig: str,
+    path: str,
+    manifest: str,
+    wait_for: list[tuple[str, str]],
+    timeout: int,
+    current: Any = managed.UNSET,
+):
+    """
+    Apply ``manifest`` when it differs from the one kept at ``path``: upload it next to ``path``,
+    ``kubectl apply`` it, wait for the rollout of each Deployment of ``wait_for``, and only then keep it
+    at ``path``. A failed apply or rollout keeps nothing, so the next run tries again.
+
+    + current: a ``FileStates`` snapshot holding ``path`` (hashed)
+    """
+    state = managed.fresh(current, FileStates, paths=[path])
+    wanted = hashlib.sha256(manifest.encode()).hexdigest()
+    if (state.get(path) or {}).get("sha256") == wanted:
+        host.noop(f"{path}: applied as rendered")
+        return
+    staged = f"{path}.spectra-new"
     base = StringCommand(QuoteString(kubectl), "--kubeconfig", QuoteString(kubeconfig))
-    yield StringCommand(base, "apply", "-f", QuoteString(path))
+    yield FileUploadCommand(BytesIO(manifest.encode()), staged, remote_temp_filename=staged)
+    yield StringCommand("chmod", "0600", QuoteString(staged))
+    yield StringCommand(base, "apply", "-f", QuoteString(staged))
     for namespace, name in wait_for:
         yield StringCommand(
             base, "-n", QuoteString(namespace), "rollout", "status", QuoteString(f"deployment/{name}"),
             f"--timeout={int(timeout)}s",
         )  # fmt: skip
+    yield StringCommand("mv", "-f", QuoteString(staged), QuoteString(path))
 
 
 @deploy("Cluster addons", data_defaults=DEFAULTS)
@@ -70,26 +96,20 @@ def cluster_addons() -> None:
         except AddonError as error:
             raise DeployError(f"{host.name}: addon {name}: {error}") from None
     kubectl = kubernetes_binaries.binary_path("kubectl")
-    paths, contents, stat_only = kubernetes_binaries.binary_paths(["kubectl"])
+    # kubectl is the control plane component's (installed earlier in the run)
     (files,) = prepared_facts(
-        (
-            FileStates,
-            managed.snapshot_files_kwargs(
-                [directory, *paths, *(f"{directory}/{n}.yaml" for n in names)], contents, stat_only
-            ),
-        ),
+        (FileStates, managed.snapshot_files_kwargs([directory, *(f"{directory}/{n}.yaml" for n in names)])),
     )
-    kubernetes_binaries.install_binaries(["kubectl"], files)
     managed.directory(name="Addon manifests directory", path=directory, mode="0700", current=files)
     for name, manifest in manifests.items():
         path = f"{directory}/{name}.yaml"
-        kept = managed.content(name=f"Addon {name} manifest", dest=path, data=manifest, mode="0600", current=files)
         apply_manifest(
             name=f"Apply addon {name}",
             kubectl=kubectl,
             kubeconfig=str(setting("cluster_addons_kubeconfig")),
             path=path,
+            manifest=manifest,
             wait_for=deployments(manifest),
             timeout=int(setting("cluster_addons_timeout")),
-            _if=kept.did_change,
+            current=files,
         )

@@ -37,7 +37,7 @@ from facts.systemd import SystemdUnits, unit_name
 PKI = "/etc/kubernetes/pki/etcd"
 
 DEFAULTS: dict[str, Any] = {
-    "etcd_enabled": False,  # off until deploys/cluster.py (PKI, etcd, control plane) turns the cluster on
+    "etcd_enabled": True,  # on the hosts whose roles need it (deploys/cluster.py)
     "etcd_version": "3.6.16",  # upstream release (the 3.6 line Kubernetes 1.36 is tested with)
     # base of the release URLs: {base}/v{version}/etcd-v{version}-linux-{arch}.tar.gz
     "etcd_download_base_url": "https://github.com/etcd-io/etcd/releases/download",

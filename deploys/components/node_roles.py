@@ -17,9 +17,7 @@ from pyinfra.api import QuoteString, StringCommand, deploy, operation
 
 from deploys.components import kubernetes_binaries
 from deploys.components.pod_network import kubelet_hosts
-from deploys.operations import managed
 from deploys.prepare import prepared_facts, setting
-from facts.files import FileStates
 from facts.kubernetes_nodes import KubernetesNodes
 
 DEFAULTS: dict[str, Any] = {
@@ -87,12 +85,8 @@ def node_roles() -> None:
         return
     kubectl = kubernetes_binaries.binary_path("kubectl")
     kubeconfig = str(setting("node_roles_kubeconfig"))
-    paths, contents, stat_only = kubernetes_binaries.binary_paths(["kubectl"])
-    files, nodes = prepared_facts(
-        (FileStates, managed.snapshot_files_kwargs(paths, contents, stat_only)),
-        (KubernetesNodes, {"kubectl": kubectl, "kubeconfig": kubeconfig}),
-    )
-    kubernetes_binaries.install_binaries(["kubectl"], files)
+    # kubectl is the control plane component's (installed earlier in the run)
+    (nodes,) = prepared_facts((KubernetesNodes, {"kubectl": kubectl, "kubeconfig": kubeconfig}))
     wanted = wanted_labels(
         kubelet_hosts(), dict(setting("node_roles_labels") or {}), list(setting("node_roles_ignore") or [])
     )

@@ -40,7 +40,7 @@ from facts.certificates import Certificates
 from facts.files import FileStates
 
 DEFAULTS: dict[str, Any] = {
-    "pki_enabled": False,  # off until deploys/cluster.py (etcd, control plane, kubelet) uses what it installs
+    "pki_enabled": True,  # on the hosts whose roles need it (deploys/cluster.py)
     # PKI directory on the machine running pyinfra, where the CA keys live (mode 0700, keys 0600).
     # None: ~/.local/share/spectra/pki/<cluster_name> ($XDG_DATA_HOME respected). Back it up (README).
     "pki_dir": None,
