@@ -57,7 +57,7 @@ from facts.platform import Platform
 from facts.systemd import SystemdUnits, unit_name
 
 DEFAULTS: dict[str, Any] = {
-    "control_plane_enabled": False,  # off until deploys/cluster.py (PKI, etcd, control plane) turns the cluster on
+    "control_plane_enabled": True,  # on control_plane hosts (deploys/cluster.py)
     "control_plane_apiserver_port": 6443,  # kube-apiserver's secure port on this host's address
     "control_plane_pki_dir": "/etc/kubernetes/pki",  # where the PKI component installs certificates and keys
     "control_plane_config_dir": "/etc/kubernetes",  # its kubeconfigs, and the apiserver's config files here

@@ -1,14 +1,11 @@
-"""etcd on a real lab node: the lab's own build of etcd 3.6.16 (from its Go modules, published on the lab
+"""etcd of the lab cluster: the lab's own build of etcd 3.6.16 (from its Go modules, published on the lab
 mirror like a GitHub release), installed by the production component with the cluster PKI's certificates.
 
-On the lab's etcd host (node1: control_plane + etcd), one converge of ``tests/lab/deploys/etcd_member.py``
-(the PKI component, then etcd) must give a healthy TLS member; a key is written, the snapshot service the
+On the lab's etcd host (node1: control_plane + etcd), a converge of ``deploys/cluster.py`` (a no-op when an
+earlier test built the cluster) must give a healthy TLS member; a key is written, the snapshot service the
 timer runs takes a snapshot, ``etcdutl snapshot restore`` puts it in a scratch data directory, a throwaway
-etcd on other ports serves it and gives the key back; a second converge changes nothing.
-
-The PKI files go to a directory of the test's own, made from a PKI directory of the test's own, so no CA is
-left where a real cluster deploy would find it. At the end etcd is stopped and disabled, and its units, data,
-snapshots and the test's certificates are removed: node1 is left as the other lab tests expect it.
+etcd on other ports serves it and gives the key back; a reissued serving certificate restarts the member;
+a second converge changes nothing. The cluster is left running (scratch directories are removed).
 """
 
 from __future__ import annotations
@@ -24,13 +21,12 @@ from typing import Any
 
 import pytest
 
-from tests.lab.conftest import REPO, Lab, LabNode
+from tests.lab.conftest import LAB_DIR, REPO, Lab, LabNode
 
 pytestmark = pytest.mark.lab
 
 SPECTRA = str(Path(sys.executable).parent / "spectra")
-ROOT = "/etc/kubernetes/spectra-etcd-test"
-PKI = f"{ROOT}/pki"
+PKI = "/etc/kubernetes/pki"
 SNAPSHOTS = "/var/backups/etcd"
 ETCDCTL = (
     f"/usr/local/bin/etcdctl --endpoints=https://127.0.0.1:2379 --cacert={PKI}/etcd/ca.crt "
@@ -39,10 +35,7 @@ ETCDCTL = (
 RESTORE_DIR = "/var/tmp/etcd-restore-test"
 CLEANUP = (
     "systemctl stop etcd-restore-test.service 2>/dev/null; systemctl reset-failed etcd-restore-test.service "
-    "2>/dev/null; systemctl disable --now etcd-snapshot.timer etcd.service 2>/dev/null; "
-    "rm -f /etc/systemd/system/etcd.service /etc/systemd/system/etcd-snapshot.service "
-    "/etc/systemd/system/etcd-snapshot.timer /usr/local/sbin/etcd-snapshot; systemctl daemon-reload; "
-    f"rm -rf /var/lib/etcd {SNAPSHOTS} {RESTORE_DIR} {ROOT}"
+    f"2>/dev/null; rm -rf {RESTORE_DIR}"
 )
 
 
@@ -50,26 +43,11 @@ def etcd_host(lab: Lab) -> LabNode:
     return next(node for node in lab.nodes if "etcd" in node.roles)
 
 
-def converge(node: LabNode, pki_dir: Path, result_file: Path) -> tuple[subprocess.CompletedProcess[str], Any]:
-    data = {
-        "pki_enabled": "True",
-        "pki_dir": str(pki_dir),
-        "pki_remote_dir": PKI,
-        "pki_kubeconfig_dir": ROOT,
-        "etcd_enabled": "True",
-        "etcd_ca_file": f"{PKI}/etcd/ca.crt",
-        "etcd_cert_file": f"{PKI}/etcd/server.crt",
-        "etcd_key_file": f"{PKI}/etcd/server.key",
-        "etcd_peer_cert_file": f"{PKI}/etcd/peer.crt",
-        "etcd_peer_key_file": f"{PKI}/etcd/peer.key",
-        "etcd_healthcheck_cert_file": f"{PKI}/etcd/healthcheck-client.crt",
-        "etcd_healthcheck_key_file": f"{PKI}/etcd/healthcheck-client.key",
-    }
-    args = [arg for key, value in data.items() for arg in ("--data", f"{key}={value}")]
+def converge(node: LabNode, result_file: Path) -> tuple[subprocess.CompletedProcess[str], Any]:
     env = dict(os.environ, SPECTRA_RESULT_FILE=str(result_file))
     result = subprocess.run(
-        [SPECTRA, "deploy", "inventories/lab.py", "tests/lab/deploys/etcd_member.py", "--limit", node.name, *args],
-        cwd=REPO, capture_output=True, text=True, env=env, timeout=900,
+        [SPECTRA, "deploy", "inventories/lab.py", "deploys/cluster.py", "--limit", node.name],
+        cwd=REPO, capture_output=True, text=True, env=env, timeout=1800,
     )  # fmt: skip
     return result, json.loads(result_file.read_text()) if result_file.exists() else {}
 
@@ -78,12 +56,12 @@ def converge(node: LabNode, pki_dir: Path, result_file: Path) -> tuple[subproces
 def member(lab: Lab, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[LabNode, Path]]:
     node = etcd_host(lab)
     tmp = tmp_path_factory.mktemp("etcd")
-    lab.ssh(node, CLEANUP, check=False)  # a run interrupted earlier may have left its member behind
+    lab.ssh(node, CLEANUP, check=False)  # a run interrupted earlier may have left its scratch member behind
     try:
-        result, summary = converge(node, tmp / "pki", tmp / "first.json")
+        result, summary = converge(node, tmp / "first.json")
         assert result.returncode == 0, result.stdout[-6000:] + result.stderr[-4000:]
         assert summary["failed_hosts"] == []
-        yield node, tmp / "pki"
+        yield node, LAB_DIR / "pki"  # the lab cluster's PKI directory (group_data/lab.py pki_dir)
     finally:
         lab.ssh(node, CLEANUP, check=False)
 
@@ -155,7 +133,7 @@ def test_reissued_certificate_restarts_member(member: tuple[LabNode, Path], lab:
     # (which gets its TLS files from systemd only at start) is restarted in the same run
     for name in ("server.crt", "server.key"):
         (pki_dir / "etcd" / node.name / name).unlink()
-    result, summary = converge(node, pki_dir, tmp_path / "reissue.json")
+    result, summary = converge(node, tmp_path / "reissue.json")
     assert result.returncode == 0, result.stdout[-6000:] + result.stderr[-4000:]
     changed = [name for name in summary["changed_operations"][node.name] if name.startswith("etcd |")]
     assert changed == ["etcd | etcd restarted on new TLS files", "etcd | etcd endpoint health"], changed
@@ -170,9 +148,9 @@ def test_reissued_certificate_restarts_member(member: tuple[LabNode, Path], lab:
 
 
 def test_second_converge_changes_nothing(member: tuple[LabNode, Path], lab: Lab, tmp_path: Path) -> None:
-    node, pki_dir = member
+    node, _ = member
     pid = lab.ssh(node, "systemctl show -p MainPID --value etcd.service").strip()
-    result, summary = converge(node, pki_dir, tmp_path / "second.json")
+    result, summary = converge(node, tmp_path / "second.json")
     assert result.returncode == 0, result.stdout[-6000:] + result.stderr[-4000:]
     assert summary["changed_operations"] == {node.name: []}, summary["changed_operations"]
     assert lab.ssh(node, "systemctl show -p MainPID --value etcd.service").strip() == pid
