@@ -117,7 +117,8 @@ def flags(unit: str) -> dict[str, str]:
 
 
 def test_disabled_or_not_a_control_plane(setup: Path) -> None:
-    result = run_deploy(cp.control_plane, facts=fresh(), data={"roles": ["control_plane"], "ssh_hostname": "10.0.0.11"})
+    data = {"roles": ["control_plane"], "ssh_hostname": "10.0.0.11", "control_plane_enabled": False}
+    result = run_deploy(cp.control_plane, facts=fresh(), data=data)
     assert result.commands == [] and result.fact_reads == []
     result = deploy(setup, {"roles": ["workers", "etcd"]})
     assert result.commands == [] and result.fact_reads == []

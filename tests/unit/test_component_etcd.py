@@ -79,8 +79,9 @@ def deploy(data: dict[str, Any] | None = None, facts: dict[Any, Any] | None = No
     return run_deploy(etcd, facts=fresh({FileStates: with_certs, **(facts or {})}), data={**BASE, **(data or {})})
 
 
-def test_disabled_by_default_does_nothing(one_member: None) -> None:
-    result = run_deploy(etcd, facts=fresh(), data={"roles": ["etcd"], "ssh_hostname": "10.0.0.11"})
+def test_disabled_does_nothing(one_member: None) -> None:
+    data = {"roles": ["etcd"], "ssh_hostname": "10.0.0.11", "etcd_enabled": False}
+    result = run_deploy(etcd, facts=fresh(), data=data)
     assert result.commands == [] and result.fact_reads == []
 
 

@@ -268,7 +268,7 @@ def test_ca_key_can_stay_off_hosts_and_servers_are_settings(pki_dir: Path) -> No
 
 
 def test_disabled_reads_nothing(pki_dir: Path) -> None:
-    result = run_deploy(component.cluster_pki_files, facts={}, data={"roles": ["control_plane"]})
+    result = run_deploy(component.cluster_pki_files, facts={}, data={"roles": ["control_plane"], "pki_enabled": False})
     assert result.ops == [] and result.fact_reads == []
     assert not pki_dir.exists()
 
