@@ -75,10 +75,11 @@ def merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
     return merged
 
 
-def kubelet_config(data: dict[str, Any], systemd_driver: bool, cgroup_v1: bool) -> dict[str, Any]:
+def kubelet_config(data: dict[str, Any], systemd_driver: bool, cgroup_v1: bool, address: str) -> dict[str, Any]:
     config: dict[str, Any] = {
         "apiVersion": "kubelet.config.k8s.io/v1beta1",
         "kind": "KubeletConfiguration",
+        "address": address,  # the kubelet API on the node's address only (not on the pods' bridge)
         "authentication": {
             "anonymous": {"enabled": False},
             "webhook": {"enabled": True, "cacheTTL": "2m0s"},
@@ -158,8 +159,9 @@ def kubelet() -> None:
             "with the unified hierarchy (systemd.unified_cgroup_hierarchy=1), or set kubelet_allow_cgroup_v1=True",
         )
         logger.warning(f"{host.name}: cgroup {cgroup_version}: kubelet runs with failCgroupV1: false (deprecated)")
-    address = node_address(host)
-    require(address is not None, "kubelet: this host has no address (pki_node_address, private_ip, ssh_hostname)")
+    found = node_address(host)
+    require(found is not None, "kubelet: this host has no address (pki_node_address, private_ip, ssh_hostname)")
+    address = str(found)
 
     installs = kubernetes_binaries.install_binaries(["kubelet"], files)
     roles = {str(role) for role in (host.data.get("roles") or [])}
@@ -173,7 +175,9 @@ def kubelet() -> None:
         name="kubelet configuration",
         dest=data["kubelet_config_file"],
         data=yaml.safe_dump(
-            kubelet_config(data, systemd_cgroup(cgroup_version), cgroup_v1), sort_keys=False, default_flow_style=False
+            kubelet_config(data, systemd_cgroup(cgroup_version), cgroup_v1, address),
+            sort_keys=False,
+            default_flow_style=False,
         ),
         mode="0600",
         current=files,

@@ -174,6 +174,7 @@ def test_kubelet_config_is_cis_aligned() -> None:
     assert config["rotateCertificates"] is True and config["protectKernelDefaults"] is True
     assert config["tlsCertFile"] == "/etc/kubernetes/pki/kubelet/kubelet.crt"
     assert config["cgroupDriver"] == "systemd" and "failCgroupV1" not in config
+    assert config["address"] == "10.0.0.12"
     assert config["clusterDNS"] == ["10.96.0.10"] and config["clusterDomain"] == "cluster.local"
 
 
