@@ -154,6 +154,7 @@ def test_apiserver_flags(setup: Path) -> None:
     assert got["etcd-cafile"] == f"{PKI}/etcd/ca.crt"
     assert got["etcd-certfile"] == f"{PKI}/apiserver-etcd-client.crt"
     assert got["service-cluster-ip-range"] == "10.96.0.0/12"
+    assert got["shutdown-watch-termination-grace-period"] == "5s"  # a restart does not wait 60 s for watches
     assert "ReadWritePaths=/var/log/kubernetes/audit" in unit and "CapabilityBoundingSet=\n" in unit
 
 
