@@ -62,9 +62,17 @@ class HostContext:
 
 
 def _component_defaults() -> dict[str, Any]:
-    from deploys.components import audit, firewall, fluentd
+    from deploys.components import audit, control_plane, etcd, firewall, fluentd, kubelet, pki
 
     return {
+        "pki_node_roles": pki.DEFAULTS["pki_node_roles"],
+        "kubelet_enabled": kubelet.DEFAULTS["kubelet_enabled"],
+        "control_plane_enabled": control_plane.DEFAULTS["control_plane_enabled"],
+        "control_plane_apiserver_port": control_plane.DEFAULTS["control_plane_apiserver_port"],
+        "etcd_enabled": etcd.DEFAULTS["etcd_enabled"],
+        "etcd_client_port": etcd.DEFAULTS["etcd_client_port"],
+        "etcd_peer_port": etcd.DEFAULTS["etcd_peer_port"],
+        "firewall_kubelet_port": firewall.DEFAULTS["firewall_kubelet_port"],
         "fluentd_enabled": fluentd.DEFAULTS["fluentd_enabled"],
         "audit_rules_path": audit.DEFAULTS["audit_rules_path"],
         "firewall_table": firewall.DEFAULTS["firewall_table"],
@@ -770,23 +778,34 @@ def _kubelet_service(probe: Probe, check_id: str) -> Outcome:
     return _unit_outcome(unit)
 
 
+def expected_listeners(context: HostContext) -> dict[int, str]:
+    """TCP port -> the program that must hold it beyond loopback, from the host's roles: sshd and node_exporter
+    everywhere, kubelet on Kubernetes nodes, kube-apiserver on control planes, etcd on etcd members."""
+    setting = context.setting
+    owners = {int(setting("firewall_ssh_port")): "sshd", int(setting("firewall_node_exporter_port")): "node_exporter"}
+    roles = set(context.roles)
+    if roles & set(setting("pki_node_roles") or []) and setting("kubelet_enabled"):
+        owners[int(setting("firewall_kubelet_port"))] = "kubelet"
+    if "control_plane" in roles and setting("control_plane_enabled"):
+        owners[int(setting("control_plane_apiserver_port"))] = "kube-apiserver"
+    if "etcd" in roles and setting("etcd_enabled"):
+        owners[int(setting("etcd_client_port"))] = "etcd"
+        owners[int(setting("etcd_peer_port"))] = "etcd"
+    return dict(sorted(owners.items()))
+
+
 @check("SPX-SVC-010")
 def _exposed(probe: Probe, check_id: str) -> Outcome:
-    setting = probe.context.setting
-    allowed = (int(setting("firewall_ssh_port")), int(setting("firewall_node_exporter_port")))
+    allowed = expected_listeners(probe.context)
     exposed = exposed_listeners(probe.listeners(), allowed)
     if exposed:
         return failed(f"also listening beyond loopback: {', '.join(str(item) for item in exposed)}")
-    return passed(f"beyond loopback only tcp {' and '.join(str(port) for port in allowed)}")
+    return passed(f"beyond loopback only tcp {', '.join(str(port) for port in allowed)}")
 
 
 @check("SPX-SVC-011")
 def _port_owners(probe: Probe, check_id: str) -> Outcome:
-    owners = {
-        int(probe.context.setting("firewall_ssh_port")): "sshd",
-        int(probe.context.setting("firewall_node_exporter_port")): "node_exporter",
-    }
-    return evaluate_port_owners(probe.listeners(), owners)
+    return evaluate_port_owners(probe.listeners(), expected_listeners(probe.context))
 
 
 # --- Kubernetes files --------------------------------------------------------------------------------

@@ -60,7 +60,7 @@ DEFAULTS: dict[str, Any] = {
     "pki_allow_ca_change": False,  # let a host's installed CA be replaced by the PKI directory's one
     "pki_remote_dir": "/etc/kubernetes/pki",  # certificates and keys on the hosts
     "pki_kubeconfig_dir": "/etc/kubernetes",  # kubeconfigs on the hosts
-    "pki_cert_mode": "0644",  # certificate files on hosts (CIS 1.1.20 in recent benchmarks: 0600 also works)
+    "pki_cert_mode": "0600",  # certificate files on hosts: CIS 1.1.20 and 4.1.7 want 0600 (root reads them all)
 }
 
 TYPES: dict[str, type | tuple[type, ...]] = {"pki_dir": str, "pki_node_address": str}

@@ -128,26 +128,26 @@ def converged(first: Result) -> dict[Any, Any]:
 CONTROL_PLANE_FILES = {
     f"{PKI}/{name}": mode
     for name, mode in {
-        "ca.crt": "644", "ca.key": "600", "front-proxy-ca.crt": "644", "etcd/ca.crt": "644",
-        "apiserver.crt": "644", "apiserver.key": "600",
-        "apiserver-kubelet-client.crt": "644", "apiserver-kubelet-client.key": "600",
-        "apiserver-etcd-client.crt": "644", "apiserver-etcd-client.key": "600",
-        "front-proxy-client.crt": "644", "front-proxy-client.key": "600",
-        "sa.key": "600", "sa.pub": "644",
+        "ca.crt": "600", "ca.key": "600", "front-proxy-ca.crt": "600", "etcd/ca.crt": "600",
+        "apiserver.crt": "600", "apiserver.key": "600",
+        "apiserver-kubelet-client.crt": "600", "apiserver-kubelet-client.key": "600",
+        "apiserver-etcd-client.crt": "600", "apiserver-etcd-client.key": "600",
+        "front-proxy-client.crt": "600", "front-proxy-client.key": "600",
+        "sa.key": "600", "sa.pub": "600",
     }.items()
 } | {f"/etc/kubernetes/{name}.conf": "600" for name in ("admin", "controller-manager", "scheduler")}  # fmt: skip
 
 ETCD_FILES = {
     f"{PKI}/etcd/{name}": mode
     for name, mode in {
-        "ca.crt": "644", "server.crt": "644", "server.key": "600", "peer.crt": "644", "peer.key": "600",
-        "healthcheck-client.crt": "644", "healthcheck-client.key": "600",
+        "ca.crt": "600", "server.crt": "600", "server.key": "600", "peer.crt": "600", "peer.key": "600",
+        "healthcheck-client.crt": "600", "healthcheck-client.key": "600",
     }.items()
 }  # fmt: skip
 
 NODE_FILES = {
-    f"{PKI}/ca.crt": "644",
-    f"{PKI}/kubelet/kubelet.crt": "644",
+    f"{PKI}/ca.crt": "600",
+    f"{PKI}/kubelet/kubelet.crt": "600",
     f"{PKI}/kubelet/kubelet.key": "600",
     "/etc/kubernetes/kubelet.conf": "600",
     "/etc/kubernetes/kube-proxy.conf": "600",
