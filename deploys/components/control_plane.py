@@ -14,7 +14,9 @@ the hosts whose ``roles`` include ``control_plane``, with the cluster PKI's file
   every other path needs a credential. An empty list turns anonymous access off altogether.
 * Secrets encryption key: one for the whole cluster, made once in the PKI directory on the machine running
   pyinfra (``<pki_dir>/secrets-encryption.key``, 0600, beside the CA keys; back it up with them) and never
-  regenerated: without it the Secrets stored in etcd cannot be read.
+  regenerated: without it the Secrets stored in etcd cannot be read. A host whose installed configuration
+  holds another key (a PKI directory restored without its key file, another cluster's) stops the run
+  before anything changes, unless ``control_plane_allow_encryption_key_change``.
 * Restarts: a service restarts only when its unit, its binary or one of its configuration files changed,
   or when a PKI file it reads differs from the stamp of sums written at its last (re)start. After a
   (re)start of the apiserver, ``/readyz`` of this host's apiserver must answer ``ok`` within
@@ -40,7 +42,8 @@ from pathlib import Path
 from typing import Any
 from weakref import WeakKeyDictionary
 
-from pyinfra import host, inventory
+import yaml
+from pyinfra import host, inventory, logger
 from pyinfra.api import DeployError, FileUploadCommand, OperationError, QuoteString, StringCommand, deploy, operation
 
 from deploys import pki as pki_lib
@@ -90,6 +93,9 @@ DEFAULTS: dict[str, Any] = {
     "control_plane_shutdown_watch_grace_period": "5s",
     "control_plane_ready_timeout": 180,  # seconds to wait for /readyz after an apiserver (re)start
     "control_plane_rbac_bootstrap": True,  # create the bindings the PKI's identities need (first control plane)
+    # let a host's encryption configuration with another key be replaced (the Secrets it encrypted become
+    # unreadable): only for a cluster whose key is lost for good
+    "control_plane_allow_encryption_key_change": False,
 }
 
 TYPES: dict[str, type | tuple[type, ...]] = {"control_plane_etcd_servers": list}
@@ -211,6 +217,41 @@ def encryption_key(directory: Path) -> bytes:
                 path.chmod(0o600)
     run[directory] = key
     return key
+
+
+def installed_keys(text: str) -> set[str] | None:
+    """The key secrets (base64) of an installed encryption configuration; None when it cannot be read."""
+    try:
+        document = yaml.safe_load(text)
+        found = set()
+        for resource in document["resources"]:
+            for provider in resource["providers"]:
+                for settings in provider.values():
+                    for key in (settings or {}).get("keys") or []:
+                        found.add(str(key["secret"]))
+        return found
+    except (yaml.YAMLError, KeyError, TypeError, AttributeError):
+        return None
+
+
+def check_encryption_key(state: Any, key: bytes, path: str, directory: Path) -> None:
+    """Stop when the host's encryption configuration holds keys but not the PKI directory's key: a PKI directory
+    restored without its key file (or another cluster's) would otherwise make every stored Secret unreadable."""
+    if not state or state.get("content") is None:
+        return
+    keys = installed_keys(str(state["content"]))
+    if keys is not None and base64.b64encode(key).decode() in keys:
+        return
+    what = "cannot be read" if keys is None else "holds another key"
+    message = f"{path} {what} than {directory}/{ENCRYPTION_KEY_FILE}"
+    if setting("control_plane_allow_encryption_key_change"):
+        logger.warning(f"{host.name}: {message}: replacing it (control_plane_allow_encryption_key_change)")
+        return
+    raise DeployError(
+        f"{host.name}: {message}: the Secrets stored in etcd are encrypted with the installed one. Restore "
+        f"{ENCRYPTION_KEY_FILE} from the backup of {directory} (or point pki_dir at this cluster's PKI "
+        "directory); set control_plane_allow_encryption_key_change=True only if those Secrets may be lost."
+    )
 
 
 def rbac_manifest(bindings: dict[str, tuple[str, str]]) -> str:
@@ -386,7 +427,7 @@ def control_plane() -> None:
     bin_paths, bin_contents, bin_stat_only = binaries.binary_paths(BINARIES)
     credential_paths = sorted({path for paths in credentials.values() for path in paths})
     paths = [*units.values(), *configs, audit_dir, *credential_paths, *bin_paths]
-    contents = [*stamps.values(), *bin_contents]
+    contents = [*stamps.values(), *bin_contents, encryption_config]
     requests: list[Any] = [
         (Platform, {}),
         (FileStates, managed.snapshot_files_kwargs(paths, contents, bin_stat_only)),
@@ -397,6 +438,7 @@ def control_plane() -> None:
         requests.append((ClusterRoleBindings, rbac))
     _, files, unit_states, *rest = prepared_facts(*requests)
 
+    check_encryption_key(files.get(encryption_config), key, encryption_config, directory)
     installs = binaries.install_binaries(BINARIES, files)
 
     managed.directory(name="Audit log directory", path=audit_dir, mode="0700", current=files)

@@ -499,3 +499,31 @@ def test_rbac_only_on_the_first_control_plane(setup: Path, monkeypatch: pytest.M
     assert not (setup / "super-admin.crt").exists()
     result = deploy(setup, {"control_plane_rbac_bootstrap": False})
     assert not result.has_op("RBAC bindings")
+
+
+def installed_config(text: str) -> dict[Any, Any]:
+    path = "/etc/kubernetes/encryption-config.yaml"
+    state = {"type": "file", "mode": "600", "user": "root", "group": "root", "sha256": "0" * 64, "content": text}
+    return {FileStates: lambda paths, **kw: {**with_pki(paths, **kw), **({path: state} if path in paths else {})}}
+
+
+def test_host_with_another_encryption_key_stops(setup: Path) -> None:
+    other = deploy(setup).uploads[CONFIGS["encryption"]]
+    # the PKI directory lost its key file: a new key is made, but the host's Secrets are encrypted with the old one
+    (setup / cp.ENCRYPTION_KEY_FILE).unlink()
+    with pytest.raises(DeployError, match=r"encryption-config.yaml holds another key than .*secrets-encryption.key"):
+        deploy(setup, facts=installed_config(other))
+    with pytest.raises(DeployError, match=r"encryption-config.yaml cannot be read"):
+        deploy(setup, facts=installed_config("not: [an, encryption, config"))
+    # deliberately: replaced
+    result = deploy(setup, {"control_plane_allow_encryption_key_change": True}, facts=installed_config(other))
+    assert result.uploads[CONFIGS["encryption"]] != other
+
+
+def test_host_with_the_same_key_passes(setup: Path) -> None:
+    config = deploy(setup).uploads[CONFIGS["encryption"]]
+    # a config written by an earlier version (other layout, same key) is simply rewritten
+    key = (setup / cp.ENCRYPTION_KEY_FILE).read_text().strip()
+    older = yaml.safe_dump({"resources": [{"resources": ["secrets"], "providers": [
+        {"aescbc": {"keys": [{"name": "a", "secret": key}]}}, {"identity": {}}]}]})  # fmt: skip
+    assert deploy(setup, facts=installed_config(older)).uploads[CONFIGS["encryption"]] == config
