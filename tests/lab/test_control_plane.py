@@ -202,3 +202,22 @@ def test_changed_apiserver_setting_restarts_the_apiserver_only(
         back, back_summary = converge(node, tmp_path / "back.json")
         assert back.returncode == 0, back.stdout[-6000:] + back.stderr[-4000:]
         assert "kube-apiserver running and enabled" in control_plane_changes(back_summary, node)
+
+
+def test_lost_encryption_key_stops_the_run(control_plane: tuple[LabNode, Path], lab: Lab, tmp_path: Path) -> None:
+    node, pki_dir = control_plane
+    key_file = pki_dir / "secrets-encryption.key"
+    saved = key_file.read_bytes()
+    config = lab.ssh(node, f"sha256sum {CONFIG}/encryption-config.yaml")
+    key_file.unlink()  # as if the PKI directory had been restored without it: a new key would be made
+    try:
+        result, summary = converge(node, tmp_path / "lost.json")
+        assert result.returncode != 0
+        assert "encryption-config.yaml holds another key than" in result.stdout + result.stderr
+        # stopped while preparing: no operation ran
+        assert summary["stage"] == "Prepare" and summary["changed_operations"] == {node.name: []}, summary
+        assert lab.ssh(node, f"sha256sum {CONFIG}/encryption-config.yaml") == config  # nothing was replaced
+    finally:
+        key_file.write_bytes(saved)
+        key_file.chmod(0o600)
+    assert lab.ssh(node, f"{ADMIN} get --raw /readyz").strip() == "ok"
