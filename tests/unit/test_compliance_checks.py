@@ -78,6 +78,23 @@ def test_port_owners() -> None:
     assert outcome.status == "fail" and "held by nc" in outcome.reason and "nothing listens on 22/tcp" in outcome.reason
 
 
+def test_expected_listeners_by_role() -> None:
+    worker = probes.HostContext("w", roles=["workers"])
+    assert probes.expected_listeners(worker) == {22: "sshd", 9100: "node_exporter", 10250: "kubelet"}
+    control = probes.HostContext("cp", roles=["control_plane", "etcd"])
+    assert probes.expected_listeners(control) == {
+        22: "sshd", 2379: "etcd", 2380: "etcd", 6443: "kube-apiserver", 9100: "node_exporter", 10250: "kubelet",
+    }  # fmt: skip
+    plain = probes.HostContext("m", roles=["monitoring"])
+    assert probes.expected_listeners(plain) == {22: "sshd", 9100: "node_exporter"}
+    # the node-local balancer holds 127.0.0.1:6443 on a control plane: only the exposed holder counts
+    both = probes.parse_ss(
+        'tcp LISTEN 0 5 127.0.0.1:6443 0.0.0.0:* users:(("haproxy",pid=7,fd=8))\n'
+        'tcp LISTEN 0 5 10.0.0.11:6443 0.0.0.0:* users:(("kube-apiserver",pid=8,fd=5))\n'
+    )
+    assert probes.evaluate_port_owners(both, {6443: "kube-apiserver"}).status == "pass"
+
+
 def test_sysctls() -> None:
     values = probes.parse_sysctl("net.ipv4.ip_forward = 1\nnet.ipv4.conf.all.rp_filter = 2\n")
     assert probes.evaluate_sysctls(values, probes.SYSCTL_RULES["SPX-OS-001"]).status == "pass"
