@@ -119,6 +119,16 @@ def test_anonymous_requests_reach_health_endpoints_only(control_plane: tuple[Lab
         assert code == "401", (path, code)
 
 
+def test_apiserver_reaches_every_kubelet_verifying_its_certificate(
+    control_plane: tuple[LabNode, Path], lab: Lab
+) -> None:
+    node, _ = control_plane
+    # through the apiserver: its kubelet client certificate, and each kubelet's serving certificate checked
+    # against the cluster CA (--kubelet-certificate-authority) at the node's InternalIP
+    for other in lab.nodes:
+        assert lab.ssh(node, f"{ADMIN} get --raw /api/v1/nodes/{other.name}/proxy/healthz").strip() == "ok", other
+
+
 def test_rbac_bootstrap_gives_admin_its_rights(control_plane: tuple[LabNode, Path], lab: Lab) -> None:
     node, _ = control_plane
     assert lab.ssh(node, f"{ADMIN} auth can-i '*' '*'").strip() == "yes"
