@@ -292,9 +292,7 @@ def evaluate_sshd_setting(settings: Mapping[str, str], keyword: str, allowed: It
 
 def exposed_listeners(listeners: Iterable[Listener], allowed_tcp: Iterable[int]) -> list[Listener]:
     allowed = set(allowed_tcp)
-    return [
-        item for item in listeners if not item.loopback and not (item.protocol == "tcp" and item.port in allowed)
-    ]
+    return [item for item in listeners if not item.loopback and not (item.protocol == "tcp" and item.port in allowed)]
 
 
 def evaluate_port_owners(listeners: Iterable[Listener], owners: Mapping[int, str]) -> Outcome:
@@ -437,8 +435,17 @@ KUBELET_UNIT_FILES = (
     "/etc/systemd/system/kubelet.service.d/*.conf",
     "/usr/lib/systemd/system/kubelet.service.d/*.conf",
 )
-PROXY_KUBECONFIGS = ("/etc/kubernetes/proxy.conf", "/var/lib/kube-proxy/kubeconfig.conf")
-PROXY_CONFIGS = ("/var/lib/kube-proxy/config.conf", "/etc/kubernetes/kube-proxy.yaml")
+# kubeadm's, then ours (deploys/components/kube_proxy.py and the PKI's kubeconfig)
+PROXY_KUBECONFIGS = (
+    "/etc/kubernetes/proxy.conf",
+    "/var/lib/kube-proxy/kubeconfig.conf",
+    "/etc/kubernetes/kube-proxy.conf",
+)
+PROXY_CONFIGS = (
+    "/var/lib/kube-proxy/config.conf",
+    "/etc/kubernetes/kube-proxy.yaml",
+    "/var/lib/kube-proxy/config.yaml",
+)
 KUBELET_KUBECONFIG = "/etc/kubernetes/kubelet.conf"
 KUBELET_CONFIG = "/var/lib/kubelet/config.yaml"
 DEFAULT_CLIENT_CA = "/etc/kubernetes/pki/ca.crt"
@@ -903,16 +910,22 @@ def _etcd_present(probe: Probe) -> bool:
 NOT_CONTROL_PLANE = "not a control_plane host (CIS section 1 applies to control-plane hosts only)"
 NO_CONTROL_PLANE = "no control plane on this host yet (no kube-apiserver manifest or unit)"
 
+
+def _spec_files(name: str) -> tuple[str, ...]:
+    """A component's "pod specification": its static pod manifest (kubeadm) or its systemd unit (ours)."""
+    return (f"{MANIFESTS}/{name}.yaml", f"/etc/systemd/system/{name}.service")
+
+
 CONTROL_PLANE_FILES: dict[str, tuple[tuple[str, ...], bool]] = {
     # check id -> (paths, ownership check (else mode 600))
-    "1.1.1": ((f"{MANIFESTS}/kube-apiserver.yaml",), False),
-    "1.1.2": ((f"{MANIFESTS}/kube-apiserver.yaml",), True),
-    "1.1.3": ((f"{MANIFESTS}/kube-controller-manager.yaml",), False),
-    "1.1.4": ((f"{MANIFESTS}/kube-controller-manager.yaml",), True),
-    "1.1.5": ((f"{MANIFESTS}/kube-scheduler.yaml",), False),
-    "1.1.6": ((f"{MANIFESTS}/kube-scheduler.yaml",), True),
-    "1.1.7": ((f"{MANIFESTS}/etcd.yaml",), False),
-    "1.1.8": ((f"{MANIFESTS}/etcd.yaml",), True),
+    "1.1.1": (_spec_files("kube-apiserver"), False),
+    "1.1.2": (_spec_files("kube-apiserver"), True),
+    "1.1.3": (_spec_files("kube-controller-manager"), False),
+    "1.1.4": (_spec_files("kube-controller-manager"), True),
+    "1.1.5": (_spec_files("kube-scheduler"), False),
+    "1.1.6": (_spec_files("kube-scheduler"), True),
+    "1.1.7": (_spec_files("etcd"), False),
+    "1.1.8": (_spec_files("etcd"), True),
     "1.1.13": (("/etc/kubernetes/admin.conf", "/etc/kubernetes/super-admin.conf"), False),
     "1.1.14": (("/etc/kubernetes/admin.conf", "/etc/kubernetes/super-admin.conf"), True),
     "1.1.15": (("/etc/kubernetes/scheduler.conf",), False),

@@ -22,6 +22,8 @@ from pathlib import Path
 # pyinfra runs this file by path: make the repository importable (deploys/, facts/).
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from pyinfra.context import ctx_host  # noqa: E402
+
 from deploys import pyinfra_speedups  # noqa: E402
 from deploys.components import apiserver_lb, file_permissions, kube_proxy, kubelet, pod_network  # noqa: E402
 from deploys.components.cluster_addons import cluster_addons  # noqa: E402
@@ -29,6 +31,7 @@ from deploys.components.control_plane import control_plane  # noqa: E402
 from deploys.components.etcd import etcd  # noqa: E402
 from deploys.components.node_roles import node_roles  # noqa: E402
 from deploys.components.pki import cluster_pki_files  # noqa: E402
+from deploys.operations import managed  # noqa: E402
 from deploys.prepare import prepared_facts  # noqa: E402
 
 pyinfra_speedups.enable()
@@ -50,5 +53,7 @@ kube_proxy.kube_proxy()
 node_roles()
 cluster_addons()
 
-# Again last (as in node.py): packages installed above (haproxy's system user) touch files it tightens.
-file_permissions.file_permissions()
+# Again last (as in node.py) when this run changed the host: packages installed above (haproxy's system user)
+# touch files it tightens. On a converged host it does not run twice (and a dry run shows it as conditional).
+this_host = ctx_host.get()
+file_permissions.file_permissions(_if=lambda: managed.host_changed_this_run(this_host))

@@ -563,6 +563,7 @@ def control_plane() -> None:
             name=f"{service} systemd unit",
             src=f"etc/systemd/system/{service}.service.j2",
             dest=units[service],
+            mode="0600",  # CIS 1.1.1-1.1.6: the unit is this control plane's "pod specification"
             context={
                 "binary": binaries.binary_path(service),
                 "arguments": " \\\n    ".join(flags[service]),

@@ -247,7 +247,12 @@ def etcd() -> None:
         "credentials": credentials,
     }
     unit = managed.template(
-        name="etcd systemd unit", src="etc/systemd/system/etcd.service.j2", dest=UNIT, context=context, current=files
+        name="etcd systemd unit",
+        src="etc/systemd/system/etcd.service.j2",
+        dest=UNIT,
+        mode="0600",  # CIS 1.1.7: the unit is this member's "pod specification"
+        context=context,
+        current=files,
     )
     unit_changes = [unit]
 

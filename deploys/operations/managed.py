@@ -59,15 +59,16 @@ def snapshot_files_kwargs(
     return {"paths": wanted, "contents": sorted(set(contents)), "stat_only": sorted(set(stat_only) - set(contents))}
 
 
-def host_changed_this_run() -> bool:
-    """True once an operation executed on this host in this run has changed something.
+def host_changed_this_run(target: Any = None) -> bool:
+    """True once an operation executed on this host (or ``target``, a Host) in this run has changed something.
 
     False at prepare time (nothing has run yet) and throughout a no-op run.
     """
-    state = host.state
+    target = host if target is None else target
+    state = target.state
     if not state.is_executing:
         return False
-    for op_data in state.ops.get(host, {}).values():
+    for op_data in state.ops.get(target, {}).values():
         meta = op_data.operation_meta
         if meta.is_complete() and meta.did_change():
             return True

@@ -357,7 +357,7 @@ def converged(first: Result, bindings: Any = OK_BINDINGS) -> dict[Any, Any]:
             continue
         directory, name = temp.rsplit("/", 1)
         path = f"{directory}/{name[1:].removesuffix('.spectra-new')}"
-        mode = "600" if path.endswith(".yaml") else "644"
+        mode = "600" if path.endswith((".yaml", ".service")) else "644"
         states[path] = {**root, "mode": mode, "sha256": hashlib.sha256(text.encode()).hexdigest(), "content": text}
     for index, name in enumerate(cp.BINARIES):
         binary = f"/usr/local/bin/{name}"

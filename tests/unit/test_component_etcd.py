@@ -223,7 +223,11 @@ def _converged(first: Any) -> dict[Any, Any]:
         sums[f"{directory}/{name[1:].removesuffix('.spectra-new')}"] = hashlib.sha256(text.encode()).hexdigest()
     root = {"type": "file", "mode": "644", "user": "root", "group": "root"}
     states: dict[str, Any] = {
-        path: {**root, "sha256": digest, "mode": "755" if path.endswith("etcd-snapshot") else "644"}
+        path: {
+            **root,
+            "sha256": digest,
+            "mode": {"etcd-snapshot": "755", "etcd.service": "600"}.get(path.rsplit("/", 1)[1], "644"),
+        }
         for path, digest in sums.items()
     }
     for index, command in enumerate(("etcd", "etcdctl", "etcdutl")):
