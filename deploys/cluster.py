@@ -25,11 +25,17 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from pyinfra.context import ctx_host  # noqa: E402
 
 from deploys import pyinfra_speedups  # noqa: E402
-from deploys.components import apiserver_lb, file_permissions, kube_proxy, kubelet, pod_network  # noqa: E402
-from deploys.components.cluster_addons import cluster_addons  # noqa: E402
+from deploys.components import (  # noqa: E402
+    apiserver_lb,
+    cluster_addons,
+    file_permissions,
+    kube_proxy,
+    kubelet,
+    node_roles,
+    pod_network,
+)
 from deploys.components.control_plane import control_plane  # noqa: E402
 from deploys.components.etcd import etcd  # noqa: E402
-from deploys.components.node_roles import node_roles  # noqa: E402
 from deploys.components.pki import cluster_pki_files  # noqa: E402
 from deploys.operations import managed  # noqa: E402
 from deploys.prepare import prepared_facts  # noqa: E402
@@ -42,6 +48,8 @@ prepared_facts(
     *apiserver_lb.fact_requests(),
     *kubelet.fact_requests(),
     *kube_proxy.fact_requests(),
+    *node_roles.fact_requests(),
+    *cluster_addons.fact_requests(),
 )
 cluster_pki_files()
 etcd()
@@ -50,8 +58,8 @@ apiserver_lb.apiserver_lb()
 pod_network.pod_network()
 kubelet.kubelet()
 kube_proxy.kube_proxy()
-node_roles()
-cluster_addons()
+node_roles.node_roles()
+cluster_addons.cluster_addons()
 
 # Again last (as in node.py) when this run changed the host: packages installed above (haproxy's system user)
 # touch files it tightens. On a converged host it does not run twice (and a dry run shows it as conditional).

@@ -79,6 +79,19 @@ def apply_manifest(
     yield StringCommand("mv", "-f", QuoteString(staged), QuoteString(path))
 
 
+def _files_request() -> tuple[type[FileStates], dict[str, Any]]:
+    directory = str(host.data.get("cluster_addons_dir", DEFAULTS["cluster_addons_dir"])).rstrip("/")
+    names = list(host.data.get("cluster_addons", DEFAULTS["cluster_addons"]) or [])
+    return (FileStates, managed.snapshot_files_kwargs([directory, *(f"{directory}/{n}.yaml" for n in names)]))
+
+
+def fact_requests() -> list[Any]:
+    """What :func:`cluster_addons` reads (deploys/cluster.py reads it with the other components' facts)."""
+    if not host.data.get("cluster_addons_enabled", True) or host.name != first_control_plane():
+        return []
+    return [_files_request()]
+
+
 @deploy("Cluster addons", data_defaults=DEFAULTS)
 def cluster_addons() -> None:
     if not setting("cluster_addons_enabled") or host.name != first_control_plane():
@@ -97,9 +110,7 @@ def cluster_addons() -> None:
             raise DeployError(f"{host.name}: addon {name}: {error}") from None
     kubectl = kubernetes_binaries.binary_path("kubectl")
     # kubectl is the control plane component's (installed earlier in the run)
-    (files,) = prepared_facts(
-        (FileStates, managed.snapshot_files_kwargs([directory, *(f"{directory}/{n}.yaml" for n in names)])),
-    )
+    (files,) = prepared_facts(_files_request())
     managed.directory(name="Addon manifests directory", path=directory, mode="0700", current=files)
     for name, manifest in manifests.items():
         path = f"{directory}/{name}.yaml"

@@ -78,6 +78,18 @@ def label_nodes(kubectl: str, kubeconfig: str, labels: dict[str, dict[str, str]]
         )  # fmt: skip
 
 
+def _nodes_request() -> tuple[type[KubernetesNodes], dict[str, str]]:
+    kubeconfig = str(host.data.get("node_roles_kubeconfig", DEFAULTS["node_roles_kubeconfig"]))
+    return (KubernetesNodes, {"kubectl": kubernetes_binaries.binary_path("kubectl"), "kubeconfig": kubeconfig})
+
+
+def fact_requests() -> list[Any]:
+    """What :func:`node_roles` reads (deploys/cluster.py reads it with the other components' facts)."""
+    if not host.data.get("node_roles_enabled", True) or host.name != first_control_plane():
+        return []
+    return [_nodes_request()]
+
+
 @deploy("Node role labels", data_defaults=DEFAULTS)
 def node_roles() -> None:
     if not setting("node_roles_enabled") or host.name != first_control_plane():
@@ -86,7 +98,7 @@ def node_roles() -> None:
     kubectl = kubernetes_binaries.binary_path("kubectl")
     kubeconfig = str(setting("node_roles_kubeconfig"))
     # kubectl is the control plane component's (installed earlier in the run)
-    (nodes,) = prepared_facts((KubernetesNodes, {"kubectl": kubectl, "kubeconfig": kubeconfig}))
+    (nodes,) = prepared_facts(_nodes_request())
     wanted = wanted_labels(
         kubelet_hosts(), dict(setting("node_roles_labels") or {}), list(setting("node_roles_ignore") or [])
     )
