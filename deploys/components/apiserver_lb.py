@@ -2,7 +2,13 @@
 
 Listens on ``127.0.0.1:6443`` (``apiserver_lb_listen``), where every kubeconfig the PKI writes points
 (``pki_kubeconfig_server``), and passes TCP through to the kube-apiserver of every ``control_plane`` host
-of the inventory, checking each one every ``apiserver_lb_check_interval``. With several control planes
+of the inventory, checking each one every ``apiserver_lb_check_interval``: by default an HTTPS ``GET /readyz``
+that must answer 200 (the apiserver's certificate verified with the cluster CA; control planes let anonymous
+requests in on that path for these probes), so an apiserver that listens but is not ready yet (RBAC not
+synced after a restart) or lost etcd gets no traffic; ``apiserver_lb_check: tcp`` only connects (needed when
+``control_plane_anonymous_paths`` leaves out ``/readyz``: every check would get 401 and no apiserver traffic). A
+connection that fails before the checks take a dead apiserver out is retried on another one at once
+(``option redispatch``), so clients do not see it. With several control planes
 the API stays reachable from every node while one is down, without an external load balancer
 (kubespray's "localhost load balancing"). On control planes the apiserver binds the host's own address,
 so the balancer can hold 127.0.0.1:6443.
@@ -30,7 +36,9 @@ DEFAULTS: dict[str, Any] = {
     "apiserver_lb_listen": "127.0.0.1:6443",  # where local clients reach the API (the kubeconfigs' server)
     "apiserver_lb_backend_port": 6443,  # kube-apiserver port on the control planes
     "apiserver_lb_servers": None,  # [[name, "address:port"], ...]; None: every control_plane host
-    "apiserver_lb_check_interval": "2s",  # health check period of each apiserver (TCP connect)
+    "apiserver_lb_check_interval": "2s",  # health check period of each apiserver
+    "apiserver_lb_check": "readyz",  # "readyz": HTTPS GET /readyz must answer 200; "tcp": a connect is enough
+    "apiserver_lb_ca_file": "/etc/kubernetes/pki/ca.crt",  # verifies the apiservers in the readyz check
     "apiserver_lb_connect_timeout": "5s",  # connect timeout to an apiserver
     "apiserver_lb_maxconn": 4000,  # connection limit
     "apiserver_lb_package": "haproxy",  # Debian package
@@ -62,11 +70,28 @@ def backend_servers(data: dict[str, Any]) -> list[tuple[str, str]]:
     return sorted(servers)
 
 
+CHECKS = ("readyz", "tcp")
+READYZ_CHECK = ["option httpchk", "http-check send meth GET uri /readyz", "http-check expect status 200"]
+
+
+def health_check(data: dict[str, Any]) -> tuple[list[str], str]:
+    """The backend's check directives and the options each server's check adds, for ``apiserver_lb_check``."""
+    kind = data["apiserver_lb_check"]
+    if kind not in CHECKS:
+        raise DeployError(f"apiserver_lb_check must be one of {', '.join(CHECKS)}, not {kind!r}")
+    if kind == "tcp":
+        return [], ""
+    return READYZ_CHECK, f"check-ssl verify required ca-file {data['apiserver_lb_ca_file']}"
+
+
 def haproxy_config(data: dict[str, Any], servers: list[tuple[str, str]]) -> str:
+    check_lines, check_options = health_check(data)
     return render_template(
         "etc/haproxy/haproxy.cfg.j2",
         listen=data["apiserver_lb_listen"],
         servers=servers,
+        check_lines=check_lines,
+        check_options=check_options,
         check_interval=data["apiserver_lb_check_interval"],
         connect_timeout=data["apiserver_lb_connect_timeout"],
         maxconn=int(data["apiserver_lb_maxconn"]),
