@@ -136,10 +136,8 @@ def test_modes_and_owners(installed: Path, lab: Lab) -> None:
             assert owner == "root:root", line
             if kind == "d":
                 assert mode == ("755" if path == ROOT else "700"), line
-            elif path.endswith((".key", ".conf")):
+            else:  # keys, kubeconfigs and certificates alike (pki_cert_mode 0600: CIS 1.1.20, 4.1.7)
                 assert mode == "600", line
-            else:
-                assert mode == "644", line
 
 
 def test_certificates_fact_on_a_node(installed: Path, lab: Lab) -> None:
