@@ -46,14 +46,18 @@ DEFAULTS: dict[str, Any] = {
     "kubelet_protect_kernel_defaults": True,  # CIS 4.2.6 (recent: 4.2.x): fail if kernel sysctls differ
     "kubelet_taint_control_plane": True,  # control planes register with NoSchedule
     "kubelet_node_labels": {},  # more labels at registration (kubelet may only set some namespaces)
-    "kubelet_resolv_conf": "/etc/resolv.conf",  # the host resolvers pods with dnsPolicy Default get
+    # the host resolvers CoreDNS forwards to and pods with dnsPolicy Default get. None: systemd-resolved's
+    # upstream list when it manages the host (its stub 127.0.0.53 in /etc/resolv.conf would make CoreDNS
+    # forward to itself), else /etc/resolv.conf
+    "kubelet_resolv_conf": None,
     "kubelet_container_runtime_endpoint": "unix:///run/containerd/containerd.sock",
     "kubelet_config_overrides": {},  # merged (deeply) over the generated KubeletConfiguration
 }
-TYPES: dict[str, type | tuple[type, ...]] = {}
+TYPES: dict[str, type | tuple[type, ...]] = {"kubelet_resolv_conf": str}
 REQUIRED: set[str] = set()
 
 UNIT = "/etc/systemd/system/kubelet.service"
+RESOLVED_RESOLV_CONF = "/run/systemd/resolve/resolv.conf"
 TLS_CIPHERS = [  # strong AEAD suites only (CIS 4.2.12)
     "TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256",
     "TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256",
@@ -136,7 +140,7 @@ def fact_requests() -> list[FactRequest]:
     if not data["kubelet_enabled"] or not runs_kubelet():
         return []
     paths, contents, stat_only = kubernetes_binaries.binary_paths(["kubelet"])
-    paths += [UNIT, data["kubelet_config_file"], data["kubelet_kubeconfig"]]
+    paths += [UNIT, data["kubelet_config_file"], data["kubelet_kubeconfig"], RESOLVED_RESOLV_CONF]
     return [
         CgroupVersion,
         (FileStates, managed.snapshot_files_kwargs(paths, contents, stat_only)),
@@ -163,6 +167,8 @@ def kubelet() -> None:
     require(found is not None, "kubelet: this host has no address (pki_node_address, private_ip, ssh_hostname)")
     address = str(found)
 
+    if not data["kubelet_resolv_conf"]:
+        data["kubelet_resolv_conf"] = RESOLVED_RESOLV_CONF if files.get(RESOLVED_RESOLV_CONF) else "/etc/resolv.conf"
     installs = kubernetes_binaries.install_binaries(["kubelet"], files)
     roles = {str(role) for role in (host.data.get("roles") or [])}
     labels = registration_labels(host.data.get("zone"), host.data.get("region"), dict(data["kubelet_node_labels"]))

@@ -37,6 +37,11 @@ DEFAULTS: dict[str, Any] = {
         "net.bridge.bridge-nf-call-ip6tables": 1,
         "net.ipv4.ip_forward": 1,
         "net.ipv6.conf.all.forwarding": 1,
+        # what kubelet sets itself unless protectKernelDefaults (CIS 4.2.6), which then refuses to start
+        # on any other value
+        "vm.overcommit_memory": 1,
+        "kernel.panic": 10,
+        "kernel.panic_on_oops": 1,
     },
     "kubernetes_sysctl_file": "/etc/sysctl.d/90-kubernetes.conf",  # sorts after the hardening file (60-)
     "swap_disabled": True,  # swapoff now and comment swap out of /etc/fstab

@@ -193,6 +193,19 @@ def test_kubelet_unit_registers_with_inventory_name_address_and_zone() -> None:
     assert "--register-with-taints=node-role.kubernetes.io/control-plane:NoSchedule" in cp_unit
 
 
+def test_kubelet_resolv_conf_follows_systemd_resolved() -> None:
+    assert kubelet_config_of(kubelet_run())["resolvConf"] == "/etc/resolv.conf"
+    resolved = {"type": "file", "mode": "644", "user": "systemd-resolve", "group": "systemd-resolve", "sha256": "0"}
+
+    def files(paths: list[str], **_: Any) -> dict[str, Any]:
+        return {path: resolved if path == "/run/systemd/resolve/resolv.conf" else None for path in paths}
+
+    config = kubelet_config_of(kubelet_run(facts={FileStates: files}))
+    assert config["resolvConf"] == "/run/systemd/resolve/resolv.conf"
+    chosen = kubelet_config_of(kubelet_run({"kubelet_resolv_conf": "/etc/k8s-resolv.conf"}, facts={FileStates: files}))
+    assert chosen["resolvConf"] == "/etc/k8s-resolv.conf"
+
+
 def test_kubelet_refuses_cgroup_v1_unless_allowed() -> None:
     with pytest.raises(DeployError, match="kubelet 1.35\\+ refuses cgroup v1"):
         kubelet_run(facts={CgroupVersion: "hybrid"})

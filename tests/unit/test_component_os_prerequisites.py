@@ -20,6 +20,9 @@ SYSCTLS = {
     "net.bridge.bridge-nf-call-ip6tables": "1",
     "net.ipv4.ip_forward": "1",
     "net.ipv6.conf.all.forwarding": "1",
+    "vm.overcommit_memory": "1",
+    "kernel.panic": "10",
+    "kernel.panic_on_oops": "1",
 }
 
 
@@ -33,7 +36,8 @@ def test_fresh_node_loadable_modules() -> None:
     sysctl_file = result.uploads["/etc/sysctl.d/.90-kubernetes.conf.spectra-new"]
     assert "net.ipv4.ip_forward = 1" in sysctl_file
     assert "net.bridge.bridge-nf-call-iptables = 1" in sysctl_file
-    assert result.op("Apply Kubernetes sysctls").commands[0].startswith("sysctl -q -w net.bridge")
+    applied = result.op("Apply Kubernetes sysctls").commands[0]
+    assert applied.startswith("sysctl -q -w kernel.panic=10 kernel.panic_on_oops=1 net.bridge")
     assert result.op("Disable swap").commands[0] == "swapoff -a"
     assert "sed -i.spectra-bak" in result.op("Disable swap").commands[1]
     install = result.op("Install OS packages").commands[-1]
