@@ -1,4 +1,4 @@
-"""Only the cluster certificates: `pyinfra -y inventories/<where>.py deploys/certs.py --data pki_enabled=True`.
+"""Only the cluster certificates: `pyinfra -y inventories/<where>.py deploys/certs.py` (or `spectra deploy ...`).
 
 Makes or renews the PKI on the machine running pyinfra and installs on each host the files its roles need
 (``deploys/components/pki.py``), without touching anything else: what ``kubeadm certs renew`` is to kubeadm.
