@@ -552,6 +552,19 @@ def publish(result_or_dir: BuildResult | Path, version: str, arch: str, mirror: 
 # Checksum tables
 
 
+def publish_to_lab(
+    state_dir: Path, version: str = DEFAULT_VERSION, arch: str | None = None, log: Any = None
+) -> dict[str, str]:
+    """Build ``version`` (or take it from the cache), publish it on the mirror of the lab in ``state_dir`` and
+    record its sums in that lab's table: what ``python -m lab up`` does, so a deploy finds the binaries."""
+    arch = arch or host_arch()
+    result = build(version, arch, log=log)
+    publish(result, version, arch, state_dir / "mirror")
+    sums = {binary: record.sha256 for binary, record in result.binaries.items()}
+    record_sums(state_dir / "checksums" / "kubernetes.yaml", version, arch, sums)
+    return sums
+
+
 def fetch_text(url: str, timeout: float = 30) -> str:
     try:
         with urllib.request.urlopen(url, timeout=timeout) as response:

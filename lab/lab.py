@@ -15,7 +15,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from lab import artifacts, machines, mirror, network, registry, rootfs
+from lab import artifacts, kubernetes_build, machines, mirror, network, registry, rootfs
 from lab.config import LabConfig, LabError, NodeSpec
 from lab.images import coredns as coredns_image
 from lab.shell import log, run
@@ -82,9 +82,7 @@ class Lab:
             "ssh_config": str(machines.ssh_config(self.config)),
             "mirror_url": self.config.mirror_url,
             "registry": registry.registry_address(self.config),
-            "nodes": [
-                {k: node[k] for k in ("name", "address", "roles", "zone", "suite")} for node in state["nodes"]
-            ],
+            "nodes": [{k: node[k] for k in ("name", "address", "roles", "zone", "suite")} for node in state["nodes"]],
         }
         tmp = self.inventory_path.with_suffix(".tmp")
         tmp.write_text(json.dumps(inventory, indent=2) + "\n")
@@ -124,9 +122,7 @@ class Lab:
                     "nodes": [],
                 }
             elif state["subnet"] != self.config.subnet or state["bridge"] != self.config.bridge:
-                raise LabError(
-                    f"the lab is up on {state['bridge']} {state['subnet']}; run `down` before changing them"
-                )
+                raise LabError(f"the lab is up on {state['bridge']} {state['subnet']}; run `down` before changing them")
             existing = {n["name"]: n for n in state["nodes"]}
             for spec in nodes:
                 if spec.name in existing:
@@ -150,6 +146,12 @@ class Lab:
                 state["mirror_pid"] = mirror.start(self.config)
                 self.save_state(state)
             artifacts.publish_all(self.config)
+            try:  # Kubernetes from its Go modules: about 20 minutes the first time, then from the cache
+                kubernetes_build.publish_to_lab(
+                    self.config.state_dir, log=lambda message: log(f"kubernetes: {message}")
+                )
+            except kubernetes_build.BuildError as error:
+                raise LabError(f"Kubernetes binaries for the lab mirror: {error}") from None
             if not registry.is_registry_process(self.config, state.get("registry_pid")):
                 state["registry_pid"] = registry.start(self.config)
                 self.save_state(state)
@@ -201,9 +203,7 @@ class Lab:
         )
 
     def _write_known_hosts(self, state: dict[str, Any]) -> None:
-        machines.write_known_hosts(
-            self.config, [(n["name"], n["address"], n["host_key"]) for n in state["nodes"]]
-        )
+        machines.write_known_hosts(self.config, [(n["name"], n["address"], n["host_key"]) for n in state["nodes"]])
 
     # --- down ----------------------------------------------------------------------------------
 
@@ -320,9 +320,7 @@ class Lab:
         comment = network.nat_comment(self.config)
         found += [f"iptables {line}" for line in nat.splitlines() if f"{comment} " in line or f'"{comment}"' in line]
         mounts = Path("/proc/self/mountinfo").read_text()
-        found += [
-            f"mount {line.split()[4]}" for line in mounts.splitlines() if f"{self.config.state_dir}/" in line
-        ]
+        found += [f"mount {line.split()[4]}" for line in mounts.splitlines() if f"{self.config.state_dir}/" in line]
         for entry in Path("/proc").iterdir():
             if not entry.name.isdigit():
                 continue

@@ -302,6 +302,16 @@ def test_publish_is_atomic_and_idempotent(tmp_path: Path) -> None:
     assert not [p for p in mirror.rglob(".*")]
 
 
+def test_lab_up_publishes_the_cached_release_and_the_lab_table(lab_env: Path) -> None:
+    sums = make_cache(kb.cache_dir("v1.36.3", "amd64"))
+    state_dir = lab_env / "other-lab"
+    assert kb.publish_to_lab(state_dir, "v1.36.3", "amd64", log=lambda message: None) == sums
+    for binary in kb.BINARIES:
+        assert sha((state_dir / "mirror/release/v1.36.3/bin/linux/amd64" / binary).read_bytes()) == sums[binary]
+    table = kb.load_table(state_dir / "checksums/kubernetes.yaml")
+    assert table == {"v1.36.3": {"amd64": sums}}
+
+
 def test_publish_repairs_a_damaged_mirror_entry(tmp_path: Path) -> None:
     directory = tmp_path / "cache"
     sums = make_cache(directory)
