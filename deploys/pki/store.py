@@ -27,6 +27,7 @@ import contextlib
 import datetime as dt
 import errno
 import fcntl
+import hashlib
 import os
 import time
 from collections.abc import Callable, Iterator
@@ -108,6 +109,9 @@ class Pki:
     sa_pub_pem: bytes
     changes: list[str] = field(default_factory=list)  # what this call created or reissued, one line each
     warnings: list[str] = field(default_factory=list)
+    # sha256 of key files known to pass the full RSA check (VALIDATED_KEYS), and of those in use now
+    validated_keys: set[str] = field(default_factory=set)
+    keys_in_use: set[str] = field(default_factory=set)
 
     def cert(self, id: str) -> bytes:
         if id in self.authorities:
@@ -118,6 +122,30 @@ class Pki:
         if id in self.authorities:
             return self.authorities[id].key_pem
         return self.leaves[id].key_pem
+
+
+# sha256 of each private key file that passed cryptography's full RSA consistency check once: loading
+# ~20 keys with the check costs about a second of CPU on every run, without it a few milliseconds. A key
+# file whose content changed (or a new PKI directory) is checked again.
+VALIDATED_KEYS = ".validated-keys"
+
+
+def _load_key(pem: bytes, pki: Pki) -> PrivateKey:
+    digest = hashlib.sha256(pem).hexdigest()
+    key = load_key(pem, validated=digest in pki.validated_keys)
+    pki.keys_in_use.add(digest)
+    return key
+
+
+def _record_keys(directory: Path, pki: Pki) -> None:
+    for authority in pki.authorities.values():
+        pki.keys_in_use.add(hashlib.sha256(authority.key_pem).hexdigest())
+    for leaf in pki.leaves.values():
+        pki.keys_in_use.add(hashlib.sha256(leaf.key_pem).hexdigest())
+    pki.keys_in_use.add(hashlib.sha256(pki.sa_key_pem).hexdigest())
+    text = "".join(f"{digest}\n" for digest in sorted(pki.keys_in_use)).encode()
+    if _read(directory / VALIDATED_KEYS) != text:
+        _write(directory / VALIDATED_KEYS, text, KEY_MODE)
 
 
 def _utc(now: dt.datetime | None) -> dt.datetime:
@@ -208,7 +236,7 @@ def _authority(directory: Path, id: str, cluster: ClusterSpec, now: dt.datetime,
             "A CA is never regenerated over an existing one (every certificate of the cluster hangs on it)."
         )
     try:
-        cert, private = load_cert(crt), load_key(key)
+        cert, private = load_cert(crt), _load_key(key, pki)
     except ValueError as error:
         raise PKIError(f"{crt_path} or {key_path} cannot be read: {error}") from None
     if not is_ca(cert):
@@ -236,7 +264,7 @@ def _service_account(directory: Path, keys: KeyFactory, pki: Pki) -> None:
         pki.changes.append(f"created sa.key ({SA_KEY_ALGORITHM})")
     else:
         try:
-            private = load_key(existing)
+            private = _load_key(existing, pki)
         except ValueError as error:
             raise PKIError(f"{key_path} cannot be read: {error}") from None
         pki.sa_key_pem = existing
@@ -255,7 +283,7 @@ def _leaf(directory: Path, spec: LeafSpec, cluster: ClusterSpec, now: dt.datetim
         reason = "missing"
     else:
         try:
-            cert, private = load_cert(crt), load_key(key)
+            cert, private = load_cert(crt), _load_key(key, pki)
         except ValueError as error:
             reason = f"unreadable ({error})"
         else:
@@ -289,11 +317,13 @@ def ensure(
     with locked(directory):
         _ensure_dir(directory)
         pki = Pki(directory, cluster, {}, {}, b"", b"")
+        pki.validated_keys = set((_read(directory / VALIDATED_KEYS) or b"").decode(errors="replace").split())
         for id in CAS:
             _authority(directory, id, cluster, moment, keys, pki)
         _service_account(directory, keys, pki)
         for spec in specs:
             _leaf(directory, spec, cluster, moment, keys, pki)
+        _record_keys(directory, pki)
         for path in directory.rglob("*"):
             if path.is_dir():
                 _fix_mode(path, DIR_MODE)

@@ -61,8 +61,10 @@ def public_pem(key: PrivateKey) -> bytes:
     return key.public_key().public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
 
 
-def load_key(pem: bytes) -> PrivateKey:
-    key = serialization.load_pem_private_key(pem, password=None)
+def load_key(pem: bytes, validated: bool = False) -> PrivateKey:
+    """A private key from PEM. ``validated``: this exact key already passed the full RSA consistency check
+    (tens of milliseconds per key), so it is skipped; anything else is checked."""
+    key = serialization.load_pem_private_key(pem, password=None, unsafe_skip_rsa_key_validation=validated)
     if not isinstance(key, rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey):
         raise PKIError(f"unsupported private key type {type(key).__name__}")
     return key

@@ -192,7 +192,7 @@ def test_file_modes(pki: Pki) -> None:
         mode = stat.S_IMODE(path.stat().st_mode)
         if path.is_dir():
             assert mode == 0o700, path
-        elif path.suffix == ".key" or path.name == ".lock":
+        elif path.suffix == ".key" or path.name in (".lock", ".validated-keys"):
             assert mode == 0o600, path
         else:
             assert mode == 0o644, path

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import base64
 import datetime as dt
+import hashlib
 import shutil
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -39,6 +41,32 @@ def test_second_run_changes_nothing(pki_dir: Path) -> None:
     assert snapshot(pki_dir) == before
     assert all(leaf.reason is None for leaf in result.leaves.values())
     assert not any(authority.created for authority in result.authorities.values())
+
+
+def test_keys_get_the_full_check_once_per_content(pki_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from deploys.pki import store
+
+    checked: list[bool] = []
+    original = store.load_key
+
+    def spy(pem: bytes, validated: bool = False) -> Any:
+        checked.append(validated)
+        return original(pem, validated=validated)
+
+    monkeypatch.setattr(store, "load_key", spy)
+    ensure(pki_dir, cluster(), now=NOW, keys=key_factory())
+    assert checked and all(checked)  # the first run recorded every key it checked or made
+    # a key whose sum is not on record (changed content, or a record lost) gets the full check again
+    record = pki_dir / store.VALIDATED_KEYS
+    apiserver = hashlib.sha256((pki_dir / "apiserver.key").read_bytes()).hexdigest()
+    record.write_text(record.read_text().replace(f"{apiserver}\n", ""))
+    checked.clear()
+    ensure(pki_dir, cluster(), now=NOW, keys=key_factory())
+    assert checked.count(False) == 1 and apiserver in record.read_text()
+    record.unlink()
+    checked.clear()
+    ensure(pki_dir, cluster(), now=NOW, keys=key_factory())
+    assert checked and not any(checked)
 
 
 def test_expiry_within_window_reissues_all_leaves_but_no_ca(pki_dir: Path) -> None:
