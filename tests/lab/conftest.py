@@ -13,12 +13,20 @@ import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 REPO = Path(__file__).resolve().parents[2]
 LAB_DIR = Path(os.environ.get("SPECTRA_LAB_DIR", "/var/lib/spectra-lab"))
 PYINFRA = str(Path(sys.executable).parent / "pyinfra")
+SPECTRA = str(Path(sys.executable).parent / "spectra")
+# The cluster's PKI on the nodes, and etcdctl as the health-check client (tests on the lab's etcd)
+PKI = "/etc/kubernetes/pki"
+ETCDCTL = (
+    f"/usr/local/bin/etcdctl --endpoints=https://127.0.0.1:2379 --cacert={PKI}/etcd/ca.crt "
+    f"--cert={PKI}/etcd/healthcheck-client.crt --key={PKI}/etcd/healthcheck-client.key"
+)
 # The default layout: Debian 12 on node1 and node2, Debian 13 on node3, so lab tests cover both releases.
 LAB_UP_ARGS = ("up", "--nodes", "3")
 
@@ -62,6 +70,17 @@ def lab_cli(*args: str, timeout: int = 900) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "lab", *args], cwd=REPO, capture_output=True, text=True, timeout=timeout
     )
+
+
+def spectra_deploy(
+    result_file: Path, *args: str, env: dict[str, str] | None = None, timeout: int = 1800
+) -> tuple[subprocess.CompletedProcess[str], Any]:
+    """``spectra deploy ARGS``; its summary (pyinfra's own per-operation results) from ``result_file``."""
+    environment = dict(env if env is not None else os.environ, SPECTRA_RESULT_FILE=str(result_file))
+    result = subprocess.run(
+        [SPECTRA, "deploy", *args], cwd=REPO, capture_output=True, text=True, env=environment, timeout=timeout
+    )
+    return result, json.loads(result_file.read_text()) if result_file.exists() else {}
 
 
 def pyinfra(*args: str, timeout: int = 1200) -> subprocess.CompletedProcess[str]:

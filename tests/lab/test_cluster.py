@@ -10,21 +10,17 @@ The test workload is deleted at the end; the cluster stays for the compliance te
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.lab.conftest import REPO, Lab, LabNode
+from tests.lab.conftest import Lab, LabNode, spectra_deploy
 
 pytestmark = pytest.mark.lab
 
-SPECTRA = str(Path(sys.executable).parent / "spectra")
 KUBECTL = "/usr/local/bin/kubectl --kubeconfig /etc/kubernetes/admin.conf"
 NAMESPACE = "spectra-lab-test"
 ROLE_LABELS = {"control_plane": "node-role.kubernetes.io/control-plane", "workers": "node-role.kubernetes.io/worker"}
@@ -78,15 +74,11 @@ def kubectl(lab: Lab, args: str, check: bool = True) -> str:
 
 @pytest.fixture(scope="module")
 def cluster(lab: Lab, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
-    result_file = tmp_path_factory.mktemp("cluster") / "site.json"
-    env = dict(os.environ, SPECTRA_RESULT_FILE=str(result_file))
-    result = subprocess.run(
-        [SPECTRA, "deploy", "inventories/lab.py", "deploys/site.py"],
-        cwd=REPO, capture_output=True, text=True, env=env, timeout=1800,
-    )  # fmt: skip
+    result, summary = spectra_deploy(
+        tmp_path_factory.mktemp("cluster") / "site.json", "inventories/lab.py", "deploys/site.py"
+    )
     assert result.returncode == 0, result.stdout[-6000:] + result.stderr[-4000:]
-    summary: dict[str, Any] = json.loads(result_file.read_text())
-    return summary
+    return dict(summary)
 
 
 @pytest.fixture(scope="module")

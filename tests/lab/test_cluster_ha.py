@@ -30,7 +30,8 @@ import pytest
 
 from lab.config import LabConfig
 from lab.lab import Lab as LabControl
-from tests.lab.conftest import REPO, Lab, LabNode
+from tests.lab.conftest import ETCDCTL as LAB_ETCDCTL
+from tests.lab.conftest import PKI, REPO, Lab, LabNode
 
 pytestmark = pytest.mark.lab
 
@@ -43,11 +44,7 @@ NODES = ["cp1", "cp2", "cp3"]
 
 SPECTRA = str(Path(sys.executable).parent / "spectra")
 KUBECTL = "/usr/local/bin/kubectl --kubeconfig /etc/kubernetes/admin.conf --request-timeout=5s"
-PKI = "/etc/kubernetes/pki"
-ETCDCTL = (
-    f"/usr/local/bin/etcdctl --endpoints=https://127.0.0.1:2379 --cacert={PKI}/etcd/ca.crt "
-    f"--cert={PKI}/etcd/healthcheck-client.crt --key={PKI}/etcd/healthcheck-client.key --command-timeout=5s"
-)
+ETCDCTL = f"{LAB_ETCDCTL} --command-timeout=5s"
 PROBE_NAMESPACE = "spectra-ha-probe"
 # HAProxy's runtime API on the node (python3 is in every lab node; socat is not)
 HAPROXY_STAT = (

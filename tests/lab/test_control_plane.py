@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import base64
 import json
-import os
 import subprocess
 import sys
 import time
@@ -26,18 +25,12 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.lab.conftest import LAB_DIR, REPO, Lab, LabNode
+from tests.lab.conftest import ETCDCTL, LAB_DIR, PKI, REPO, Lab, LabNode, spectra_deploy
 
 pytestmark = pytest.mark.lab
 
-SPECTRA = str(Path(sys.executable).parent / "spectra")
-PKI = "/etc/kubernetes/pki"
 CONFIG = "/etc/kubernetes"
 ADMIN = f"/usr/local/bin/kubectl --kubeconfig {CONFIG}/admin.conf --request-timeout=10s"
-ETCDCTL = (
-    f"/usr/local/bin/etcdctl --endpoints=https://127.0.0.1:2379 --cacert={PKI}/etcd/ca.crt "
-    f"--cert={PKI}/etcd/healthcheck-client.crt --key={PKI}/etcd/healthcheck-client.key"
-)
 SERVICES = ("kube-apiserver", "kube-controller-manager", "kube-scheduler")
 SECRET = "spectra-control-plane-test"
 BUILD_TIMEOUT = 3 * 3600  # a cold build of the Kubernetes binaries (cached afterwards)
@@ -49,12 +42,7 @@ def control_plane_host(lab: Lab) -> LabNode:
 
 def converge(node: LabNode, result_file: Path, **data: str) -> tuple[subprocess.CompletedProcess[str], Any]:
     args = [arg for key, value in data.items() for arg in ("--data", f"{key}={value}")]
-    env = dict(os.environ, SPECTRA_RESULT_FILE=str(result_file))
-    result = subprocess.run(
-        [SPECTRA, "deploy", "inventories/lab.py", "deploys/cluster.py", "--limit", node.name, *args],
-        cwd=REPO, capture_output=True, text=True, env=env, timeout=1800,
-    )  # fmt: skip
-    return result, json.loads(result_file.read_text()) if result_file.exists() else {}
+    return spectra_deploy(result_file, "inventories/lab.py", "deploys/cluster.py", "--limit", node.name, *args)
 
 
 def control_plane_changes(summary: Any, node: LabNode) -> list[str]:

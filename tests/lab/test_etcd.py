@@ -10,10 +10,7 @@ a second converge changes nothing. The cluster is left running (scratch director
 
 from __future__ import annotations
 
-import json
-import os
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,17 +18,11 @@ from typing import Any
 
 import pytest
 
-from tests.lab.conftest import LAB_DIR, REPO, Lab, LabNode
+from tests.lab.conftest import ETCDCTL, LAB_DIR, PKI, Lab, LabNode, spectra_deploy
 
 pytestmark = pytest.mark.lab
 
-SPECTRA = str(Path(sys.executable).parent / "spectra")
-PKI = "/etc/kubernetes/pki"
 SNAPSHOTS = "/var/backups/etcd"
-ETCDCTL = (
-    f"/usr/local/bin/etcdctl --endpoints=https://127.0.0.1:2379 --cacert={PKI}/etcd/ca.crt "
-    f"--cert={PKI}/etcd/healthcheck-client.crt --key={PKI}/etcd/healthcheck-client.key"
-)
 RESTORE_DIR = "/var/tmp/etcd-restore-test"
 CLEANUP = (
     "systemctl stop etcd-restore-test.service 2>/dev/null; systemctl reset-failed etcd-restore-test.service "
@@ -44,12 +35,7 @@ def etcd_host(lab: Lab) -> LabNode:
 
 
 def converge(node: LabNode, result_file: Path) -> tuple[subprocess.CompletedProcess[str], Any]:
-    env = dict(os.environ, SPECTRA_RESULT_FILE=str(result_file))
-    result = subprocess.run(
-        [SPECTRA, "deploy", "inventories/lab.py", "deploys/cluster.py", "--limit", node.name],
-        cwd=REPO, capture_output=True, text=True, env=env, timeout=1800,
-    )  # fmt: skip
-    return result, json.loads(result_file.read_text()) if result_file.exists() else {}
+    return spectra_deploy(result_file, "inventories/lab.py", "deploys/cluster.py", "--limit", node.name)
 
 
 @pytest.fixture(scope="module")
