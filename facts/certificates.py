@@ -16,7 +16,7 @@ from typing import TypedDict
 from cryptography import x509
 from pyinfra.api import FactBase, FactProcessError, QuoteString, StringCommand
 
-from deploys.pki.x509 import cert_sans, fingerprint, is_ca, sans_digest
+from spectra.pki.x509 import cert_sans, fingerprint, is_ca, sans_digest
 
 # Output, one line per asked path: "P|<base64 of the file>|path" for a regular file, "M|path" otherwise.
 # Certificates are a few kB, so the whole file comes back.
@@ -39,7 +39,7 @@ class CertificateState(TypedDict, total=False):
     is_ca: bool
     dns_names: list[str]
     ip_addresses: list[str]
-    sans_digest: str  # short digest of the SAN set (deploys.pki.x509.sans_digest)
+    sans_digest: str  # short digest of the SAN set (spectra.pki.x509.sans_digest)
     error: str  # the file exists but is no PEM certificate
 
 

@@ -46,18 +46,18 @@ import yaml
 from pyinfra import host, inventory, logger
 from pyinfra.api import DeployError, FileUploadCommand, OperationError, QuoteString, StringCommand, deploy, operation
 
-from deploys import pki as pki_lib
 from deploys.components import etcd as etcd_component
 from deploys.components import kubernetes_binaries as binaries
 from deploys.components import pki as pki_component
 from deploys.operations import managed
-from deploys.pki.cluster import CLUSTER_ADMINS
-from deploys.pki.store import locked
 from deploys.prepare import prepared_facts, require, setting
 from facts.files import FileStates
 from facts.kubernetes import ClusterRoleBindings
 from facts.platform import Platform
 from facts.systemd import SystemdUnits, unit_name
+from spectra import pki as pki_lib
+from spectra.pki.cluster import CLUSTER_ADMINS
+from spectra.pki.store import locked
 
 DEFAULTS: dict[str, Any] = {
     "control_plane_enabled": True,  # on control_plane hosts (deploys/cluster.py)
@@ -116,7 +116,7 @@ ENCRYPTION_KEY_FILE = "secrets-encryption.key"  # in the PKI directory on the ma
 BOOTSTRAP_DIR = "/run/spectra-rbac-bootstrap"  # tmpfs, 0700, removed by the command that uses it
 # ClusterRoleBindings the PKI's identities need: name -> (ClusterRole, Group)
 RBAC_BINDINGS: dict[str, tuple[str, str]] = {
-    # admin.conf and the apiserver's kubelet client certificate are in this group (deploys/pki/cluster.py)
+    # admin.conf and the apiserver's kubelet client certificate are in this group (spectra/pki/cluster.py)
     CLUSTER_ADMINS: ("cluster-admin", CLUSTER_ADMINS),
     # kubelets renew their own client certificates (CSRs approved by the controller manager)
     "kubeadm:node-autoapprove-certificate-rotation": (

@@ -1,7 +1,7 @@
 """Cluster PKI: certificates and kubeconfigs made on the machine running pyinfra, installed per role.
 
 The certificates are made (or loaded) once per run, at prepare time, in the PKI directory on the machine
-running pyinfra (``deploys.pki.store``): the CAs must be the same for every host, and their keys never need
+running pyinfra (``spectra.pki.store``): the CAs must be the same for every host, and their keys never need
 to be on a host to issue anything. Each host then gets exactly the files its roles need, uploaded only when
 their sha256 differs from what the host has (one batched fact for all paths):
 
@@ -31,13 +31,13 @@ from weakref import WeakKeyDictionary
 from pyinfra import host, logger
 from pyinfra.api import DeployError, deploy
 
-from deploys import pki as pki_lib
 from deploys.operations import managed
-from deploys.pki.kubeconfig import kubeconfig_specs
-from deploys.pki.x509 import KEY_ALGORITHMS, PKIError, PrivateKey, fingerprint, load_cert, new_key
 from deploys.prepare import prepared_facts, require, setting
 from facts.certificates import Certificates
 from facts.files import FileStates
+from spectra import pki as pki_lib
+from spectra.pki.kubeconfig import kubeconfig_specs
+from spectra.pki.x509 import KEY_ALGORITHMS, PKIError, PrivateKey, fingerprint, load_cert, new_key
 
 DEFAULTS: dict[str, Any] = {
     "pki_enabled": True,  # on the hosts whose roles need it (deploys/cluster.py)

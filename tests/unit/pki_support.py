@@ -9,8 +9,8 @@ from functools import cache
 
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
-from deploys.pki import ClusterSpec, Member
-from deploys.pki.x509 import PrivateKey
+from spectra.pki import ClusterSpec, Member
+from spectra.pki.x509 import PrivateKey
 
 NOW = dt.datetime(2026, 3, 1, 12, 0, tzinfo=dt.UTC)
 
@@ -40,7 +40,7 @@ def _rsa_pool() -> tuple[rsa.RSAPrivateKey, ...]:
 
 
 def key_factory() -> Callable[[str], PrivateKey]:
-    """A key maker for ``deploys.pki.ensure``: fresh ECDSA keys (fast), RSA keys from the session pool."""
+    """A key maker for ``spectra.pki.ensure``: fresh ECDSA keys (fast), RSA keys from the session pool."""
     pool = itertools.cycle(_rsa_pool())
 
     def make(algorithm: str) -> PrivateKey:

@@ -14,9 +14,9 @@ from cryptography.hazmat.primitives.serialization import load_pem_public_key
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from cryptography.x509.verification import PolicyBuilder, Store
 
-from deploys.pki import Pki, PKIError, ensure, leaf_specs
-from deploys.pki.store import default_pki_dir
-from deploys.pki.x509 import load_key
+from spectra.pki import Pki, PKIError, ensure, leaf_specs
+from spectra.pki.store import default_pki_dir
+from spectra.pki.x509 import load_key
 from tests.unit.pki_support import NOW, cluster, key_factory
 
 pytestmark = pytest.mark.unit

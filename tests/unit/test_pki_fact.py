@@ -11,8 +11,8 @@ import pytest
 from cryptography.hazmat.primitives import hashes
 from pyinfra.api import FactProcessError
 
-from deploys.pki import Pki, ensure
 from facts.certificates import Certificates
+from spectra.pki import Pki, ensure
 from tests.unit.pki_support import NOW, cluster, key_factory
 
 pytestmark = pytest.mark.unit

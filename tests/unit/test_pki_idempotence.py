@@ -13,8 +13,8 @@ import pytest
 import yaml
 from cryptography import x509
 
-from deploys.pki import PKIError, ensure, kubeconfig, render
-from deploys.pki.cluster import Member
+from spectra.pki import PKIError, ensure, kubeconfig, render
+from spectra.pki.cluster import Member
 from tests.unit.pki_support import CP1, NOW, W1, cluster, key_factory
 
 pytestmark = pytest.mark.unit
@@ -44,7 +44,7 @@ def test_second_run_changes_nothing(pki_dir: Path) -> None:
 
 
 def test_keys_get_the_full_check_once_per_content(pki_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from deploys.pki import store
+    from spectra.pki import store
 
     checked: list[bool] = []
     original = store.load_key

@@ -1,6 +1,6 @@
 """Keys and certificates with ``cryptography``: make them, read them, tell whether one is still what is wanted.
 
-Pure functions: no pyinfra, no files (``deploys.pki.store`` reads and writes the PKI directory). Every check
+Pure functions: no pyinfra, no files (``spectra.pki.store`` reads and writes the PKI directory). Every check
 takes ``now`` as an argument, so the same inputs always give the same answer.
 """
 

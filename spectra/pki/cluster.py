@@ -14,7 +14,7 @@ import ipaddress
 import re
 from dataclasses import dataclass
 
-from deploys.pki.x509 import KEY_ALGORITHMS, LeafSpec, PKIError, split_sans
+from spectra.pki.x509 import KEY_ALGORITHMS, LeafSpec, PKIError, split_sans
 
 CLUSTER_ADMINS = "kubeadm:cluster-admins"
 SYSTEM_MASTERS = "system:masters"

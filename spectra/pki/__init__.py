@@ -5,10 +5,10 @@ checks them, :mod:`.store` keeps them in the PKI directory on the machine runnin
 live) and :mod:`.kubeconfig` writes kubeconfigs. ``deploys/components/pki.py`` installs them on hosts.
 """
 
-from deploys.pki.cluster import CAS, ClusterSpec, Member, leaf_specs
-from deploys.pki.kubeconfig import kubeconfig, render
-from deploys.pki.store import Pki, default_pki_dir, ensure
-from deploys.pki.x509 import LeafSpec, PKIError
+from spectra.pki.cluster import CAS, ClusterSpec, Member, leaf_specs
+from spectra.pki.kubeconfig import kubeconfig, render
+from spectra.pki.store import Pki, default_pki_dir, ensure
+from spectra.pki.x509 import LeafSpec, PKIError
 
 __all__ = [
     "CAS",

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 import yaml
 
-from deploys.pki.store import Pki
+from spectra.pki.store import Pki
 
 
 def _b64(data: bytes) -> str:

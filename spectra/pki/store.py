@@ -16,7 +16,7 @@ Layout (kubeadm's names; ``<name>`` is an inventory host name)::
 Directories 0700, keys 0600, certificates 0644; every write goes to a temporary file renamed into place.
 
 :func:`ensure` loads what is there, creates what is missing and reissues a leaf only when it must
-(``deploys.pki.x509.reissue_reason``). A CA is never replaced: one that is unusable (expired, without its key,
+(``spectra.pki.x509.reissue_reason``). A CA is never replaced: one that is unusable (expired, without its key,
 not a CA) stops the run with what to do. The service-account key never expires and is never replaced either
 (replacing it invalidates every token in the cluster).
 """
@@ -36,8 +36,8 @@ from pathlib import Path
 
 from cryptography import x509
 
-from deploys.pki.cluster import CAS, ClusterSpec, leaf_specs
-from deploys.pki.x509 import (
+from spectra.pki.cluster import CAS, ClusterSpec, leaf_specs
+from spectra.pki.x509 import (
     LeafSpec,
     PKIError,
     PrivateKey,

@@ -1,0 +1,6 @@
+"""Spectra's core library: knowledge every layer needs and nothing that touches a host.
+
+Layers, lowest first (an import only ever goes down): ``spectra`` (PKI, topology, cluster settings) <-
+``facts`` (what a host looks like) <- ``deploys`` (operations and components) <- ``spectra_cli``,
+``compliance``, ``lab``. See docs/architecture.md.
+"""
