@@ -112,7 +112,7 @@ def to_html(result_set: ResultSet) -> str:
         status = "fail" if c["fail"] else "pass"
         out.append(
             f'<tr><td class="{status}"><b>{e(host)}</b></td><td>{c["pass"]}</td><td>{c["fail"]}</td>'
-            f'<td>{c["waived"]}</td><td>{c["not_applicable"]}</td>'
+            f"<td>{c['waived']}</td><td>{c['not_applicable']}</td>"
             f'<td class="muted">{e(", ".join(result_set.hosts[host]))}</td></tr>'
         )
     out.append("</table>")
@@ -125,7 +125,7 @@ def to_html(result_set: ResultSet) -> str:
             check = BY_ID[failure.check]
             out.append(
                 f"<li><b>{e(failure.host)}</b> <code>{e(check.id)}</code> {e(check.title)}<br>"
-                f"<span>{e(_message(failure))}</span><br><span class=\"muted\">fix: {e(check.fix)}</span></li>"
+                f'<span>{e(_message(failure))}</span><br><span class="muted">fix: {e(check.fix)}</span></li>'
             )
         out.append("</ul>")
     else:
@@ -148,18 +148,14 @@ def to_html(result_set: ResultSet) -> str:
                 if cell is None:
                     out.append('<td class="cell">-</td>')
                     continue
-                out.append(
-                    f'<td class="cell {cell.status}" title="{e(_message(cell))}">{LABELS[cell.status]}</td>'
-                )
+                out.append(f'<td class="cell {cell.status}" title="{e(_message(cell))}">{LABELS[cell.status]}</td>')
             out.append("</tr>")
     out.append("</table>")
 
     for status, heading in (("waived", "Waived"), ("not_applicable", "Not applicable")):
         items = [r for r in result_set.results if r.status == status]
         out.append(f"<details><summary><b>{heading} ({len(items)})</b></summary><ul>")
-        out.extend(
-            f"<li><b>{e(r.host)}</b> <code>{e(r.check)}</code>: {e(_message(r))}</li>" for r in items
-        )
+        out.extend(f"<li><b>{e(r.host)}</b> <code>{e(r.check)}</code>: {e(_message(r))}</li>" for r in items)
         out.append("</ul></details>")
     out.append("</body></html>")
     return "\n".join(out) + "\n"

@@ -109,8 +109,15 @@ def parse_waivers(text: str, source: str = "waivers") -> list[Waiver]:
             and (isinstance(group, str) or isinstance(host, str))
         ):  # fmt: skip
             waivers.append(
-                Waiver(check.strip(), reason.strip(), expires, group if isinstance(group, str) else None,
-                       host if isinstance(host, str) else None, approved, index)  # fmt: skip
+                Waiver(
+                    check.strip(),
+                    reason.strip(),
+                    expires,
+                    group if isinstance(group, str) else None,
+                    host if isinstance(host, str) else None,
+                    approved,
+                    index,
+                )  # fmt: skip
             )
     if problems:
         raise WaiverError("\n".join(problems))

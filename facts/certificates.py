@@ -22,7 +22,7 @@ from spectra.pki.x509 import cert_sans, fingerprint, is_ca, sans_digest
 # Certificates are a few kB, so the whole file comes back.
 _SCRIPT = (
     'for p in "$@"; do if [ -f "$p" ]; then '
-    "printf 'P|%s|%s\\n' \"$(base64 -w0 -- \"$p\" 2>/dev/null)\" \"$p\"; "
+    'printf \'P|%s|%s\\n\' "$(base64 -w0 -- "$p" 2>/dev/null)" "$p"; '
     "else printf 'M|%s\\n' \"$p\"; fi; done"
 )
 

@@ -13,11 +13,11 @@ from facts.files import FileStates
 # Arguments: gem name/version pairs. Prints the OS codename, the package status/version and, per gem,
 # whether that exact version is installed in fluent-package's embedded Ruby.
 _SCRIPT = (
-    "printf 'OS|%s\\n' \"$(. /etc/os-release 2>/dev/null; echo \"$VERSION_CODENAME\")\"; "
+    'printf \'OS|%s\\n\' "$(. /etc/os-release 2>/dev/null; echo "$VERSION_CODENAME")"; '
     "printf 'PKG|%s\\n' \"$(dpkg-query -W -f='${Status}|${Version}' fluent-package 2>/dev/null)\"; "
     'while [ "$#" -ge 2 ]; do '
     'if ls -d /opt/fluent/lib/ruby/gems/*/gems/"$1-$2" >/dev/null 2>&1; then s=yes; else s=no; fi; '
-    "printf 'GEM|%s|%s|%s\\n' \"$1\" \"$2\" \"$s\"; shift 2; done"
+    'printf \'GEM|%s|%s|%s\\n\' "$1" "$2" "$s"; shift 2; done'
 )
 
 
@@ -38,9 +38,7 @@ class FluentPackageState(FactBase[dict[str, Any]]):
         pairs: list[QuoteString] = []
         for name, version in gems.items():
             pairs += [QuoteString(name), QuoteString(version)]
-        return StringCommand(
-            FileStates().command(list(paths)), ";", "sh", "-c", QuoteString(_SCRIPT), "sh", *pairs
-        )
+        return StringCommand(FileStates().command(list(paths)), ";", "sh", "-c", QuoteString(_SCRIPT), "sh", *pairs)
 
     def process(self, output: list[str]) -> dict[str, Any]:
         file_lines, other = split_file_lines(output)

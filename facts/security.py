@@ -29,7 +29,7 @@ SSHD_EFFECTIVE_KEYS = (
 _SSHD_TAIL = (
     "printf 'V\\t%s\\n' \"$(dpkg-query -W -f='${Version}' openssh-server 2>/dev/null)\"; "
     "if command -v sshd >/dev/null 2>&1 || [ -x /usr/sbin/sshd ]; then "
-    "PATH=\"$PATH:/usr/sbin\" sshd -T 2>/dev/null | grep -iE '^(" + "|".join(SSHD_EFFECTIVE_KEYS) + ") ' "
+    'PATH="$PATH:/usr/sbin" sshd -T 2>/dev/null | grep -iE \'^(' + "|".join(SSHD_EFFECTIVE_KEYS) + ") ' "
     "| sed 's/^/E\\t/'; fi; true"
 )
 
@@ -88,7 +88,7 @@ _AUDIT_COMMAND = (
     "if grep -qwE 'audit=(0|off)' /proc/cmdline 2>/dev/null; then echo 'CMDLINE\tdisabled'; "
     "else echo 'CMDLINE\tdefault'; fi; "
     "if [ -x /sbin/auditctl ] || command -v auditctl >/dev/null 2>&1; then "
-    "s=$(PATH=\"$PATH:/sbin:/usr/sbin\" auditctl -s 2>&1); "
+    's=$(PATH="$PATH:/sbin:/usr/sbin" auditctl -s 2>&1); '
     "printf 'AUDITCTL\\t%s\\t%s\\n' \"$?\" \"$(printf '%s' \"$s\" | tr '\\n' ' ')\"; "
     "else echo 'AUDITCTL\tmissing'; fi; true"
 )

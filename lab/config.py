@@ -47,9 +47,7 @@ class LabConfig:
     mirror_port: int = 8080
     registry_port: int = 5000
     state_dir: Path = field(default_factory=lambda: Path(os.environ.get("SPECTRA_LAB_DIR", "/var/lib/spectra-lab")))
-    cache_dir: Path = field(
-        default_factory=lambda: Path(os.environ.get("SPECTRA_LAB_CACHE", "/var/cache/spectra-lab"))
-    )
+    cache_dir: Path = field(default_factory=lambda: Path(os.environ.get("SPECTRA_LAB_CACHE", "/var/cache/spectra-lab")))
     debian_mirror: str = field(
         default_factory=lambda: os.environ.get("SPECTRA_LAB_DEBIAN_MIRROR", "http://deb.debian.org/debian")
     )

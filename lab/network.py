@@ -18,6 +18,8 @@ NAT_COMMENT = "spectra-lab"
 def nat_comment(config: LabConfig) -> str:
     # One comment per lab (bridge), so two labs side by side never remove each other's rules.
     return f"{NAT_COMMENT}:{config.bridge}"
+
+
 IP_FORWARD = Path("/proc/sys/net/ipv4/ip_forward")
 
 

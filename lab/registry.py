@@ -41,8 +41,10 @@ def registry_address(config: LabConfig) -> str:
 
 def is_registry_process(config: LabConfig, pid: int | None) -> bool:
     argv = cmdline(pid)
-    return bool(argv) and argv[0].endswith(b"docker-registry") and (
-        str(registry_dir(config) / "config.yml").encode() in argv
+    return (
+        bool(argv)
+        and argv[0].endswith(b"docker-registry")
+        and (str(registry_dir(config) / "config.yml").encode() in argv)
     )
 
 
@@ -70,8 +72,12 @@ def push_archive(config: LabConfig, archive: Path, repository: str) -> None:
         raise LabError("pushing lab images needs skopeo: apt-get install -y skopeo")
     result = subprocess.run(
         [
-            skopeo, "copy", "--quiet", "--dest-tls-verify=false",
-            f"docker-archive:{archive}", f"docker://{registry_address(config)}/{repository}",
+            skopeo,
+            "copy",
+            "--quiet",
+            "--dest-tls-verify=false",
+            f"docker-archive:{archive}",
+            f"docker://{registry_address(config)}/{repository}",
         ],  # fmt: skip
         capture_output=True,
         text=True,
@@ -116,4 +122,3 @@ def pinned_sandbox_image() -> str:
     from deploys.components import container_runtime
 
     return str(container_runtime.DEFAULTS["containerd_sandbox_image"])
-

@@ -138,9 +138,7 @@ def _customise_root(root: Path) -> None:
         for path in (root / "etc/systemd/system").rglob(unit_name):
             if path.is_symlink():
                 path.unlink()
-    (root / "etc/apt/apt.conf.d/99spectra-lab").write_text(
-        "# Keep lab nodes small.\nAcquire::Languages \"none\";\n"
-    )
+    (root / "etc/apt/apt.conf.d/99spectra-lab").write_text('# Keep lab nodes small.\nAcquire::Languages "none";\n')
 
 
 def copy_root(source: Path, dest: Path) -> None:

@@ -13,9 +13,7 @@ def log(message: str) -> None:
     print(f"lab: {message}", file=sys.stderr, flush=True)
 
 
-def run(
-    args: Sequence[str], *, check: bool = True, input_text: str | None = None
-) -> subprocess.CompletedProcess[str]:
+def run(args: Sequence[str], *, check: bool = True, input_text: str | None = None) -> subprocess.CompletedProcess[str]:
     result = subprocess.run(list(args), capture_output=True, text=True, input=input_text)
     if check and result.returncode != 0:
         output = (result.stderr or result.stdout).strip()

@@ -61,9 +61,7 @@ DEFAULTS: dict[str, Any] = {
     "cni_conf_dir": "/etc/cni/net.d",  # where CNI network configs live
     # {"docker.io": ["https://mirror.example"]}: mirrors per registry, tried before the registry itself
     "containerd_registry_mirrors": {},
-    "containerd_registry_servers": {
-        "docker.io": "https://registry-1.docker.io"
-    },  # upstream server per registry
+    "containerd_registry_servers": {"docker.io": "https://registry-1.docker.io"},  # upstream server per registry
     "containerd_registry_skip_verify": [],  # mirror URLs whose TLS certificate is not verified
     # {"registry.example": {"username": "u", "password": "p"}} (or "auth"/"identitytoken")
     "containerd_registry_auths": {},

@@ -60,9 +60,7 @@ def permission_entries(data: dict[str, Any]) -> dict[str, tuple[str, str, str]]:
             mode, user, group = spec
             normalised = normalise_mode(str(mode))
         except (TypeError, ValueError) as error:
-            raise DeployError(
-                f"file_permissions[{path!r}] must be [mode, user, group], not {spec!r}"
-            ) from error
+            raise DeployError(f"file_permissions[{path!r}] must be [mode, user, group], not {spec!r}") from error
         if not _NAME.match(str(user)) or not _NAME.match(str(group)):
             raise DeployError(f"file_permissions[{path!r}]: bad user/group {user!r}/{group!r}")
         entries[str(path)] = (normalised or "0", str(user), str(group))

@@ -182,9 +182,7 @@ def firewall_model(data: dict[str, Any], roles: list[str], hostname: str) -> dic
     rules: list[str] = []
     rules += allow("tcp", data["firewall_ssh_port"], "admin", "ssh from admin networks")
     rules += allow("tcp", data["firewall_kubelet_port"], "control_plane", "kubelet from the control plane")
-    rules += allow(
-        "tcp", data["firewall_node_exporter_port"], "monitoring", "node exporter from monitoring only"
-    )
+    rules += allow("tcp", data["firewall_node_exporter_port"], "monitoring", "node exporter from monitoring only")
     if data["firewall_overlay_udp_ports"]:
         rules += allow("udp", data["firewall_overlay_udp_ports"], "nodes", "CNI overlay between nodes")
     if data["firewall_overlay_tcp_ports"]:
@@ -197,9 +195,7 @@ def firewall_model(data: dict[str, Any], roles: list[str], hostname: str) -> dic
     if is_etcd:
         rules += allow("tcp", "2379-2380", "etcd_peers", "etcd clients and peers")
     if is_control_plane:
-        rules.append(
-            'tcp dport { 10257, 10259 } drop comment "controller-manager and scheduler: local only"'
-        )
+        rules.append('tcp dport { 10257, 10259 } drop comment "controller-manager and scheduler: local only"')
 
     interfaces = list(data["firewall_pod_interfaces"] or [])
     for interface in interfaces:

@@ -390,4 +390,3 @@ def fluentd() -> None:
         ],
         on_change=[StringCommand("systemctl", "restart", "fluentd.service")],
     )
-

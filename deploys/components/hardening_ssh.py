@@ -173,13 +173,11 @@ def check_lockout(data: dict[str, Any]) -> None:
 def validate_settings(data: dict[str, Any]) -> None:
     if data["ssh_permit_root_login"] not in PERMIT_ROOT_LOGIN_VALUES:
         raise DeployError(
-            f"ssh_permit_root_login must be one of {PERMIT_ROOT_LOGIN_VALUES}, "
-            f"not {data['ssh_permit_root_login']!r}"
+            f"ssh_permit_root_login must be one of {PERMIT_ROOT_LOGIN_VALUES}, not {data['ssh_permit_root_login']!r}"
         )
     if data["ssh_allow_tcp_forwarding"] not in TCP_FORWARDING_VALUES:
         raise DeployError(
-            f"ssh_allow_tcp_forwarding must be one of {TCP_FORWARDING_VALUES}, "
-            f"not {data['ssh_allow_tcp_forwarding']!r}"
+            f"ssh_allow_tcp_forwarding must be one of {TCP_FORWARDING_VALUES}, not {data['ssh_allow_tcp_forwarding']!r}"
         )
     path = data["ssh_dropin_path"]
     if not (path.startswith("/etc/ssh/sshd_config.d/") and path.endswith(".conf") and "/" not in path[23:]):
@@ -227,11 +225,7 @@ def sshd_dropin(
     if not content_changes(file, current):
         # Content is ours: still prove nothing read before the include overrides it.
         effective = state.get("effective") or {}
-        wrong = {
-            key: effective.get(key)
-            for key, allowed in expected.items()
-            if effective.get(key) not in allowed
-        }
+        wrong = {key: effective.get(key) for key, allowed in expected.items() if effective.get(key) not in allowed}
         if wrong:
             raise OperationError(
                 f"sshd on {host.name} would use {wrong} although {path} sets otherwise: a line in "
@@ -246,9 +240,7 @@ def sshd_dropin(
     yield from commands
     if content_changes(file, current):
         # Reload = SIGHUP: the listener re-reads its config; open sessions (this one) stay up.
-        yield StringCommand(
-            "if systemctl is-active --quiet ssh.service; then systemctl reload ssh.service; fi"
-        )
+        yield StringCommand("if systemctl is-active --quiet ssh.service; then systemctl reload ssh.service; fi")
 
 
 def fact_requests() -> list[FactRequest]:

@@ -132,9 +132,7 @@ def os_prerequisites() -> None:
 
     modules = list(setting("kernel_modules"))
     sysctls = dict(setting("kubernetes_sysctls"))
-    features, files, sysctl_values, packages_installed, *rest = prepared_facts(
-        *_requests(component_data(DEFAULTS))
-    )
+    features, files, sysctl_values, packages_installed, *rest = prepared_facts(*_requests(component_data(DEFAULTS)))
     missing = [name for name in modules if features.get(name, MISSING) == MISSING]
     require(
         not missing,

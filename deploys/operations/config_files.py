@@ -197,9 +197,7 @@ def config_files(
         if (current_units.get(unit_name(unit)) or {}).get("enabled") != "enabled":
             yield StringCommand("systemctl", "enable", QuoteString(unit))
 
-    to_start = [
-        unit for unit in running_units if (current_units.get(unit_name(unit)) or {}).get("active") != "active"
-    ]
+    to_start = [unit for unit in running_units if (current_units.get(unit_name(unit)) or {}).get("active") != "active"]
     if changed or to_start:
         yield from prepare
     started = bool(to_start)

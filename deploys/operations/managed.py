@@ -247,9 +247,7 @@ def sysctl(values: Mapping[str, Any], current: Any = UNSET):
     if not changes:
         host.noop("sysctl values are already applied")
         return
-    assignments = [
-        QuoteString(StringCommand(key, "=", wanted[key], _separator="")) for key in sorted(changes)
-    ]
+    assignments = [QuoteString(StringCommand(key, "=", wanted[key], _separator="")) for key in sorted(changes)]
     yield StringCommand("sysctl", "-q", "-w", *assignments)
 
 

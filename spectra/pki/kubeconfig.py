@@ -22,9 +22,7 @@ def kubeconfig(cluster_name: str, server: str, ca_pem: bytes, user: str, cert_pe
     document = {
         "apiVersion": "v1",
         "kind": "Config",
-        "clusters": [
-            {"name": cluster_name, "cluster": {"certificate-authority-data": _b64(ca_pem), "server": server}}
-        ],
+        "clusters": [{"name": cluster_name, "cluster": {"certificate-authority-data": _b64(ca_pem), "server": server}}],
         "contexts": [{"name": context, "context": {"cluster": cluster_name, "user": user}}],
         "current-context": context,
         "preferences": {},

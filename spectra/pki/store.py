@@ -303,9 +303,7 @@ def _leaf(directory: Path, spec: LeafSpec, cluster: ClusterSpec, now: dt.datetim
     pki.leaves[spec.id] = leaf
 
 
-def ensure(
-    directory: Path, cluster: ClusterSpec, now: dt.datetime | None = None, keys: KeyFactory = new_key
-) -> Pki:
+def ensure(directory: Path, cluster: ClusterSpec, now: dt.datetime | None = None, keys: KeyFactory = new_key) -> Pki:
     """Load the cluster's PKI from ``directory``, creating or reissuing only what must be.
 
     + now: the time every check is made at (timezone-aware; default: the current time)

@@ -98,9 +98,7 @@ def test_stop_and_start_power_cycle_one_node(lab: Lab) -> None:
     assert started.returncode == 0, started.stderr
     # boot_id belongs to the one shared kernel; systemd's own timestamps show the node booted again.
     assert lab.ssh(node, "systemctl is-system-running", check=False).strip() in ("running", "degraded")
-    assert lab.ssh(node, "systemctl show -p ActiveEnterTimestampMonotonic --value multi-user.target") != (
-        uptime_marker
-    )
+    assert lab.ssh(node, "systemctl show -p ActiveEnterTimestampMonotonic --value multi-user.target") != (uptime_marker)
 
 
 def test_lab_commands_refuse_bad_input_with_clear_errors(lab: Lab) -> None:

@@ -72,7 +72,7 @@ def test_host_state_suite_passes(converged: dict[str, Any], lab: Lab) -> None:
 def test_node_exporter_metrics_are_scraped_from_the_lab_host(converged: dict[str, Any], lab: Lab) -> None:
     for node in lab.nodes:
         body = urllib.request.urlopen(f"http://{node.address}:9100/metrics", timeout=10).read().decode()
-        assert 'node_exporter_build_info{' in body and "node_cpu_seconds_total" in body
+        assert "node_exporter_build_info{" in body and "node_cpu_seconds_total" in body
 
 
 def test_containerd_pulls_upstream_names_through_the_lab_registry_and_runs_them(
@@ -90,8 +90,11 @@ def test_containerd_pulls_upstream_names_through_the_lab_registry_and_runs_them(
         # The sandbox image is the pause program the lab built: it keeps running until told to stop.
         lab.ssh(node, "ctr -n spectra-test run -d registry.k8s.io/pause:3.10 pause-test")
         assert "RUNNING" in lab.ssh(node, "ctr -n spectra-test tasks ls")
-        lab.ssh(node, "ctr -n spectra-test tasks kill -s SIGTERM pause-test; sleep 1; "
-                      "ctr -n spectra-test tasks delete pause-test; ctr -n spectra-test containers delete pause-test")
+        lab.ssh(
+            node,
+            "ctr -n spectra-test tasks kill -s SIGTERM pause-test; sleep 1; "
+            "ctr -n spectra-test tasks delete pause-test; ctr -n spectra-test containers delete pause-test",
+        )
         assert "pause-test" not in lab.ssh(node, "ctr -n spectra-test containers ls")
 
 

@@ -81,7 +81,9 @@ def test_chains_verify_on_the_nodes(installed: Path, lab: Lab) -> None:
                 for name in ("server", "peer")
                 for purpose in ("sslserver", "sslclient")
             ]
-            checks.append(f"openssl verify -CAfile {PKI}/etcd/ca.crt -purpose sslclient {PKI}/etcd/healthcheck-client.crt")  # noqa: E501
+            checks.append(
+                f"openssl verify -CAfile {PKI}/etcd/ca.crt -purpose sslclient {PKI}/etcd/healthcheck-client.crt"
+            )  # noqa: E501
         output = lab.ssh(node, " && ".join(checks))
         assert output.count(": OK") == len(checks), output
         if "control_plane" in node.roles:  # the service-account key pair: the public half of the private one

@@ -42,18 +42,14 @@ def fresh(overrides: dict[Any, Any] | None = None) -> dict[Any, Any]:
     return facts
 
 
-def files_from_uploads(
-    uploads: dict[str, str], modes: dict[str, str] | None = None, user: str = "root"
-) -> Any:
+def files_from_uploads(uploads: dict[str, str], modes: dict[str, str] | None = None, user: str = "root") -> Any:
     """A FileStates fact answering as if the uploads of a first run had landed (for no-op re-runs)."""
     import hashlib
 
     by_dest = {}
     for temp, text in uploads.items():
         directory, name = temp.rsplit("/", 1)
-        by_dest[f"{directory}/{name[1:].removesuffix('.spectra-new')}"] = hashlib.sha256(
-            text.encode()
-        ).hexdigest()
+        by_dest[f"{directory}/{name[1:].removesuffix('.spectra-new')}"] = hashlib.sha256(text.encode()).hexdigest()
 
     def lookup(paths: list[str], **_: Any) -> dict[str, Any]:
         return {

@@ -15,8 +15,6 @@ def command_text(fact: FactBase[Any], **kwargs: Any) -> str:
 
 def run_locally(fact: FactBase[Any], **kwargs: Any) -> Any:
     """Run the fact's command with the local sh and process its output, as pyinfra would."""
-    completed = subprocess.run(
-        ["sh", "-c", command_text(fact, **kwargs)], capture_output=True, text=True, check=True
-    )
+    completed = subprocess.run(["sh", "-c", command_text(fact, **kwargs)], capture_output=True, text=True, check=True)
     lines = completed.stdout.splitlines()
     return fact.process(lines) if lines else fact.default()

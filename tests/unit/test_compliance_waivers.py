@@ -64,11 +64,13 @@ def test_malformed_waivers_are_errors(text: str, message: str) -> None:
 
 
 def test_unknown_check_ids_groups_and_hosts_are_errors() -> None:
-    waivers = parse_waivers(textwrap.dedent("""
+    waivers = parse_waivers(
+        textwrap.dedent("""
         - {check: SPX-SSH-999, group: workers, reason: r, expires: 2027-01-01}
         - {check: SPX-SSH-004, group: worker, reason: r, expires: 2027-01-01}
         - {check: 4.1.1, host: node9, reason: r, expires: 2027-01-01}
-    """))
+    """)
+    )
     with pytest.raises(WaiverError) as caught:
         check_waivers(waivers, GROUPS, HOSTS)
     assert str(caught.value).splitlines() == [

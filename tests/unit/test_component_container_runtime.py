@@ -34,9 +34,7 @@ def test_cgroupfs_driver_on_v1(version: str) -> None:
 
 
 def test_forced_driver() -> None:
-    result = run_deploy(
-        container_runtime, facts=fresh({CgroupVersion: "v1"}), data={"containerd_systemd_cgroup": True}
-    )
+    result = run_deploy(container_runtime, facts=fresh({CgroupVersion: "v1"}), data={"containerd_systemd_cgroup": True})
     assert "SystemdCgroup = true" in result.uploads[CONFIG]
 
 

@@ -24,8 +24,15 @@ BASE = {
     "firewall_node_cidrs": ["10.0.0.0/24"],
     "firewall_monitoring_cidrs": ["10.0.5.5/32"],
 }
-UNITS_OK = {"nftables.service": {"id": "nftables.service", "load": "loaded", "active": "active",
-                                 "sub": "exited", "enabled": "enabled"}}
+UNITS_OK = {
+    "nftables.service": {
+        "id": "nftables.service",
+        "load": "loaded",
+        "active": "active",
+        "sub": "exited",
+        "enabled": "enabled",
+    }
+}
 
 
 def run(roles: list[str], files: dict[str, Any] | None = None, units: dict[str, Any] | None = None, **data: Any):
@@ -116,11 +123,19 @@ def test_noop_when_everything_matches() -> None:
     for path, staged, mode in (
         (RULES, STAGED, "640"),
         ("/etc/nftables.conf", "/etc/.nftables.conf.spectra-new", "755"),
-        ("/etc/systemd/system/nftables.service.d/spectra.conf",
-         "/etc/systemd/system/nftables.service.d/.spectra.conf.spectra-new", "644"),
+        (
+            "/etc/systemd/system/nftables.service.d/spectra.conf",
+            "/etc/systemd/system/nftables.service.d/.spectra.conf.spectra-new",
+            "644",
+        ),
     ):
-        files[path] = {"type": "file", "mode": mode, "user": "root", "group": "root",
-                       "sha256": hashlib.sha256(first.uploads[staged].encode()).hexdigest()}
+        files[path] = {
+            "type": "file",
+            "mode": mode,
+            "user": "root",
+            "group": "root",
+            "sha256": hashlib.sha256(first.uploads[staged].encode()).hexdigest(),
+        }
     result = run(["workers"], files=files)
     assert result.commands == []
     # packages and files/units in ONE remote command, at prepare time

@@ -43,7 +43,10 @@ INSTALLED = {
     "files": {
         "/etc/apt/keyrings/fluent-package.asc": {"type": "file", "sha256": "k"},
         "/etc/apt/sources.list.d/fluent-package.list": {
-            "type": "file", "mode": "644", "user": "root", "group": "root",
+            "type": "file",
+            "mode": "644",
+            "user": "root",
+            "group": "root",
             "sha256": hashlib.sha256(LIST.encode()).hexdigest(),
         },
     },
@@ -116,8 +119,7 @@ def test_container_logs_tailed_with_cri_regexp(conf: Directive) -> None:
     parse = source.one("parse")
     assert parse.params["@type"] == "regexp"
     expression = parse.params["expression"].strip("/")
-    match = re.match(expression.replace("(?<", "(?P<"),
-                     "2024-05-01T10:00:00.123456789+00:00 stderr P part one ")
+    match = re.match(expression.replace("(?<", "(?P<"), "2024-05-01T10:00:00.123456789+00:00 stderr P part one ")
     assert match and match.group("stream") == "stderr" and match.group("logtag") == "P"
     assert match.group("log") == "part one "
     assert parse.params["time_format"] == "%Y-%m-%dT%H:%M:%S.%N%:z"
@@ -181,7 +183,7 @@ def test_every_label_used_is_defined(conf: Directive) -> None:
 
 def test_password_only_in_root_only_env_file_and_never_in_commands() -> None:
     result = run()
-    assert "p\"a$s" not in result.uploads[CONF_STAGED]
+    assert 'p"a$s' not in result.uploads[CONF_STAGED]
     assert result.uploads[ENV_STAGED].splitlines()[-1] == 'FLUENTD_ES_PASSWORD="p\\"a$s\\\\word"'
     assert not any("a$s" in command for command in result.commands)
     chmod = next(c for c in result.commands if c.startswith(f"chown root:root {ENV_STAGED}"))
@@ -206,8 +208,10 @@ def test_fresh_host_checks_repository_first_with_named_url() -> None:
     assert op.commands[0].endswith(f"spectra-repo-check {release}")
     assert "fluent-package apt repository unreachable: $1" in op.commands[0]
     list_text = result.uploads["/etc/apt/sources.list.d/.fluent-package.list.spectra-new"]
-    assert ("deb [signed-by=/etc/apt/keyrings/fluent-package.asc] "
-            "https://packages.treasuredata.com/lts/5/debian/bookworm/ bookworm contrib") in list_text
+    assert (
+        "deb [signed-by=/etc/apt/keyrings/fluent-package.asc] "
+        "https://packages.treasuredata.com/lts/5/debian/bookworm/ bookworm contrib"
+    ) in list_text
     assert any("fluent-package=5.0.9-1" in c for c in op.commands)
     assert "fluent-gem install --no-document fluent-plugin-concat --version 2.5.0" in op.commands
     assert "fluent-gem install --no-document fluent-plugin-kubernetes_metadata_filter --version 3.4.0" in op.commands
@@ -222,8 +226,10 @@ def test_unreachable_repository_fails_with_the_url(tmp_path: Any) -> None:
     check = run(fresh, fluentd_apt_repository_url=url).op("Install fluent-package").commands[0]
     completed = subprocess.run(["sh", "-c", check], capture_output=True, text=True, timeout=30)
     assert completed.returncode == 1
-    assert ("fluent-package apt repository unreachable: "
-            "http://127.0.0.1:9/fluent/lts/5/debian/bookworm/dists/bookworm/Release") in completed.stderr
+    assert (
+        "fluent-package apt repository unreachable: "
+        "http://127.0.0.1:9/fluent/lts/5/debian/bookworm/dists/bookworm/Release"
+    ) in completed.stderr
 
 
 def test_installed_is_noop_without_contacting_the_repository() -> None:
@@ -265,14 +271,24 @@ def test_noop_config_when_files_match() -> None:
     files = {}
     for path, staged, mode, group in (
         ("/etc/fluent/elasticsearch.env", ENV_STAGED, "600", "root"),
-        ("/etc/systemd/system/fluentd.service.d/spectra.conf",
-         "/etc/systemd/system/fluentd.service.d/.spectra.conf.spectra-new", "644", "root"),
+        (
+            "/etc/systemd/system/fluentd.service.d/spectra.conf",
+            "/etc/systemd/system/fluentd.service.d/.spectra.conf.spectra-new",
+            "644",
+            "root",
+        ),
         ("/etc/fluent/fluentd.conf", CONF_STAGED, "640", "_fluentd"),
     ):
-        files[path] = {"type": "file", "mode": mode, "user": "root", "group": group,
-                       "sha256": hashlib.sha256(first.uploads[staged].encode()).hexdigest()}
+        files[path] = {
+            "type": "file",
+            "mode": mode,
+            "user": "root",
+            "group": group,
+            "sha256": hashlib.sha256(first.uploads[staged].encode()).hexdigest(),
+        }
     unit = {"fluentd.service": {"active": "active", "enabled": "enabled"}}
-    result = run_deploy(fluentd, facts={FluentPackageState: INSTALLED,
-                                        ConfigState: {"files": files, "units": unit}}, data=DATA)
+    result = run_deploy(
+        fluentd, facts={FluentPackageState: INSTALLED, ConfigState: {"files": files, "units": unit}}, data=DATA
+    )
     assert result.commands == []
     assert len(result.fact_reads) == 2

@@ -35,9 +35,9 @@ def runtime(**overrides: str | None) -> object:
     """SysctlValues as a host reports them: every asked key at its hardened value, unless overridden."""
 
     def values(keys: list[str], **_: object) -> dict[str, str | None]:
-        wanted = sysctl_lines(run_deploy(sysctl_hardening, facts={ConfigState: EMPTY, SysctlValues: {}}).uploads[
-            SYSCTL_STAGED
-        ])
+        wanted = sysctl_lines(
+            run_deploy(sysctl_hardening, facts={ConfigState: EMPTY, SysctlValues: {}}).uploads[SYSCTL_STAGED]
+        )
         return {key: overrides.get(key, wanted.get(key)) for key in keys}
 
     return values
@@ -77,8 +77,18 @@ def converged_file_state() -> dict[str, object]:
     import hashlib
 
     content = run_deploy(sysctl_hardening, facts={ConfigState: EMPTY, SysctlValues: {}}).uploads[SYSCTL_STAGED]
-    return {"files": {SYSCTL: {"type": "file", "mode": "644", "user": "root", "group": "root",
-                               "sha256": hashlib.sha256(content.encode()).hexdigest()}}, "units": {}}
+    return {
+        "files": {
+            SYSCTL: {
+                "type": "file",
+                "mode": "644",
+                "user": "root",
+                "group": "root",
+                "sha256": hashlib.sha256(content.encode()).hexdigest(),
+            }
+        },
+        "units": {},
+    }
 
 
 def test_sysctl_noop() -> None:
@@ -99,8 +109,12 @@ def test_sysctl_changed_at_runtime_is_set_back_though_the_file_is_unchanged() ->
 
 
 SUPPORTED = {"container": None, "cap_audit_control": True, "can_load": True, "reason": "ok"}
-CONTAINER = {"container": "systemd-nspawn", "cap_audit_control": True, "can_load": False,
-             "reason": "inside a systemd-nspawn container"}
+CONTAINER = {
+    "container": "systemd-nspawn",
+    "cap_audit_control": True,
+    "can_load": False,
+    "reason": "inside a systemd-nspawn container",
+}
 RULES = "/etc/audit/rules.d/60-spectra-kubernetes.rules"
 RULES_STAGED = "/etc/audit/rules.d/.60-spectra-kubernetes.rules.spectra-new"
 
@@ -108,12 +122,23 @@ RULES_STAGED = "/etc/audit/rules.d/.60-spectra-kubernetes.rules.spectra-new"
 def test_audit_rules_loaded_on_capable_host() -> None:
     result = run_deploy(
         audit_rules,
-        facts={AuditSupport: SUPPORTED, DebPackages: {"auditd": {"1:3.0.9-1"}},
-               ConfigState: {"files": {}, "units": {"auditd.service": {"active": "active", "enabled": "enabled"}}}},
+        facts={
+            AuditSupport: SUPPORTED,
+            DebPackages: {"auditd": {"1:3.0.9-1"}},
+            ConfigState: {"files": {}, "units": {"auditd.service": {"active": "active", "enabled": "enabled"}}},
+        },
     )
     rules = result.uploads[RULES_STAGED].splitlines()
-    for path in ("/etc/kubernetes", "/etc/containerd", "/usr/bin/containerd", "/usr/sbin/runc",
-                 "/etc/ssh/sshd_config", "/etc/shadow", "/etc/sudoers", "/var/lib/kubelet/config.yaml"):
+    for path in (
+        "/etc/kubernetes",
+        "/etc/containerd",
+        "/usr/bin/containerd",
+        "/usr/sbin/runc",
+        "/etc/ssh/sshd_config",
+        "/etc/shadow",
+        "/etc/sudoers",
+        "/var/lib/kubelet/config.yaml",
+    ):
         assert any(line.startswith(f"-w {path} -p wa -k ") for line in rules), path
     assert "-w /var/lib/kubelet -p" not in "\n".join(rules)  # not the pod volume churn
     commands = result.commands
@@ -131,8 +156,9 @@ def test_audit_in_container_writes_rules_but_loads_nothing() -> None:
 
 def test_audit_bad_watch_refused() -> None:
     with pytest.raises(DeployError, match="permissions"):
-        run_deploy(audit_rules, facts={}, data={"audit_extra_watches": [{"path": "/x", "permissions": "z",
-                                                                          "key": "k"}]})
+        run_deploy(
+            audit_rules, facts={}, data={"audit_extra_watches": [{"path": "/x", "permissions": "z", "key": "k"}]}
+        )
 
 
 def test_auto_updates_security_only() -> None:
@@ -142,15 +168,17 @@ def test_auto_updates_security_only() -> None:
     )
     text = result.uploads["/etc/apt/apt.conf.d/.52spectra-unattended-upgrades.spectra-new"]
     assert "#clear Unattended-Upgrade::Origins-Pattern;" in text
-    patterns = [line.strip().strip('";') for line in text.split("Origins-Pattern {")[1].split("};")[0].splitlines()
-                if line.strip()]
+    patterns = [
+        line.strip().strip('";')
+        for line in text.split("Origins-Pattern {")[1].split("};")[0].splitlines()
+        if line.strip()
+    ]
     assert patterns and all("Debian-Security" in pattern for pattern in patterns)
     assert 'Unattended-Upgrade::Automatic-Reboot "false";' in text
     assert any(c.startswith("( apt-config -c /etc/apt/apt.conf.d/.52spectra") for c in result.commands)
     periodic = result.uploads["/etc/apt/apt.conf.d/.20auto-upgrades.spectra-new"]
     assert 'APT::Periodic::Unattended-Upgrade "1";' in periodic
-    reboot = run_deploy(auto_updates, facts={DebPackages: {}, ConfigState: EMPTY},
-                        data={"auto_updates_reboot": True})
+    reboot = run_deploy(auto_updates, facts={DebPackages: {}, ConfigState: EMPTY}, data={"auto_updates_reboot": True})
     assert 'Automatic-Reboot "true"' in reboot.uploads["/etc/apt/apt.conf.d/.52spectra-unattended-upgrades.spectra-new"]
 
 

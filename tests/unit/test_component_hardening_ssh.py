@@ -91,8 +91,13 @@ def test_validator_checks_the_effective_values_in_the_real_read_order() -> None:
 def test_no_change_is_a_noop_with_one_fact_read() -> None:
     first = run(sshd_state())
     content = first.uploads[STAGED]
-    current = {"type": "file", "mode": "600", "user": "root", "group": "root",
-               "sha256": hashlib.sha256(content.encode()).hexdigest()}
+    current = {
+        "type": "file",
+        "mode": "600",
+        "user": "root",
+        "group": "root",
+        "sha256": hashlib.sha256(content.encode()).hexdigest(),
+    }
     result = run(sshd_state(dropin=current))
     assert result.commands == []
     assert len(result.fact_reads) == 1
@@ -101,16 +106,26 @@ def test_no_change_is_a_noop_with_one_fact_read() -> None:
 
 def test_mode_drift_only_fixes_mode_without_reload() -> None:
     content = run(sshd_state()).uploads[STAGED]
-    current = {"type": "file", "mode": "644", "user": "root", "group": "root",
-               "sha256": hashlib.sha256(content.encode()).hexdigest()}
+    current = {
+        "type": "file",
+        "mode": "644",
+        "user": "root",
+        "group": "root",
+        "sha256": hashlib.sha256(content.encode()).hexdigest(),
+    }
     result = run(sshd_state(dropin=current))
     assert result.commands == [f"chmod 600 {DROPIN}"]
 
 
 def test_main_file_override_is_reported() -> None:
     content = run(sshd_state()).uploads[STAGED]
-    current = {"type": "file", "mode": "600", "user": "root", "group": "root",
-               "sha256": hashlib.sha256(content.encode()).hexdigest()}
+    current = {
+        "type": "file",
+        "mode": "600",
+        "user": "root",
+        "group": "root",
+        "sha256": hashlib.sha256(content.encode()).hexdigest(),
+    }
     with pytest.raises(OperationError, match="passwordauthentication"):
         run(sshd_state(dropin=current, passwordauthentication="yes"))
 
@@ -122,8 +137,7 @@ def test_refuses_root_lockout_when_connecting_as_root() -> None:
 
 def test_refuses_root_lockout_when_login_user_unknown() -> None:
     with pytest.raises(DeployError, match="without ssh_user set"):
-        run_deploy(ssh_hardening, facts={SshdState: sshd_state()},
-                   data={"ssh_permit_root_login": "no"})
+        run_deploy(ssh_hardening, facts={SshdState: sshd_state()}, data={"ssh_permit_root_login": "no"})
 
 
 def test_root_login_no_allowed_for_sudo_user_or_with_override() -> None:
@@ -175,12 +189,14 @@ def test_algorithms_are_supported_by_pyinfras_ssh_client() -> None:
 
 def test_sshd_state_fact_parses_output() -> None:
     fact = hardening_ssh.SshdState()
-    parsed = fact.process([
-        f"M|{DROPIN}",
-        "V\t1:9.2p1-2+deb12u3",
-        "E\tpermitrootlogin without-password",
-        "E\tpasswordauthentication no",
-    ])
+    parsed = fact.process(
+        [
+            f"M|{DROPIN}",
+            "V\t1:9.2p1-2+deb12u3",
+            "E\tpermitrootlogin without-password",
+            "E\tpasswordauthentication no",
+        ]
+    )
     assert parsed["dropin"] is None
     assert parsed["version"] == (9, 2)
     assert parsed["effective"] == {"permitrootlogin": "without-password", "passwordauthentication": "no"}

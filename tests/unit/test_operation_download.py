@@ -194,9 +194,7 @@ def _run(**kwargs) -> subprocess.CompletedProcess[str]:  # type: ignore[no-untyp
     user = pwd.getpwuid(os.getuid()).pw_name
     group = grp.getgrgid(os.getgid()).gr_name
     states = kwargs.pop("states", {})
-    result = run_op(
-        download, user=user, group=group, connect_timeout=2, max_time=20, facts=_facts(states), **kwargs
-    )
+    result = run_op(download, user=user, group=group, connect_timeout=2, max_time=20, facts=_facts(states), **kwargs)
     (command,) = result.commands
     return subprocess.run(["sh", "-c", command], capture_output=True, text=True)
 
@@ -216,9 +214,7 @@ def test_real_plain_download(server: tuple[str, Path], tmp_path: Path) -> None:
     base, root = server
     (root / "tool").write_bytes(b"#!/bin/sh\necho hi\n")
     dest = tmp_path / "bin" / "tool"
-    completed = _run(
-        url=f"{base}/tool", dest=str(dest), sha256=hashlib.sha256(b"#!/bin/sh\necho hi\n").hexdigest()
-    )
+    completed = _run(url=f"{base}/tool", dest=str(dest), sha256=hashlib.sha256(b"#!/bin/sh\necho hi\n").hexdigest())
     assert completed.returncode == 0, completed.stderr
     assert dest.read_bytes() == b"#!/bin/sh\necho hi\n"
     assert oct(dest.stat().st_mode & 0o777) == "0o755"

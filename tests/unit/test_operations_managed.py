@@ -46,9 +46,7 @@ def test_content_reads_own_fact_without_snapshot() -> None:
 
 
 def test_directory_missing_and_present() -> None:
-    created = run_op(
-        managed.directory, "/var/lib/x", mode="0750", user="x", group="x", current=None, facts={}
-    )
+    created = run_op(managed.directory, "/var/lib/x", mode="0750", user="x", group="x", current=None, facts={})
     assert created.commands == ["mkdir -p /var/lib/x", "chown x:x /var/lib/x", "chmod 750 /var/lib/x"]
     state = {"type": "directory", "mode": "750", "user": "x", "group": "x", "size": 1, "sha256": None}
     same = run_op(managed.directory, "/var/lib/x", mode="0750", user="x", group="x", current=state, facts={})
@@ -102,9 +100,7 @@ def test_sysctl_noop() -> None:
 def test_apt_packages_noop_and_missing() -> None:
     installed = {"containerd": ["1.6.20~ds1-1+b1"], "runc": ["1.1.5+ds1-1"]}
     assert run_op(managed.apt_packages, ["containerd", "runc"], current=installed, facts={}).commands == []
-    result = run_op(
-        managed.apt_packages, ["containerd", "runc", "chrony"], facts={"deb.DebPackages": installed}
-    )
+    result = run_op(managed.apt_packages, ["containerd", "runc", "chrony"], facts={"deb.DebPackages": installed})
     assert len(result.commands) == 2
     assert result.commands[0].startswith("DEBIAN_FRONTEND=noninteractive apt-get -q -y")
     assert result.commands[0].endswith("-o Dpkg::Options::=--force-confold update")

@@ -158,9 +158,7 @@ def test_control_plane_etcd_host_gets_its_files(pki_dir: Path) -> None:
     result = run_deploy(component.cluster_pki_files, facts=bare(), data=data(pki_dir, ["control_plane", "etcd"]))
     files = installed(result)
     assert {path: mode for path, (_, mode) in files.items()} == CONTROL_PLANE_FILES | ETCD_FILES | NODE_FILES
-    assert directories(result) == {
-        "/etc/kubernetes": "755", PKI: "700", f"{PKI}/etcd": "700", f"{PKI}/kubelet": "700"
-    }
+    assert directories(result) == {"/etc/kubernetes": "755", PKI: "700", f"{PKI}/etcd": "700", f"{PKI}/kubelet": "700"}
     # parents before files; everything root-owned
     assert short(result.ops[0].name) == "Directory /etc/kubernetes"
     assert all("chown root:root" in op.commands[-1] for op in result.ops if "Install" in op.name)
@@ -220,7 +218,8 @@ def test_a_changed_file_alone_is_uploaded(pki_dir: Path) -> None:
     facts[FileStates] = tampered
     second = run_deploy(component.cluster_pki_files, facts=facts, data=data(pki_dir, ["workers"]))
     assert [short(op.name) for op in second.changed_ops] == [
-        "Install /etc/kubernetes/kube-proxy.conf", f"Install {PKI}/kubelet/kubelet.key"
+        "Install /etc/kubernetes/kube-proxy.conf",
+        f"Install {PKI}/kubelet/kubelet.key",
     ]
     assert second.op("kube-proxy.conf").commands == ["chmod 600 /etc/kubernetes/kube-proxy.conf"]
 

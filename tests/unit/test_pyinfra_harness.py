@@ -30,9 +30,7 @@ def test_deploy_with_data_defaults_and_if() -> None:
         first = files.directory(name="make dir", path=host.data.get("demo_path"))
         server.shell(name="after dir", commands=["true"], _if=first.did_change)
 
-    result = run_deploy(
-        demo, facts={Directory: by_kwarg("path", {"/srv/x": None})}, data={"demo_path": "/srv/x"}
-    )
+    result = run_deploy(demo, facts={Directory: by_kwarg("path", {"/srv/x": None})}, data={"demo_path": "/srv/x"})
     assert result.op("make dir").commands == ["mkdir -p /srv/x"]
     assert result.op("after dir").has_if
     assert result.fact_reads == [("files.Directory", {"path": "/srv/x"})]
