@@ -12,7 +12,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from compliance.probes import CONTEXT_DEFAULTS
+from compliance.probes import CONTEXT_KEYS
 
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 
@@ -34,7 +34,7 @@ class ComplyHost:
     proxy_command: str | None = None
     roles: list[str] = field(default_factory=list)
     groups: list[str] = field(default_factory=list)
-    data: dict[str, Any] = field(default_factory=dict)  # the keys checks read (see CONTEXT_DEFAULTS)
+    data: dict[str, Any] = field(default_factory=dict)  # the keys checks read (see CONTEXT_KEYS)
 
     @property
     def spec(self) -> str:
@@ -73,7 +73,7 @@ def resolve_host(host: Any) -> ComplyHost:
     port = data.get("ssh_port")
     strict = data.get("ssh_strict_host_key_checking")
     proxy_jump, proxy_command = _proxy(_text(data.get("ssh_config_file"), "ssh_config_file", name), hostname)
-    context = {key: data.get(key) for key in CONTEXT_DEFAULTS if data.get(key) is not None}
+    context = {key: data.get(key) for key in CONTEXT_KEYS if data.get(key) is not None}
     roles = data.get("roles") or []
     return ComplyHost(
         name=name,

@@ -55,35 +55,36 @@ class HostContext:
     groups: list[str] = field(default_factory=list)
     data: dict[str, Any] = field(default_factory=dict)
 
+    def __post_init__(self) -> None:
+        # topology reads roles from data, as from a pyinfra host's
+        self.data.setdefault("roles", list(self.roles))
+
     def setting(self, key: str) -> Any:
-        if key in self.data:
-            return self.data[key]
-        return CONTEXT_DEFAULTS[key]
+        """The deploys' view of this host's setting: its data, else the default of the key's owner."""
+        from deploys.settings import setting
+
+        return setting(key, self)
 
 
-def _component_defaults() -> dict[str, Any]:
-    from deploys.components import audit, control_plane, etcd, firewall, fluentd, kubelet, pki
-
-    return {
-        "pki_node_roles": pki.DEFAULTS["pki_node_roles"],
-        "kubelet_enabled": kubelet.DEFAULTS["kubelet_enabled"],
-        "control_plane_enabled": control_plane.DEFAULTS["control_plane_enabled"],
-        "control_plane_apiserver_port": control_plane.DEFAULTS["control_plane_apiserver_port"],
-        "etcd_enabled": etcd.DEFAULTS["etcd_enabled"],
-        "etcd_client_port": etcd.DEFAULTS["etcd_client_port"],
-        "etcd_peer_port": etcd.DEFAULTS["etcd_peer_port"],
-        "firewall_kubelet_port": firewall.DEFAULTS["firewall_kubelet_port"],
-        "fluentd_enabled": fluentd.DEFAULTS["fluentd_enabled"],
-        "audit_rules_path": audit.DEFAULTS["audit_rules_path"],
-        "firewall_table": firewall.DEFAULTS["firewall_table"],
-        "firewall_ssh_port": firewall.DEFAULTS["firewall_ssh_port"],
-        "firewall_node_exporter_port": firewall.DEFAULTS["firewall_node_exporter_port"],
-    }
-
-
-# The data keys a check reads, with the deploy's own defaults (a host without the key gets what the deploy
-# would have done).
-CONTEXT_DEFAULTS: dict[str, Any] = _component_defaults()
+# The data keys checks read (their defaults are their owners', deploys.settings): compliance copies these from
+# the inventory into each host's context.
+CONTEXT_KEYS: tuple[str, ...] = (
+    "roles",
+    "cluster_node_roles",
+    "ssh_port",
+    "kubelet_port",
+    "apiserver_port",
+    "etcd_client_port",
+    "etcd_peer_port",
+    "kubelet_enabled",
+    "control_plane_enabled",
+    "etcd_enabled",
+    "node_exporter_enabled",
+    "node_exporter_listen_address",
+    "fluentd_enabled",
+    "audit_rules_path",
+    "firewall_table",
+)
 
 
 # --- parsers ---------------------------------------------------------------------------------------
@@ -789,16 +790,22 @@ def _kubelet_service(probe: Probe, check_id: str) -> Outcome:
 def expected_listeners(context: HostContext) -> dict[int, str]:
     """TCP port -> the program that must hold it beyond loopback, from the host's roles: sshd and node_exporter
     everywhere, kubelet on Kubernetes nodes, kube-apiserver on control planes, etcd on etcd members."""
-    setting = context.setting
-    owners = {int(setting("firewall_ssh_port")): "sshd", int(setting("firewall_node_exporter_port")): "node_exporter"}
-    roles = set(context.roles)
-    if roles & set(setting("pki_node_roles") or []) and setting("kubelet_enabled"):
-        owners[int(setting("firewall_kubelet_port"))] = "kubelet"
-    if "control_plane" in roles and setting("control_plane_enabled"):
-        owners[int(setting("control_plane_apiserver_port"))] = "kube-apiserver"
-    if "etcd" in roles and setting("etcd_enabled"):
-        owners[int(setting("etcd_client_port"))] = "etcd"
-        owners[int(setting("etcd_peer_port"))] = "etcd"
+    from deploys.components import node_exporter
+    from deploys.settings import Settings
+    from spectra import topology
+
+    settings = Settings(context)
+    owners = {int(settings["ssh_port"]): "sshd"}
+    exporter_port = node_exporter.listen_port(settings)
+    if exporter_port is not None:
+        owners[exporter_port] = "node_exporter"
+    if topology.runs_kubelet(context) and settings["kubelet_enabled"]:
+        owners[int(settings["kubelet_port"])] = "kubelet"
+    if topology.has_role(context, topology.CONTROL_PLANE) and settings["control_plane_enabled"]:
+        owners[int(settings["apiserver_port"])] = "kube-apiserver"
+    if topology.has_role(context, topology.ETCD) and settings["etcd_enabled"]:
+        owners[int(settings["etcd_client_port"])] = "etcd"
+        owners[int(settings["etcd_peer_port"])] = "etcd"
     return dict(sorted(owners.items()))
 
 

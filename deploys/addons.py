@@ -13,6 +13,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from deploys.templating import render
+from spectra import cluster_settings
 
 ADDONS = {"coredns": "deploys.components.coredns"}
 
@@ -31,5 +32,9 @@ def render_addon(name: str, data: Mapping[str, Any] | Any) -> str:
     if name not in ADDONS:
         raise KeyError(f"no addon {name!r}; addons: {', '.join(sorted(ADDONS))}")
     module = importlib.import_module(ADDONS[name])
-    values = {key: data.get(key, default) for key, default in module.DEFAULTS.items()}
+    shared = {key: data.get(key, default) for key, default in cluster_settings.DEFAULTS.items()}
+    problems = cluster_settings.check(shared)
+    if problems:
+        raise AddonError("; ".join(problems))
+    values = {**shared, **{key: data.get(key, default) for key, default in module.DEFAULTS.items()}}
     return render(module.TEMPLATE, **module.template_context(values))

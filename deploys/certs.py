@@ -7,12 +7,7 @@ The components that use the certificates (etcd, control plane, kubelet) restart 
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
+from deploys.component import run
+from deploys.components import pki
 
-# pyinfra runs this file by path: make the repository importable (deploys/, facts/).
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from deploys.components.pki import cluster_pki_files  # noqa: E402
-
-cluster_pki_files()
+run([pki.COMPONENT])

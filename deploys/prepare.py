@@ -16,8 +16,8 @@ from typing import Any, TypeVar
 from weakref import WeakKeyDictionary
 
 from pyinfra import host
-from pyinfra.api import DeployError
 
+from deploys.settings import component_data, require, setting  # noqa: F401  (moved there; callers move too)
 from facts.combined import bind
 
 T = TypeVar("T")
@@ -58,22 +58,3 @@ def prepared_facts(*requests: FactRequest) -> list[Any]:
         for key, value in zip(missing, host.get_fact(combined, parts=parts), strict=True):
             run_cache[key] = value
     return [run_cache[key] for key in keys]
-
-
-def component_data(defaults: dict[str, Any]) -> dict[str, Any]:
-    """A component's settings outside its @deploy: host/group data first, then its ``DEFAULTS``.
-
-    For a component's ``fact_requests()``, which node.py reads for several components in one command.
-    """
-    return {key: host.data.get(key, default) for key, default in defaults.items()}
-
-
-def require(condition: bool, message: str) -> None:
-    """Stop the deploy for this host with a clear message (raised at prepare, before any change)."""
-    if not condition:
-        raise DeployError(f"{host.name}: {message}")
-
-
-def setting(key: str) -> Any:
-    """A setting: host/group data first, then the current @deploy's data_defaults."""
-    return host.data.get(key)

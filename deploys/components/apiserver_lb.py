@@ -19,17 +19,20 @@ dropped connections) only when it changed.
 
 from __future__ import annotations
 
+from collections.abc import Mapping as _Mapping
 from typing import Any
 
 from pyinfra import host
 from pyinfra.api import DeployError, QuoteString, StringCommand, deploy
 from pyinfra.facts.deb import DebPackages
 
+from deploys.component import Component
 from deploys.components.pod_network import node_address, runs_kubelet
 from deploys.operations import managed
 from deploys.operations.config_files import ConfigFile, config_files, config_state_kwargs, render_template
 from deploys.prepare import FactRequest, component_data, prepared_facts, setting
 from facts.config_state import ConfigState
+from spectra import topology
 
 DEFAULTS: dict[str, Any] = {
     "apiserver_lb_enabled": True,  # run the local balancer on hosts that run a kubelet
@@ -135,3 +138,20 @@ def apiserver_lb() -> None:
         on_change=[StringCommand("systemctl", "reload", SERVICE)],
         current=state,
     )
+
+
+def should_run(settings: _Mapping[str, Any]) -> bool:
+    return bool(settings["apiserver_lb_enabled"]) and topology.runs_kubelet(host)
+
+
+def _fact_requests(settings: _Mapping[str, Any]) -> list[FactRequest]:
+    return fact_requests()
+
+
+COMPONENT = Component(
+    name="apiserver_lb",
+    defaults=DEFAULTS,
+    deploy=apiserver_lb,
+    should_run=should_run,
+    fact_requests=_fact_requests,
+)

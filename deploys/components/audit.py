@@ -15,12 +15,14 @@ from __future__ import annotations
 
 import posixpath
 import re
+from collections.abc import Mapping as _Mapping
 from typing import Any
 
 from pyinfra import host, logger
 from pyinfra.api import DeployError, QuoteString, StringCommand, deploy
 from pyinfra.facts.deb import DebPackages
 
+from deploys.component import Component
 from deploys.operations import managed
 from deploys.operations.config_files import ConfigFile, config_files, render_template
 from deploys.prepare import FactRequest, component_data, prepared_facts
@@ -150,3 +152,20 @@ def audit_rules() -> None:
         on_change=[StringCommand("augenrules", "--load")],
         current=current,
     )
+
+
+def should_run(settings: _Mapping[str, Any]) -> bool:
+    return bool(settings["audit_enabled"])
+
+
+def _fact_requests(settings: _Mapping[str, Any]) -> list[FactRequest]:
+    return fact_requests()
+
+
+COMPONENT = Component(
+    name="audit_rules",
+    defaults=DEFAULTS,
+    deploy=audit_rules,
+    should_run=should_run,
+    fact_requests=_fact_requests,
+)

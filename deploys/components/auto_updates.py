@@ -10,12 +10,14 @@ is a setting, off by default: a node reboot should be drained first. Both files 
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping as _Mapping
 from typing import Any
 
 from pyinfra import host
 from pyinfra.api import DeployError, QuoteString, StringCommand, deploy
 from pyinfra.facts.deb import DebPackages
 
+from deploys.component import Component
 from deploys.operations import managed
 from deploys.operations.config_files import ConfigFile, config_files, render_template
 from deploys.prepare import FactRequest, component_data, prepared_facts
@@ -117,3 +119,20 @@ def auto_updates() -> None:
         running_units=timers,
         current=current,
     )
+
+
+def should_run(settings: _Mapping[str, Any]) -> bool:
+    return bool(settings["auto_updates_enabled"])
+
+
+def _fact_requests(settings: _Mapping[str, Any]) -> list[FactRequest]:
+    return fact_requests()
+
+
+COMPONENT = Component(
+    name="auto_updates",
+    defaults=DEFAULTS,
+    deploy=auto_updates,
+    should_run=should_run,
+    fact_requests=_fact_requests,
+)

@@ -10,6 +10,7 @@ deleted by hand comes back when the kept file is removed (or with a changed sett
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Mapping as _Mapping
 from io import BytesIO
 from typing import Any
 
@@ -18,11 +19,13 @@ from pyinfra import host
 from pyinfra.api import DeployError, FileUploadCommand, QuoteString, StringCommand, deploy, operation
 
 from deploys.addons import ADDONS, AddonError, render_addon
+from deploys.component import Component
 from deploys.components import kubernetes_binaries
 from deploys.components.node_roles import first_control_plane
 from deploys.operations import managed
-from deploys.prepare import prepared_facts, setting
+from deploys.prepare import FactRequest, prepared_facts, setting
 from facts.files import FileStates
+from spectra import topology
 
 DEFAULTS: dict[str, Any] = {
     "cluster_addons_enabled": True,  # apply the addons from the first control plane
@@ -124,3 +127,20 @@ def cluster_addons() -> None:
             timeout=int(setting("cluster_addons_timeout")),
             current=files,
         )
+
+
+def should_run(settings: _Mapping[str, Any]) -> bool:
+    return bool(settings["cluster_addons_enabled"]) and topology.is_first_control_plane(host, host.state.inventory)
+
+
+def _fact_requests(settings: _Mapping[str, Any]) -> list[FactRequest]:
+    return fact_requests()
+
+
+COMPONENT = Component(
+    name="cluster_addons",
+    defaults=DEFAULTS,
+    deploy=cluster_addons,
+    should_run=should_run,
+    fact_requests=_fact_requests,
+)

@@ -15,11 +15,13 @@ containerd restarts only when its config (or, upstream, its unit) changed.
 
 from __future__ import annotations
 
+from collections.abc import Mapping as _Mapping
 from typing import Any
 
 from pyinfra.api import deploy
 from pyinfra.facts.deb import DebPackages
 
+from deploys.component import Component
 from deploys.operations import managed
 from deploys.operations.download import download, download_paths, download_stat_only
 from deploys.prepare import FactRequest, component_data, prepared_facts, require, setting
@@ -242,3 +244,20 @@ def container_runtime() -> None:
         daemon_reload=method == "upstream" and changes[-1].will_change,
         current=units,
     )
+
+
+def should_run(settings: _Mapping[str, Any]) -> bool:
+    return bool(settings["container_runtime_enabled"])
+
+
+def _fact_requests(settings: _Mapping[str, Any]) -> list[FactRequest]:
+    return fact_requests()
+
+
+COMPONENT = Component(
+    name="container_runtime",
+    defaults=DEFAULTS,
+    deploy=container_runtime,
+    should_run=should_run,
+    fact_requests=_fact_requests,
+)

@@ -37,6 +37,7 @@ import ipaddress
 import os
 import secrets
 from collections.abc import Iterable
+from collections.abc import Mapping as _Mapping
 from io import BytesIO
 from pathlib import Path
 from typing import Any
@@ -46,16 +47,19 @@ import yaml
 from pyinfra import host, inventory, logger
 from pyinfra.api import DeployError, FileUploadCommand, OperationError, QuoteString, StringCommand, deploy, operation
 
+from deploys.component import Component
 from deploys.components import etcd as etcd_component
 from deploys.components import kubernetes_binaries as binaries
 from deploys.components import pki as pki_component
 from deploys.operations import managed
-from deploys.prepare import prepared_facts, require, setting
+from deploys.prepare import prepared_facts
+from deploys.settings import require, setting
 from facts.files import FileStates
 from facts.kubernetes import ClusterRoleBindings
 from facts.platform import Platform
 from facts.systemd import SystemdUnits, unit_name
 from spectra import pki as pki_lib
+from spectra import topology
 from spectra.pki.cluster import CLUSTER_ADMINS
 from spectra.pki.store import locked
 
@@ -127,7 +131,7 @@ RBAC_BINDINGS: dict[str, tuple[str, str]] = {
 
 
 def _pki_setting(key: str) -> Any:
-    return host.data.get(key, pki_component.DEFAULTS[key])
+    return setting(key)
 
 
 def is_control_plane_host() -> bool:
@@ -149,7 +153,7 @@ def etcd_servers() -> list[str]:
     for member in sorted(inventory.get_group("etcd", []), key=lambda member: member.name):
         address = etcd_component.member_address(member)
         require(address is not None, f"etcd member {member.name} has no address (etcd_address or ssh_hostname)")
-        port = int(member.data.get("etcd_client_port", etcd_component.DEFAULTS["etcd_client_port"]))
+        port = int(setting("etcd_client_port", member))
         servers.append(f"https://{url_host(str(address))}:{port}")
     return servers
 
@@ -608,3 +612,15 @@ def control_plane() -> None:
             super_admin=super_admin,
             current=rest[0],
         )
+
+
+def should_run(settings: _Mapping[str, Any]) -> bool:
+    return bool(settings["control_plane_enabled"]) and topology.has_role(host, topology.CONTROL_PLANE)
+
+
+COMPONENT = Component(
+    name="control_plane",
+    defaults=DEFAULTS,
+    deploy=control_plane,
+    should_run=should_run,
+)

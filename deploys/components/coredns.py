@@ -9,15 +9,14 @@ ConfigMap, the Deployment and the ``kube-dns`` Service); the cluster deploy appl
   ``CoreDNSVersion`` constant in v1.36.3: v1.14.2). The lab builds exactly this reference from the CoreDNS Go
   module and serves it from its registry under the same name (``lab/images/coredns.py``), so the manifest
   is the same in the lab and in production.
-* ``cluster_domain`` and ``cluster_service_cidr`` are cluster-wide settings also read by the PKI (same
-  names, types and defaults); ``cluster_dns_ip`` must lie in the Service range and is the address kubelets
-  hand to pods as their resolver (kubelet ``clusterDNS``).
+* ``cluster_domain`` (the zone CoreDNS is authoritative for) and ``cluster_dns_ip`` (the ``kube-dns``
+  Service's address, kubelet's ``clusterDNS``) are cluster settings (``spectra.cluster_settings``), checked
+  there.
 * Values are checked here, before rendering: the template only places them.
 """
 
 from __future__ import annotations
 
-import ipaddress
 import re
 from collections.abc import Mapping
 from typing import Any
@@ -27,9 +26,6 @@ from deploys.addons import AddonError
 TEMPLATE = "etc/kubernetes/addons/coredns.yaml.j2"
 
 DEFAULTS: dict[str, Any] = {
-    "cluster_domain": "cluster.local",  # cluster DNS domain (shared with the PKI); CoreDNS is authoritative for it
-    "cluster_service_cidr": "10.96.0.0/12",  # Service range (shared with the PKI); cluster_dns_ip must be in it
-    "cluster_dns_ip": "10.96.0.10",  # clusterIP of the kube-dns Service (kubelet clusterDNS)
     "coredns_image": "registry.k8s.io/coredns/coredns:v1.14.2",  # the CoreDNS Kubernetes v1.36 ships
     "coredns_replicas": 2,  # Deployment replicas, spread over hosts and zones where there are several
     "coredns_forward_to": ["/etc/resolv.conf"],  # upstream resolvers for other names: addresses or a resolv.conf
@@ -41,8 +37,6 @@ DEFAULTS: dict[str, Any] = {
 TYPES: dict[str, type | tuple[type, ...]] = {}
 REQUIRED: set[str] = set()
 
-# DNS labels (RFC 1123), at least one, no trailing dot: the Corefile zone and the pods' search domains.
-_DOMAIN_RE = re.compile(r"^(?!-)[a-z0-9-]{1,63}(?<!-)(\.(?!-)[a-z0-9-]{1,63}(?<!-))*$")
 # registry/path:tag or @sha256:digest, the characters a reference can hold (no spaces, quotes or braces).
 _IMAGE_RE = re.compile(r"^[a-z0-9][a-z0-9._:/-]*[a-z0-9](:[A-Za-z0-9_][A-Za-z0-9_.-]{0,127})?(@sha256:[0-9a-f]{64})?$")
 _QUANTITY_RE = re.compile(r"^[0-9]+(\.[0-9]+)?(m|k|M|G|Ki|Mi|Gi)?$")
@@ -58,27 +52,7 @@ def _check(condition: bool, key: str, value: Any, expected: str) -> None:
 def template_context(values: Mapping[str, Any]) -> dict[str, Any]:
     """Check the settings and return what the template places (no logic left for the template)."""
     domain = values["cluster_domain"]
-    _check(isinstance(domain, str) and bool(_DOMAIN_RE.match(domain)), "cluster_domain", domain,
-           "a DNS domain such as cluster.local (lowercase labels, no trailing dot)")  # fmt: skip
-
-    cidrs_text = values["cluster_service_cidr"]
-    try:
-        cidrs = [ipaddress.ip_network(part.strip()) for part in str(cidrs_text).split(",")]
-    except ValueError as exc:
-        raise AddonError(f"cluster_service_cidr={cidrs_text!r}: {exc}") from exc
-    dns_ip_text = values["cluster_dns_ip"]
-    try:
-        dns_ip = ipaddress.ip_address(str(dns_ip_text))
-    except ValueError as exc:
-        raise AddonError(f"cluster_dns_ip={dns_ip_text!r}: {exc}") from exc
-    _check(any(dns_ip in cidr for cidr in cidrs), "cluster_dns_ip", dns_ip_text,
-           f"must be inside cluster_service_cidr ({cidrs_text})")  # fmt: skip
-    for cidr in cidrs:
-        if dns_ip in cidr:
-            # The network address is no Service IP and the first one is the `kubernetes` Service's.
-            _check(dns_ip not in (cidr.network_address, cidr.network_address + 1), "cluster_dns_ip",
-                   dns_ip_text, f"the network address and the first address of {cidr} are taken")  # fmt: skip
-
+    dns_ip = values["cluster_dns_ip"]
     image = values["coredns_image"]
     _check(isinstance(image, str) and bool(_IMAGE_RE.match(image)), "coredns_image", image,
            "an image reference such as registry.k8s.io/coredns/coredns:v1.14.2")  # fmt: skip

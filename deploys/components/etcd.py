@@ -22,17 +22,20 @@ a systemd timer and the newest ``etcd_snapshot_keep`` kept.
 from __future__ import annotations
 
 import shlex
+from collections.abc import Mapping as _Mapping
 from typing import Any
 
 from pyinfra import host, inventory
 from pyinfra.api import OperationError, QuoteString, StringCommand, deploy, operation
 
+from deploys.component import Component
 from deploys.operations import managed
 from deploys.operations.download import download, download_paths, download_stat_only
 from deploys.prepare import prepared_fact, prepared_facts, require, setting
 from facts.files import FileStates
 from facts.platform import Platform
 from facts.systemd import SystemdUnits, unit_name
+from spectra import topology
 
 PKI = "/etc/kubernetes/pki/etcd"
 
@@ -49,8 +52,6 @@ DEFAULTS: dict[str, Any] = {
     "etcd_user": "etcd",  # system user (and group) etcd runs as
     "etcd_data_dir": "/var/lib/etcd",  # member data (mode 0700, owned by etcd_user)
     "etcd_address": None,  # this member's address (host data); None: private_ip, else ssh_hostname
-    "etcd_client_port": 2379,  # clients (apiserver, etcdctl), TLS with client certificates
-    "etcd_peer_port": 2380,  # members among themselves, TLS with client certificates
     "etcd_metrics_port": 2381,  # plain-HTTP /metrics and /health on 127.0.0.1 only
     "etcd_cluster_token": "spectra-etcd",  # --initial-cluster-token: keeps separate clusters apart
     "etcd_ca_file": f"{PKI}/ca.crt",  # etcd CA: verifies client and peer certificates
@@ -319,3 +320,15 @@ def etcd() -> None:
     )
     if snapshot_enabled:
         managed.service(name="etcd snapshot timer running and enabled", unit=timer, current=units)
+
+
+def should_run(settings: _Mapping[str, Any]) -> bool:
+    return bool(settings["etcd_enabled"]) and topology.has_role(host, topology.ETCD)
+
+
+COMPONENT = Component(
+    name="etcd",
+    defaults=DEFAULTS,
+    deploy=etcd,
+    should_run=should_run,
+)

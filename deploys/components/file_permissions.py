@@ -8,11 +8,13 @@ tightens what is there, it never creates files.
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping as _Mapping
 from typing import Any
 
 from pyinfra import host
 from pyinfra.api import DeployError, QuoteString, StringCommand, deploy, operation
 
+from deploys.component import Component
 from deploys.operations.managed import fresh
 from deploys.prepare import FactRequest, component_data, prepared_facts
 from facts.files import FileStates, normalise_mode
@@ -113,3 +115,20 @@ def file_permissions() -> None:
         entries=entries,
         current=prepared_facts(*fact_requests(data))[0],
     )
+
+
+def should_run(settings: _Mapping[str, Any]) -> bool:
+    return bool(settings["file_permissions_enabled"])
+
+
+def _fact_requests(settings: _Mapping[str, Any]) -> list[FactRequest]:
+    return fact_requests()
+
+
+COMPONENT = Component(
+    name="file_permissions",
+    defaults=DEFAULTS,
+    deploy=file_permissions,
+    should_run=should_run,
+    fact_requests=_fact_requests,
+)

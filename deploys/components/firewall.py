@@ -12,25 +12,30 @@
 - Every file is checked with ``nft -c -f`` before it replaces the live one; the table is (re)loaded only
   when a file changed. The SSH session doing the work is an established connection and stays up.
 
-Where addresses are not given, they come from the inventory: every host's ``ssh_hostname`` (or name)
-when it is an IP address, grouped by the host's ``roles``.
+Where addresses are not given, they come from the inventory: each host's address inside the cluster
+(``spectra.topology.node_address``, the one the certificates, kubelet and etcd use), grouped by ``roles``.
+Ports come from their owners (cluster settings, ``ssh_port``, ``node_exporter_listen_address``).
 """
 
 from __future__ import annotations
 
 import ipaddress
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from pyinfra import host
 from pyinfra.api import DeployError, QuoteString, StringCommand, deploy
 from pyinfra.facts.deb import DebPackages
 
+from deploys.component import Component
+from deploys.components import node_exporter
 from deploys.operations import managed
 from deploys.operations.config_files import ConfigFile, config_files, render_template
-from deploys.prepare import FactRequest, component_data, prepared_facts
+from deploys.prepare import FactRequest, prepared_facts
+from deploys.settings import Settings
 from facts.config_state import ConfigState
+from spectra import topology
 
 ANY = ["0.0.0.0/0", "::/0"]
 
@@ -39,18 +44,13 @@ DEFAULTS: dict[str, Any] = {
     "firewall_table": "spectra",  # our nftables table (family inet); nothing else is touched
     "firewall_rules_path": "/etc/nftables.d/spectra.nft",  # file holding the table
     "firewall_policy": "drop",  # input chain policy: "drop", or "accept" to try rules without effect
-    "firewall_ssh_port": 22,  # sshd port
-    "firewall_admin_cidrs": ANY,  # who may SSH in; default anywhere (narrow it in group data)
-    "firewall_control_plane_cidrs": None,  # kubelet (10250) clients; None: control_plane hosts' addresses
-    "firewall_etcd_peer_cidrs": None,  # etcd 2379-2380 clients/peers; None: control_plane + etcd hosts
+    "firewall_admin_cidrs": ANY,  # who may SSH in (on ssh_port); default anywhere (narrow it in group data)
+    "firewall_control_plane_cidrs": None,  # kubelet API clients; None: control_plane hosts' addresses
+    "firewall_etcd_peer_cidrs": None,  # etcd clients/peers; None: control_plane + etcd hosts' addresses
     "firewall_node_cidrs": None,  # CNI overlay peers; None: every inventory host's address
     "firewall_monitoring_cidrs": None,  # node exporter scrapers; None: hosts with the monitoring role
-    "firewall_apiserver_cidrs": ANY,  # kube-apiserver (6443) clients, on control_plane hosts
-    "firewall_apiserver_port": 6443,  # kube-apiserver secure port
-    "firewall_kubelet_port": 10250,  # kubelet API port
-    "firewall_node_exporter_port": 9100,  # node exporter port
-    "firewall_nodeports_enabled": True,  # open the Service NodePort range
-    "firewall_nodeport_range": "30000-32767",  # Service NodePort range (kube-apiserver default)
+    "firewall_apiserver_cidrs": ANY,  # kube-apiserver clients, on control_plane hosts
+    "firewall_nodeports_enabled": True,  # open the Service NodePort range (cluster_nodeport_range)
     "firewall_nodeport_cidrs": ANY,  # who may reach NodePorts
     "firewall_overlay_udp_ports": [4789, 8472],  # CNI overlay (VXLAN: Calico 4789, Flannel/Cilium 8472)
     "firewall_overlay_tcp_ports": [],  # e.g. [179] for Calico BGP, [4240] for Cilium health
@@ -66,42 +66,57 @@ TYPES: dict[str, type | tuple[type, ...]] = {
     "firewall_node_cidrs": list,
     "firewall_monitoring_cidrs": list,
 }
+CHOICES: dict[str, tuple[Any, ...]] = {"firewall_policy": ("drop", "accept")}
 
-CONTROL_PLANE = "control_plane"
-ETCD = "etcd"
-MONITORING = "monitoring"
 _INTERFACE = re.compile(r"^[A-Za-z0-9_.:+-]{1,15}\*?$")
+_TABLE = re.compile(r"^[a-z][a-z0-9_]{0,31}$")
 _SET_NAMES = ("admin", "control_plane", "etcd_peers", "nodes", "monitoring", "apiserver", "nodeport")
+CIDR_KEYS = (
+    "firewall_admin_cidrs",
+    "firewall_control_plane_cidrs",
+    "firewall_etcd_peer_cidrs",
+    "firewall_node_cidrs",
+    "firewall_monitoring_cidrs",
+    "firewall_apiserver_cidrs",
+    "firewall_nodeport_cidrs",
+)
 
 
-def host_address(candidate: Any) -> str | None:
-    """The IP literal a host is reached at (``ssh_hostname`` or its name), or None."""
-    for value in (candidate.data.get("ssh_hostname"), candidate.name):
-        if not value:
-            continue
-        try:
-            return str(ipaddress.ip_address(str(value)))
-        except ValueError:
-            continue
-    return None
+def check(settings: Mapping[str, Any]) -> list[str]:
+    """Formats the nftables file depends on (pure: ``spectra validate`` runs it too)."""
+    problems = []
+    if not _TABLE.match(str(settings["firewall_table"])):
+        problems.append(f"firewall_table={settings['firewall_table']!r}: not a plain nftables name")
+    path = str(settings["firewall_rules_path"])
+    if not (path.startswith("/etc/nftables.d/") and path.endswith(".nft")):
+        problems.append(f"firewall_rules_path={path!r}: must be /etc/nftables.d/<name>.nft (the include glob)")
+    for key in CIDR_KEYS:
+        for cidr in settings[key] or []:
+            try:
+                ipaddress.ip_network(str(cidr), strict=False)
+            except ValueError:
+                problems.append(f"{key}: {cidr!r} is not an IP network")
+    for key in ("firewall_overlay_udp_ports", "firewall_overlay_tcp_ports"):
+        for port in settings[key] or []:
+            if not isinstance(port, int) or isinstance(port, bool) or not 0 < port < 65536:
+                problems.append(f"{key}: {port!r} is not a port number")
+    for interface in settings["firewall_pod_interfaces"] or []:
+        if not _INTERFACE.match(str(interface)):
+            problems.append(f"firewall_pod_interfaces: {interface!r} is not an interface name")
+    for rule in settings["firewall_extra_rules"] or []:
+        if "\n" in str(rule) or str(rule).count("{") != str(rule).count("}"):
+            problems.append(f"firewall_extra_rules: one rule per entry, not {rule!r}")
+    return problems
 
 
 def inventory_addresses(roles: Iterable[str] | None) -> list[str]:
-    """Addresses of inventory hosts having any of ``roles`` (all hosts for None), as /32 or /128."""
-    wanted = set(roles) if roles is not None else None
-    addresses: list[str] = []
-    for candidate in host.inventory:
-        host_roles = set(candidate.data.get("roles") or [])
-        if wanted is not None and not host_roles & wanted:
-            continue
-        address = host_address(candidate)
-        if address is None:
-            raise DeployError(
-                f"firewall: cannot tell the IP address of {candidate.name} (roles {sorted(host_roles)}): "
-                "give it an IP ssh_hostname, or set the firewall_*_cidrs lists explicitly"
-            )
-        addresses.append(str(ipaddress.ip_network(address)))
-    return sorted(set(addresses))
+    """Addresses (topology.node_address) of inventory hosts having any of ``roles`` (all hosts for None), as /32
+    or /128."""
+    try:
+        found = topology.addresses(host.state.inventory, *(roles or ()), why="the firewall's peer sets")
+    except topology.TopologyError as error:
+        raise DeployError(f"firewall: {error}, or set the firewall_*_cidrs lists explicitly") from None
+    return [str(ipaddress.ip_network(address)) for address in found]
 
 
 def split_cidrs(name: str, cidrs: Iterable[str]) -> tuple[list[str], list[str]]:
@@ -144,15 +159,16 @@ def allow(proto: str, ports: Any, set_name: str, comment: str) -> list[str]:
     ]
 
 
-def firewall_model(data: dict[str, Any], roles: list[str], hostname: str) -> dict[str, Any]:
-    """Everything the nftables template needs: sets (with elements) and input rules, per role."""
-    if data["firewall_policy"] not in ("drop", "accept"):
-        raise DeployError("firewall_policy must be 'drop' or 'accept'")
-    if not re.match(r"^[a-z][a-z0-9_]{0,31}$", str(data["firewall_table"])):
-        raise DeployError(f"firewall_table {data['firewall_table']!r} is not a plain nftables name")
+def firewall_model(settings: Mapping[str, Any], roles: Iterable[str], hostname: str) -> dict[str, Any]:
+    """Everything the nftables template needs: sets (with elements) and input rules, per role.
+
+    Ports come from their owners: ``ssh_port`` (pyinfra's), the cluster settings (apiserver, kubelet, etcd,
+    controller-manager, scheduler, NodePorts) and the node exporter's ``node_exporter_listen_address``.
+    """
+    roles = sorted(str(role) for role in roles)
 
     def cidrs(key: str, derived_roles: Iterable[str] | None, required: bool) -> list[str]:
-        value = data[key]
+        value = settings[key]
         if value is None:
             value = inventory_addresses(derived_roles)
             if required and not value:
@@ -162,16 +178,17 @@ def firewall_model(data: dict[str, Any], roles: list[str], hostname: str) -> dic
                 )
         return list(value)
 
-    is_control_plane = CONTROL_PLANE in roles
-    is_etcd = ETCD in roles or is_control_plane
+    is_control_plane = topology.CONTROL_PLANE in roles
+    is_etcd = topology.ETCD in roles or is_control_plane
+    cp_and_etcd = [topology.CONTROL_PLANE, topology.ETCD]
     sources = {
-        "admin": data["firewall_admin_cidrs"],
-        "control_plane": cidrs("firewall_control_plane_cidrs", [CONTROL_PLANE], required=True),
-        "etcd_peers": cidrs("firewall_etcd_peer_cidrs", [CONTROL_PLANE, ETCD], required=is_etcd),
+        "admin": settings["firewall_admin_cidrs"],
+        "control_plane": cidrs("firewall_control_plane_cidrs", [topology.CONTROL_PLANE], required=True),
+        "etcd_peers": cidrs("firewall_etcd_peer_cidrs", cp_and_etcd, required=is_etcd),
         "nodes": cidrs("firewall_node_cidrs", None, required=False),
-        "monitoring": cidrs("firewall_monitoring_cidrs", [MONITORING], required=False),
-        "apiserver": data["firewall_apiserver_cidrs"],
-        "nodeport": data["firewall_nodeport_cidrs"],
+        "monitoring": cidrs("firewall_monitoring_cidrs", [topology.MONITORING], required=False),
+        "apiserver": settings["firewall_apiserver_cidrs"],
+        "nodeport": settings["firewall_nodeport_cidrs"],
     }
     sets: list[dict[str, Any]] = []
     for name in _SET_NAMES:
@@ -180,43 +197,38 @@ def firewall_model(data: dict[str, Any], roles: list[str], hostname: str) -> dic
         sets.append({"name": f"{name}_v6", "type": "ipv6_addr", "elements": v6})
 
     rules: list[str] = []
-    rules += allow("tcp", data["firewall_ssh_port"], "admin", "ssh from admin networks")
-    rules += allow("tcp", data["firewall_kubelet_port"], "control_plane", "kubelet from the control plane")
-    rules += allow("tcp", data["firewall_node_exporter_port"], "monitoring", "node exporter from monitoring only")
-    if data["firewall_overlay_udp_ports"]:
-        rules += allow("udp", data["firewall_overlay_udp_ports"], "nodes", "CNI overlay between nodes")
-    if data["firewall_overlay_tcp_ports"]:
-        rules += allow("tcp", data["firewall_overlay_tcp_ports"], "nodes", "CNI control between nodes")
-    if data["firewall_nodeports_enabled"]:
-        rules += allow("tcp", data["firewall_nodeport_range"], "nodeport", "Service NodePorts")
-        rules += allow("udp", data["firewall_nodeport_range"], "nodeport", "Service NodePorts")
+    rules += allow("tcp", int(settings["ssh_port"]), "admin", "ssh from admin networks")
+    rules += allow("tcp", settings["kubelet_port"], "control_plane", "kubelet from the control plane")
+    exporter_port = node_exporter.listen_port(settings)
+    if exporter_port is not None:
+        rules += allow("tcp", exporter_port, "monitoring", "node exporter from monitoring only")
+    if settings["firewall_overlay_udp_ports"]:
+        rules += allow("udp", settings["firewall_overlay_udp_ports"], "nodes", "CNI overlay between nodes")
+    if settings["firewall_overlay_tcp_ports"]:
+        rules += allow("tcp", settings["firewall_overlay_tcp_ports"], "nodes", "CNI control between nodes")
+    if settings["firewall_nodeports_enabled"]:
+        rules += allow("tcp", settings["cluster_nodeport_range"], "nodeport", "Service NodePorts")
+        rules += allow("udp", settings["cluster_nodeport_range"], "nodeport", "Service NodePorts")
     if is_control_plane:
-        rules += allow("tcp", data["firewall_apiserver_port"], "apiserver", "kube-apiserver")
+        rules += allow("tcp", settings["apiserver_port"], "apiserver", "kube-apiserver")
     if is_etcd:
-        rules += allow("tcp", "2379-2380", "etcd_peers", "etcd clients and peers")
+        etcd_ports = sorted({settings["etcd_client_port"], settings["etcd_peer_port"]})
+        rules += allow("tcp", etcd_ports, "etcd_peers", "etcd clients and peers")
     if is_control_plane:
-        rules.append('tcp dport { 10257, 10259 } drop comment "controller-manager and scheduler: local only"')
-
-    interfaces = list(data["firewall_pod_interfaces"] or [])
-    for interface in interfaces:
-        if not _INTERFACE.match(str(interface)):
-            raise DeployError(f"firewall_pod_interfaces: {interface!r} is not an interface name")
-    extra = [str(rule) for rule in data["firewall_extra_rules"] or []]
-    for rule in extra:
-        if "\n" in rule or rule.count("{") != rule.count("}"):
-            raise DeployError(f"firewall_extra_rules: one rule per entry, not {rule!r}")
+        local_only = port_spec([settings["controller_manager_port"], settings["scheduler_port"]])
+        rules.append(f'tcp dport {local_only} drop comment "controller-manager and scheduler: local only"')
 
     return {
         "family": "inet",
-        "table": data["firewall_table"],
+        "table": settings["firewall_table"],
         "hostname": hostname,
         "roles": roles or ["(none)"],
-        "policy": data["firewall_policy"],
+        "policy": settings["firewall_policy"],
         "sets": sets,
-        "pod_interfaces": interfaces,
+        "pod_interfaces": list(settings["firewall_pod_interfaces"] or []),
         "rules": rules,
-        "extra_rules": extra,
-        "log_dropped": bool(data["firewall_log_dropped"]),
+        "extra_rules": [str(rule) for rule in settings["firewall_extra_rules"] or []],
+        "log_dropped": bool(settings["firewall_log_dropped"]),
     }
 
 
@@ -225,12 +237,13 @@ MAIN_CONFIG = "/etc/nftables.conf"
 DROPIN = "/etc/systemd/system/nftables.service.d/spectra.conf"
 
 
-def fact_requests(data: dict[str, Any] | None = None) -> list[FactRequest]:
-    """What :func:`firewall` reads at prepare time (node.py reads it with other components' facts)."""
-    data = data or component_data(DEFAULTS)
-    if not data["firewall_enabled"]:
-        return []
-    paths = [data["firewall_rules_path"], MAIN_CONFIG, DROPIN]
+def should_run(settings: Mapping[str, Any]) -> bool:
+    return bool(settings["firewall_enabled"])
+
+
+def fact_requests(settings: Mapping[str, Any]) -> list[FactRequest]:
+    """What :func:`firewall` reads at prepare time."""
+    paths = [settings["firewall_rules_path"], MAIN_CONFIG, DROPIN]
     return [DebPackages, (ConfigState, {"paths": paths, "units": UNITS})]
 
 
@@ -238,19 +251,12 @@ def nft_check(staged: str) -> StringCommand:
     return StringCommand("nft", "-c", "-f", QuoteString(staged))
 
 
-@deploy("Firewall", data_defaults=DEFAULTS)
+@deploy("Firewall")
 def firewall() -> None:
     """Install nftables, write and check the role's table, load it only when it changed."""
-    data = {key: host.data.get(key) for key in DEFAULTS}
-    if not data["firewall_enabled"]:
-        host.noop("firewall disabled (firewall_enabled=False)")
-        return
-    roles = [str(role) for role in host.data.get("roles") or []]
-    model = firewall_model(data, roles, host.name)
-    rules_path = data["firewall_rules_path"]
-    if not (rules_path.startswith("/etc/nftables.d/") and rules_path.endswith(".nft")):
-        raise DeployError("firewall_rules_path must be /etc/nftables.d/<name>.nft (the include glob)")
-
+    settings = Settings()
+    model = firewall_model(settings, topology.roles(host), host.name)
+    rules_path = settings["firewall_rules_path"]
     files = [
         ConfigFile(
             path=rules_path,
@@ -273,16 +279,26 @@ def firewall() -> None:
             ),
         ),
     ]
-    units = UNITS
-    installed, current = prepared_facts(*fact_requests(data))  # what config_files(files, units) would read
+    installed, current = prepared_facts(*fact_requests(settings))  # what config_files(files, units) would read
     managed.apt_packages(name="Install nftables", packages=["nftables"], update=False, current=installed)
     config_files(
         name=f"Install and load nftables table inet {model['table']} (checked with nft -c first)",
         files=files,
         daemon_reload=True,
-        enabled_units=units,
-        running_units=units,
+        enabled_units=UNITS,
+        running_units=UNITS,
         current=current,
         # Replaces our table only, in one transaction (the file deletes and redefines it)
         on_change=[StringCommand("nft", "-f", QuoteString(rules_path))],
     )
+
+
+COMPONENT = Component(
+    name="firewall",
+    defaults=DEFAULTS,
+    deploy=firewall,
+    should_run=should_run,
+    fact_requests=fact_requests,
+    choices=CHOICES,
+    checks=(check,),
+)

@@ -20,12 +20,14 @@ a root-only environment file read by systemd; it is never in the config file nor
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping as _Mapping
 from typing import Any
 from urllib.parse import urlparse
 
 from pyinfra import host
 from pyinfra.api import DeployError, OperationError, QuoteString, StringCommand, deploy, operation
 
+from deploys.component import Component
 from deploys.operations.config_files import (
     ConfigFile,
     config_files,
@@ -390,3 +392,15 @@ def fluentd() -> None:
         ],
         on_change=[StringCommand("systemctl", "restart", "fluentd.service")],
     )
+
+
+def should_run(settings: _Mapping[str, Any]) -> bool:
+    return bool(settings["fluentd_enabled"])
+
+
+COMPONENT = Component(
+    name="fluentd",
+    defaults=DEFAULTS,
+    deploy=fluentd,
+    should_run=should_run,
+)

@@ -15,11 +15,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping as _Mapping
 from typing import Any
 
 from pyinfra import host
 from pyinfra.api import DeployError, OperationError, StringCommand, deploy, operation
 
+from deploys.component import Component
 from deploys.operations.config_files import (
     ConfigFile,
     content_changes,
@@ -283,3 +285,20 @@ def ssh_hardening() -> None:
         kex_mlkem=list(data["ssh_kex_algorithms_mlkem"]),
         current=prepared_fact(SshdState, dropin=data["ssh_dropin_path"]),
     )
+
+
+def should_run(settings: _Mapping[str, Any]) -> bool:
+    return bool(settings["ssh_hardening_enabled"])
+
+
+def _fact_requests(settings: _Mapping[str, Any]) -> list[FactRequest]:
+    return fact_requests()
+
+
+COMPONENT = Component(
+    name="ssh_hardening",
+    defaults=DEFAULTS,
+    deploy=ssh_hardening,
+    should_run=should_run,
+    fact_requests=_fact_requests,
+)

@@ -13,11 +13,13 @@ and a node changing them changes them for the host and every other node.
 
 from __future__ import annotations
 
+from collections.abc import Mapping as _Mapping
 from typing import Any
 
 from pyinfra import host
 from pyinfra.api import DeployError, QuoteString, StringCommand, deploy
 
+from deploys.component import Component
 from deploys.operations import managed
 from deploys.operations.config_files import ConfigFile, config_files, config_state_kwargs, render_template
 from deploys.prepare import FactRequest, component_data, prepared_facts
@@ -142,3 +144,20 @@ def sysctl_hardening() -> None:
     runtime = prepared_facts(runtime_request(data))[0]
     present = {key: value for key, value in network + kernel if runtime.get(key) is not None}
     managed.sysctl(name="Hardening sysctls in effect now", values=present, current=runtime)
+
+
+def should_run(settings: _Mapping[str, Any]) -> bool:
+    return bool(settings["hardening_sysctl_enabled"])
+
+
+def _fact_requests(settings: _Mapping[str, Any]) -> list[FactRequest]:
+    return fact_requests()
+
+
+COMPONENT = Component(
+    name="sysctl_hardening",
+    defaults=DEFAULTS,
+    deploy=sysctl_hardening,
+    should_run=should_run,
+    fact_requests=_fact_requests,
+)

@@ -13,19 +13,23 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping as _Mapping
 from typing import Any
 
 import yaml
 from pyinfra import host
 from pyinfra.api import deploy
 
+from deploys.component import Component
 from deploys.components import kubernetes_binaries
 from deploys.components.kubelet import merge
 from deploys.components.pod_network import runs_kubelet
 from deploys.operations import managed
-from deploys.prepare import FactRequest, component_data, prepared_facts, require, setting
+from deploys.prepare import FactRequest, prepared_facts
+from deploys.settings import component_data, require, setting
 from facts.files import FileStates
 from facts.systemd import SystemdUnits, unit_name
+from spectra import topology
 
 DEFAULTS: dict[str, Any] = {
     "kube_proxy_enabled": True,  # run kube-proxy on hosts with a role in pki_node_roles
@@ -63,7 +67,7 @@ def kube_proxy_config(data: dict[str, Any], node_name: str) -> dict[str, Any]:
 
 def _data() -> dict[str, Any]:
     data = component_data(DEFAULTS)
-    data["pod_network_cidr"] = host.data.get("pod_network_cidr", "10.244.0.0/16")
+    data["pod_network_cidr"] = setting("pod_network_cidr")
     return data
 
 
@@ -116,3 +120,20 @@ def kube_proxy() -> None:
         daemon_reload=unit.will_change,
         current=units,
     )
+
+
+def should_run(settings: _Mapping[str, Any]) -> bool:
+    return bool(settings["kube_proxy_enabled"]) and topology.runs_kubelet(host)
+
+
+def _fact_requests(settings: _Mapping[str, Any]) -> list[FactRequest]:
+    return fact_requests()
+
+
+COMPONENT = Component(
+    name="kube_proxy",
+    defaults=DEFAULTS,
+    deploy=kube_proxy,
+    should_run=should_run,
+    fact_requests=_fact_requests,
+)

@@ -18,20 +18,24 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping as _Mapping
 from typing import Any
 
 import yaml
 from pyinfra import host, logger
 from pyinfra.api import deploy
 
+from deploys.component import Component
 from deploys.components import kubernetes_binaries
 from deploys.components.container_runtime import systemd_cgroup
 from deploys.components.pod_network import node_address, runs_kubelet
 from deploys.operations import managed
-from deploys.prepare import FactRequest, component_data, prepared_facts, require, setting
+from deploys.prepare import FactRequest, prepared_facts
+from deploys.settings import component_data, require, setting
 from facts.cgroup import V2, CgroupVersion
 from facts.files import FileStates
 from facts.systemd import SystemdUnits, unit_name
+from spectra import topology
 
 DEFAULTS: dict[str, Any] = {
     "kubelet_enabled": True,  # run the kubelet on hosts with a role in pki_node_roles
@@ -130,8 +134,8 @@ def registration_labels(zone: str | None, region: str | None, extra: dict[str, s
 
 def _data() -> dict[str, Any]:
     data = component_data(DEFAULTS)
-    for key, default in (("cluster_domain", "cluster.local"), ("cluster_dns_ip", "10.96.0.10")):
-        data[key] = host.data.get(key, default)
+    for key in ("cluster_domain", "cluster_dns_ip"):
+        data[key] = setting(key)
     return data
 
 
@@ -213,3 +217,20 @@ def kubelet() -> None:
         daemon_reload=unit.will_change,
         current=units,
     )
+
+
+def should_run(settings: _Mapping[str, Any]) -> bool:
+    return bool(settings["kubelet_enabled"]) and topology.runs_kubelet(host)
+
+
+def _fact_requests(settings: _Mapping[str, Any]) -> list[FactRequest]:
+    return fact_requests()
+
+
+COMPONENT = Component(
+    name="kubelet",
+    defaults=DEFAULTS,
+    deploy=kubelet,
+    should_run=should_run,
+    fact_requests=_fact_requests,
+)

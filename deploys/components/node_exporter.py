@@ -4,17 +4,21 @@ an optional TLS + basic-auth web config."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from pyinfra.api import deploy
 from pyinfra.facts.deb import DebPackages
 
+from deploys.component import Component
 from deploys.operations import managed
 from deploys.operations.download import download, download_paths, download_stat_only
-from deploys.prepare import FactRequest, component_data, prepared_fact, prepared_facts, require, setting
+from deploys.prepare import FactRequest, prepared_fact, prepared_facts
+from deploys.settings import component_data, require, setting
 from facts.files import FileStates
 from facts.platform import Platform
 from facts.systemd import SystemdUnits, unit_name
+from spectra.cluster_settings import split_host_port
 
 DEFAULTS: dict[str, Any] = {
     "node_exporter_enabled": True,  # run this component at all
@@ -46,6 +50,26 @@ DEFAULTS: dict[str, Any] = {
 
 TYPES: dict[str, type | tuple[type, ...]] = {"node_exporter_tls_cert": str, "node_exporter_tls_key": str}
 REQUIRED: set[str] = set()
+CHOICES: dict[str, tuple[Any, ...]] = {"node_exporter_install_method": ("upstream", "package")}
+
+
+def listen_port(settings: Mapping[str, Any]) -> int | None:
+    """The port the exporter serves on (from ``node_exporter_listen_address``), None when it is off: the
+    firewall opens it and compliance expects its owner there."""
+    if not settings["node_exporter_enabled"]:
+        return None
+    return split_host_port(settings["node_exporter_listen_address"])[1]
+
+
+def check(settings: Mapping[str, Any]) -> list[str]:
+    problems = []
+    try:
+        split_host_port(settings["node_exporter_listen_address"])
+    except ValueError as error:
+        problems.append(f"node_exporter_listen_address: {error} (host:port, e.g. 0.0.0.0:9100)")
+    if bool(settings["node_exporter_tls_cert"]) != bool(settings["node_exporter_tls_key"]):
+        problems.append("node_exporter_tls_cert and node_exporter_tls_key go together")
+    return problems
 
 
 def tarball_url(base: str, version: str, arch: str) -> str:
@@ -85,21 +109,22 @@ def _requests(data: dict[str, Any]) -> list[FactRequest]:
     return requests
 
 
-def fact_requests() -> list[FactRequest]:
-    """What :func:`node_exporter` reads at prepare time (node.py reads it with other components' facts)."""
-    data = component_data(DEFAULTS)
-    return _requests(data) if data["node_exporter_enabled"] else []
+def should_run(settings: Mapping[str, Any]) -> bool:
+    return bool(settings["node_exporter_enabled"])
 
 
-@deploy("Node exporter", data_defaults=DEFAULTS)
+def fact_requests(settings: Mapping[str, Any]) -> list[FactRequest]:
+    """What :func:`node_exporter` reads at prepare time."""
+    return _requests(component_data(DEFAULTS))
+
+
+@deploy("Node exporter")
 def node_exporter() -> None:
     method = setting("node_exporter_install_method")
-    require(method in ("upstream", "package"), f"node_exporter_install_method: {method!r} is not upstream/package")
     user = setting("node_exporter_user")
     config_dir = setting("node_exporter_config_dir")
     textfile_dir = setting("node_exporter_textfile_dir")
     cert, key = setting("node_exporter_tls_cert"), setting("node_exporter_tls_key")
-    require(bool(cert) == bool(key), "node_exporter_tls_cert and node_exporter_tls_key go together")
     users = dict(setting("node_exporter_basic_auth_users") or {})
     web_config = f"{config_dir}/web.yml" if (cert or users) else None
 
@@ -209,3 +234,14 @@ def node_exporter() -> None:
         daemon_reload=reload,
         current=units,
     )
+
+
+COMPONENT = Component(
+    name="node_exporter",
+    defaults=DEFAULTS,
+    deploy=node_exporter,
+    should_run=should_run,
+    fact_requests=fact_requests,
+    choices=CHOICES,
+    checks=(check,),
+)

@@ -10,15 +10,18 @@ its kubelet was started a moment earlier in the same run.
 
 from __future__ import annotations
 
+from collections.abc import Mapping as _Mapping
 from typing import Any
 
 from pyinfra import host
 from pyinfra.api import QuoteString, StringCommand, deploy, operation
 
+from deploys.component import Component
 from deploys.components import kubernetes_binaries
 from deploys.components.pod_network import kubelet_hosts
-from deploys.prepare import prepared_facts, setting
+from deploys.prepare import FactRequest, prepared_facts, setting
 from facts.kubernetes_nodes import KubernetesNodes
+from spectra import topology
 
 DEFAULTS: dict[str, Any] = {
     "node_roles_enabled": True,  # label nodes with their inventory roles
@@ -109,3 +112,20 @@ def node_roles() -> None:
         labels=missing_labels(wanted, nodes.get("nodes") or {}),
         wait=int(setting("node_roles_wait")),
     )
+
+
+def should_run(settings: _Mapping[str, Any]) -> bool:
+    return bool(settings["node_roles_enabled"]) and topology.is_first_control_plane(host, host.state.inventory)
+
+
+def _fact_requests(settings: _Mapping[str, Any]) -> list[FactRequest]:
+    return fact_requests()
+
+
+COMPONENT = Component(
+    name="node_roles",
+    defaults=DEFAULTS,
+    deploy=node_roles,
+    should_run=should_run,
+    fact_requests=_fact_requests,
+)

@@ -11,12 +11,14 @@ each node, but global keys (kernel.*, vm.*, fs.*) are the one shared kernel's.
 
 from __future__ import annotations
 
+from collections.abc import Mapping as _Mapping
 from typing import Any
 
 from pyinfra import host
 from pyinfra.api import QuoteString, StringCommand, deploy, operation
 from pyinfra.facts.deb import DebPackages
 
+from deploys.component import Component
 from deploys.operations import managed
 from deploys.prepare import FactRequest, component_data, prepared_fact, prepared_facts, require, setting
 from facts.files import FileStates
@@ -208,3 +210,20 @@ def os_prerequisites() -> None:
             restarted=config.will_change or options.will_change,
             current=rest.pop(0),
         )
+
+
+def should_run(settings: _Mapping[str, Any]) -> bool:
+    return bool(settings["os_prerequisites_enabled"])
+
+
+def _fact_requests(settings: _Mapping[str, Any]) -> list[FactRequest]:
+    return fact_requests()
+
+
+COMPONENT = Component(
+    name="os_prerequisites",
+    defaults=DEFAULTS,
+    deploy=os_prerequisites,
+    should_run=should_run,
+    fact_requests=_fact_requests,
+)

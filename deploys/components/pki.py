@@ -23,6 +23,7 @@ from __future__ import annotations
 import datetime as dt
 import posixpath
 from collections.abc import Callable, Iterable
+from collections.abc import Mapping as _Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -31,11 +32,14 @@ from weakref import WeakKeyDictionary
 from pyinfra import host, logger
 from pyinfra.api import DeployError, deploy
 
+from deploys.component import Component
 from deploys.operations import managed
-from deploys.prepare import prepared_facts, require, setting
+from deploys.prepare import prepared_facts
+from deploys.settings import owners, require, setting
 from facts.certificates import Certificates
 from facts.files import FileStates
 from spectra import pki as pki_lib
+from spectra import topology
 from spectra.pki.kubeconfig import kubeconfig_specs
 from spectra.pki.x509 import KEY_ALGORITHMS, PKIError, PrivateKey, fingerprint, load_cert, new_key
 
@@ -44,8 +48,6 @@ DEFAULTS: dict[str, Any] = {
     # PKI directory on the machine running pyinfra, where the CA keys live (mode 0700, keys 0600).
     # None: ~/.local/share/spectra/pki/<cluster_name> ($XDG_DATA_HOME respected). Back it up (README).
     "pki_dir": None,
-    "cluster_domain": "cluster.local",  # cluster DNS domain: SAN kubernetes.default.svc.<domain>
-    "cluster_service_cidr": "10.96.0.0/12",  # Service range (comma-separated for dual stack); its first IP is a SAN
     "pki_apiserver_sans": [],  # more apiserver SANs: load-balancer address and name, public DNS names
     "pki_kubeconfig_server": "https://127.0.0.1:6443",  # apiserver URL in kubeconfigs: the node-local balancer
     "pki_kubeconfig_servers": {},  # per-kubeconfig URL (admin, controller-manager, scheduler, kube-proxy, kubelet)
@@ -94,7 +96,7 @@ def cluster_hosts() -> list[Any]:
 
 
 def _get(member: Any, key: str) -> Any:
-    return member.data.get(key, DEFAULTS[key])
+    return setting(key, member)
 
 
 def member_address(member: Any) -> str | None:
@@ -121,7 +123,7 @@ def cluster_spec(members: Iterable[Any]) -> tuple[Path, pki_lib.ClusterSpec]:
         if len(seen) > 1:
             detail = "; ".join(f"{', '.join(names)}: {value}" for value, names in seen.items())
             raise DeployError(f"{key} must be the same on every host (it shapes shared certificates): {detail}")
-        values[key] = _get(hosts[0], key) if hosts else DEFAULTS[key]
+        values[key] = _get(hosts[0], key) if hosts else owners()[key].default
     names = {str(member.data.get("cluster_name") or "kubernetes") for member in hosts}
     if len(names) > 1:
         raise DeployError(f"one inventory, one cluster: hosts have cluster_name {sorted(names)}")
@@ -306,3 +308,17 @@ def cluster_pki_files() -> None:
         managed.directory(name=f"Directory {path}", path=path, mode=mode, current=current)
     for file in files:
         managed.content(name=f"Install {file.path}", dest=file.path, data=file.data, mode=file.mode, current=current)
+
+
+def should_run(settings: _Mapping[str, Any]) -> bool:
+    return bool(settings["pki_enabled"]) and topology.has_role(
+        host, topology.CONTROL_PLANE, topology.ETCD, *topology.node_roles(host)
+    )
+
+
+COMPONENT = Component(
+    name="pki",
+    defaults=DEFAULTS,
+    deploy=cluster_pki_files,
+    should_run=should_run,
+)

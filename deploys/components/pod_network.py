@@ -21,18 +21,20 @@ from __future__ import annotations
 
 import ipaddress
 import json
+from collections.abc import Mapping as _Mapping
 from typing import Any
 
 from pyinfra import host
 from pyinfra.api import DeployError, QuoteString, StringCommand, deploy
 
+from deploys.component import Component
 from deploys.operations.config_files import ConfigFile, config_files, config_state_kwargs
 from deploys.prepare import FactRequest, component_data, prepared_facts, require, setting
 from facts.config_state import ConfigState
+from spectra import topology
 
 DEFAULTS: dict[str, Any] = {
     "pod_network_enabled": True,  # run this component (on hosts that run a kubelet: pki_node_roles)
-    "pod_network_cidr": "10.244.0.0/16",  # every pod address (kube-proxy's clusterCIDR)
     "pod_network_node_prefix": 24,  # size of each node's range
     "pod_cidr": None,  # this node's range (host data); None: derived from its address (see above)
     "pod_network_bridge": "cni0",  # the Linux bridge pods are attached to
@@ -234,7 +236,7 @@ def _ranges(data: dict[str, Any]) -> dict[str, tuple[str, str]]:
 
 
 def fact_requests() -> list[FactRequest]:
-    data = component_data(DEFAULTS)
+    data = {**component_data(DEFAULTS), "pod_network_cidr": setting("pod_network_cidr")}
     if not data["pod_network_enabled"] or not runs_kubelet():
         return []
     sets = file_sets(data, _ranges(data), host.name)
@@ -249,7 +251,7 @@ def pod_network() -> None:
     if not setting("pod_network_enabled") or not runs_kubelet():
         host.noop("pod network: not a Kubernetes node here (pod_network_enabled, pki_node_roles)")
         return
-    data = component_data(DEFAULTS)
+    data = {**component_data(DEFAULTS), "pod_network_cidr": setting("pod_network_cidr")}
     sets = file_sets(data, _ranges(data), host.name)
     states = dict(zip(sets, prepared_facts(*fact_requests()), strict=True))
 
@@ -271,3 +273,20 @@ def pod_network() -> None:
             on_change=[StringCommand("nft", "-f", QuoteString(NAT_RULES))],
             current=states["nat"],
         )
+
+
+def should_run(settings: _Mapping[str, Any]) -> bool:
+    return bool(settings["pod_network_enabled"]) and topology.runs_kubelet(host)
+
+
+def _fact_requests(settings: _Mapping[str, Any]) -> list[FactRequest]:
+    return fact_requests()
+
+
+COMPONENT = Component(
+    name="pod_network",
+    defaults=DEFAULTS,
+    deploy=pod_network,
+    should_run=should_run,
+    fact_requests=_fact_requests,
+)

@@ -161,8 +161,11 @@ def _command_to_text(command: PyinfraCommand, uploads: dict[str, str]) -> str:
     return repr(command)
 
 
-def _make_state(data: Mapping[str, Any] | None) -> tuple[State, Host]:
-    inventory = Inventory(([(HOSTNAME, dict(data or {}))], {}))
+def _make_state(
+    data: Mapping[str, Any] | None, others: Mapping[str, Mapping[str, Any]] | None = None
+) -> tuple[State, Host]:
+    hosts = [(HOSTNAME, dict(data or {})), *((name, dict(values)) for name, values in (others or {}).items())]
+    inventory = Inventory((hosts, {}))
     config = Config()
     config.TEMP_DIR = "/tmp"
     state = State(inventory, config, check_for_changes=False)
@@ -175,10 +178,15 @@ def run_deploy(
     *args: Any,
     facts: Mapping[Any, Any] | None = None,
     data: Mapping[str, Any] | None = None,
+    others: Mapping[str, Mapping[str, Any]] | None = None,
     **kwargs: Any,
 ) -> Result:
-    """Call a @deploy or @operation function for one fake host; return its operations' commands."""
-    state, host = _make_state(data)
+    """Call a @deploy or @operation function for one fake host; return its operations' commands.
+
+    ``others``: more inventory hosts (name -> host data) beside the one the deploy runs on, for code that
+    looks at the whole inventory (peer lists, firewall sets, the first control plane).
+    """
+    state, host = _make_state(data, others)
     fact_values = {_fact_name(key): value for key, value in (facts or {}).items()}
     fact_reads: list[tuple[str, dict[str, Any]]] = []
     noops: dict[str | None, list[str]] = {}
@@ -225,6 +233,22 @@ def run_deploy(
             ops.append(result)
 
     return Result(ops=ops, uploads=uploads, fact_reads=fact_reads, host=host, state=state)
+
+
+def run_component(
+    component: Any,
+    facts: Mapping[Any, Any] | None = None,
+    data: Mapping[str, Any] | None = None,
+    others: Mapping[str, Mapping[str, Any]] | None = None,
+) -> Result:
+    """Run one component the way an entry file does (``deploys.component.run``): its settings checked, its
+    gate, its facts read in one command, then its deploy. Bad settings raise ``DeployError``."""
+    from deploys.component import run
+
+    def entry() -> None:
+        run([component])
+
+    return run_deploy(entry, facts=facts, data=data, others=others)
 
 
 def run_op(

@@ -8,7 +8,6 @@ import pytest
 import yaml
 
 from deploys.addons import AddonError, render_addon
-from deploys.components import coredns, pki
 
 pytestmark = pytest.mark.unit
 
@@ -147,11 +146,6 @@ def test_host_data_objects_work_like_dicts() -> None:
 
     assert yaml.safe_load_all(render_addon("coredns", HostData())).__next__()["kind"] == "ServiceAccount"
     assert documents({"coredns_replicas": 1})["Deployment"]["spec"]["replicas"] == 1
-
-
-def test_shared_cluster_settings_agree_with_the_pki() -> None:
-    for key in ("cluster_domain", "cluster_service_cidr"):
-        assert coredns.DEFAULTS[key] == pki.DEFAULTS[key]
 
 
 @pytest.mark.parametrize(

@@ -47,7 +47,7 @@ def test_hosts_resolve_with_connection_data_groups_and_check_context() -> None:
     assert node2.strict_host_key_checking == "accept-new" and node2.user is None and node2.port is None
     assert node1.roles == ["control_plane", "etcd"]
     assert {"az_lab_a", "control_plane", "etcd", "lab", "env_lab"} <= set(node1.groups)
-    assert node1.data == {"fluentd_enabled": False}
+    assert node1.data == {"fluentd_enabled": False, "roles": ["control_plane", "etcd"], "ssh_port": 2222}
     assert context([node1])["hosts"]["node1"]["roles"] == ["control_plane", "etcd"]
 
 

@@ -10,9 +10,9 @@ import pytest
 from pyinfra.api import DeployError
 from pyinfra.facts.deb import DebPackages
 
-from deploys.components.firewall import firewall
+from deploys.components.firewall import COMPONENT, firewall
 from facts.config_state import ConfigState
-from tests.unit.pyinfra_harness import run_deploy
+from tests.unit.pyinfra_harness import run_component, run_deploy
 
 pytestmark = pytest.mark.unit
 
@@ -37,8 +37,8 @@ UNITS_OK = {
 
 def run(roles: list[str], files: dict[str, Any] | None = None, units: dict[str, Any] | None = None, **data: Any):
     state = {"files": files or {}, "units": UNITS_OK if units is None else units}
-    return run_deploy(
-        firewall,
+    return run_component(
+        COMPONENT,
         facts={DebPackages: {"nftables": {"1.0.6-2"}}, ConfigState: state},
         data={"roles": roles, **BASE, **data},
     )
@@ -75,7 +75,7 @@ def test_worker_rules() -> None:
 def test_control_plane_rules() -> None:
     rules = chain(run(["control_plane", "etcd"]).uploads[STAGED])
     assert any(r.startswith("tcp dport 6443 ip saddr @apiserver_v4 accept") for r in rules)
-    assert any(r.startswith("tcp dport 2379-2380 ip saddr @etcd_peers_v4 accept") for r in rules)
+    assert any(r.startswith("tcp dport { 2379, 2380 } ip saddr @etcd_peers_v4 accept") for r in rules)
     assert any(r.startswith("tcp dport { 10257, 10259 } drop") for r in rules)
     # the local-only drop comes after loopback is accepted
     assert rules.index('iifname "lo" accept') < next(i for i, r in enumerate(rules) if "10257" in r)
@@ -83,7 +83,7 @@ def test_control_plane_rules() -> None:
 
 def test_etcd_only_host_gets_etcd_not_apiserver() -> None:
     rules = chain(run(["etcd"]).uploads[STAGED])
-    assert any("2379-2380" in r for r in rules)
+    assert any("{ 2379, 2380 }" in r for r in rules)
     assert not any("6443" in r for r in rules)
 
 
@@ -168,3 +168,29 @@ def test_bad_cidr_and_interface_refused() -> None:
 
 def test_disabled() -> None:
     assert run(["workers"], firewall_enabled=False).ops == []
+
+
+# EC2 in public-address mode (SPECTRA_EC2_ADDRESS=public): pyinfra connects to the public IP (ssh_hostname),
+# while certificates, kubelet and etcd use the address inside the VPC (private_ip). Peers talk over the VPC.
+PUBLIC_MODE = {
+    "cp2": {"roles": ["control_plane", "etcd"], "ssh_hostname": "203.0.113.12", "private_ip": "10.0.1.12"},
+    "cp3": {"roles": ["control_plane", "etcd"], "ssh_hostname": "203.0.113.13", "private_ip": "10.0.1.13"},
+    "mon1": {"roles": ["monitoring"], "ssh_hostname": "203.0.113.20", "private_ip": "10.0.1.20"},
+    "w1": {"roles": ["workers"], "ssh_hostname": "203.0.113.30", "private_ip": "10.0.1.30"},
+}
+
+
+def test_public_address_inventory_peer_sets_hold_the_private_addresses() -> None:
+    result = run_deploy(
+        firewall,
+        facts={DebPackages: {"nftables": {"1.0.6-2"}}, ConfigState: {"files": {}, "units": UNITS_OK}},
+        data={"roles": ["control_plane", "etcd"], "ssh_hostname": "203.0.113.11", "private_ip": "10.0.1.11"},
+        others=PUBLIC_MODE,
+    )
+    text = result.uploads[STAGED]
+    control_planes = ["10.0.1.11/32", "10.0.1.12/32", "10.0.1.13/32"]
+    assert set_elements(text, "control_plane_v4") == control_planes  # apiserver -> kubelet:10250
+    assert set_elements(text, "etcd_peers_v4") == control_planes  # etcd peers on 2380
+    assert set_elements(text, "monitoring_v4") == ["10.0.1.20/32"]
+    assert set_elements(text, "nodes_v4") == [*control_planes, "10.0.1.20/32", "10.0.1.30/32"]
+    assert "203.0.113" not in text.split("chain input", 1)[0]

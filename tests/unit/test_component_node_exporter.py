@@ -5,12 +5,12 @@ import hashlib
 import pytest
 from pyinfra.api import DeployError
 
-from deploys.components.node_exporter import node_exporter
+from deploys.components.node_exporter import COMPONENT, node_exporter
 from deploys.operations.download import stamp_path
 from facts.files import FileStates
 from facts.platform import Platform
 from tests.unit.component_facts import BOOKWORM, fresh
-from tests.unit.pyinfra_harness import run_deploy
+from tests.unit.pyinfra_harness import run_component, run_deploy
 
 pytestmark = pytest.mark.unit
 
@@ -73,7 +73,7 @@ def test_tls_and_basic_auth() -> None:
 
 def test_tls_needs_both() -> None:
     with pytest.raises(DeployError, match="go together"):
-        run_deploy(node_exporter, facts=fresh(), data={"node_exporter_tls_cert": "CERT"})
+        run_component(COMPONENT, facts=fresh(), data={"node_exporter_tls_cert": "CERT"})
 
 
 def test_package_method() -> None:

@@ -9,9 +9,11 @@ import pytest
 from pyinfra.api import deploy
 from pyinfra.connectors.util import CommandOutput
 
+from deploys.component import run
 from deploys.operations import managed
 from deploys.operations.config_files import ConfigFile, config_files, config_state_kwargs
 from deploys.prepare import prepared_fact, prepared_facts
+from deploys.settings import Settings
 from facts.cgroup import CgroupVersion
 from facts.config_state import ConfigState
 from facts.platform import Platform
@@ -144,8 +146,11 @@ def test_fact_requests_are_exactly_what_the_component_reads(module: Any, compone
 
     @deploy("Prefetch then component")
     def both() -> None:
-        prepared_facts(*module.fact_requests())
-        component()
+        if hasattr(module, "COMPONENT"):
+            run([module.COMPONENT])
+        else:
+            prepared_facts(*module.fact_requests())
+            component()
 
     result = run_deploy(both, facts=facts, data=data)
     assert len(result.fact_reads) == 1, result.fact_reads
@@ -157,9 +162,11 @@ def test_fact_requests_empty_when_disabled() -> None:
 
     @deploy("Reads")
     def reads() -> None:
-        assert firewall.fact_requests() == []
+        assert not firewall.COMPONENT.should_run(Settings())
+        run([firewall.COMPONENT])
 
-    run_deploy(reads, facts={}, data={"firewall_enabled": False})
+    result = run_deploy(reads, facts={}, data={"firewall_enabled": False})
+    assert result.fact_reads == [] and result.ops == []
 
 
 @pytest.mark.parametrize("name", ["os_prerequisites", "container_runtime", "node_exporter"])
@@ -174,8 +181,11 @@ def test_service_component_fact_requests_cover_everything_it_reads(name: str) ->
 
     @deploy("Prefetch then component")
     def both() -> None:
-        prepared_facts(Platform, *module.fact_requests())
-        getattr(module, name)()
+        if hasattr(module, "COMPONENT"):
+            run([module.COMPONENT], base_facts=[Platform])
+        else:
+            prepared_facts(Platform, *module.fact_requests())
+            getattr(module, name)()
 
     result = run_deploy(both, facts=fresh(), data={"ssh_hostname": "10.0.0.1", "roles": ["workers"]})
     assert len(result.fact_reads) == 1, result.fact_reads

@@ -1,4 +1,4 @@
-"""Lab test deploy: the cluster PKI, etcd, then the control plane, exactly as a cluster deploy would call them.
+"""Lab test deploy: the cluster PKI, etcd, then the control plane, exactly as a cluster deploy would run them.
 
     spectra deploy inventories/lab.py tests/lab/deploys/control_plane.py --limit node1 \
         --data pki_enabled=True --data etcd_enabled=True --data control_plane_enabled=True ... \
@@ -7,16 +7,7 @@
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
+from deploys.component import run
+from deploys.components import control_plane, etcd, pki
 
-# pyinfra runs this file by path: make the repository importable (deploys/, facts/).
-sys.path.insert(0, str(Path(__file__).resolve().parents[3]))
-
-from deploys.components.control_plane import control_plane  # noqa: E402
-from deploys.components.etcd import etcd  # noqa: E402
-from deploys.components.pki import cluster_pki_files  # noqa: E402
-
-cluster_pki_files()
-etcd()
-control_plane()
+run([pki.COMPONENT, etcd.COMPONENT, control_plane.COMPONENT])

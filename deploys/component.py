@@ -1,0 +1,108 @@
+"""A component's contract in one record, and the one loop that runs an ordered list of them.
+
+Each module in ``deploys/components/`` that touches hosts ends with ``COMPONENT = Component(...)``:
+
+* ``defaults``: its settings (``DEFAULTS``: key -> default, a comment beside each);
+* ``choices``: allowed values of some of them; ``checks``: pure functions ``(Settings) -> [problem, ...]``
+  for formats and cross-field rules. ``spectra validate`` and :func:`run` apply both, so a bad value stops
+  the run before any host changes, with or without the ``spectra`` command;
+* ``should_run``: the one gate (its ``*_enabled`` switch, the roles it runs on): nothing else decides;
+* ``fact_requests``: the facts its ``@deploy`` decides on, read for all components in ONE remote command;
+* ``deploy``: the ``@deploy`` function.
+
+An entry file (``deploys/node.py``, ``deploys/cluster.py``) is a list of components in order and a call to
+:func:`run`; the facts to read and the calls to make are both derived from that list.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from pyinfra import host
+from pyinfra.api import DeployError
+
+from deploys.prepare import FactRequest, prepared_facts
+from deploys.settings import Settings
+from spectra import cluster_settings
+
+Check = Callable[[Mapping[str, Any]], Iterable[str]]
+
+
+def _always(_: Settings) -> bool:
+    return True
+
+
+def _nothing(_: Settings) -> list[FactRequest]:
+    return []
+
+
+@dataclass(frozen=True)
+class Component:
+    name: str
+    defaults: Mapping[str, Any]
+    deploy: Callable[..., Any]
+    should_run: Callable[[Settings], bool] = _always
+    fact_requests: Callable[[Settings], list[FactRequest]] = _nothing
+    choices: Mapping[str, tuple[Any, ...]] = field(default_factory=dict)
+    checks: tuple[Check, ...] = ()
+
+    @property
+    def switch(self) -> str | None:
+        """The component's on/off key: the first ``*_enabled`` key of its defaults with a bool default."""
+        return next(
+            (key for key, default in self.defaults.items() if key.endswith("_enabled") and isinstance(default, bool)),
+            None,
+        )
+
+    def enabled(self, settings: Mapping[str, Any]) -> bool:
+        return self.switch is None or bool(settings[self.switch])
+
+    def problems(self, settings: Mapping[str, Any]) -> list[str]:
+        """What is wrong with this component's settings (nothing when it is switched off)."""
+        if not self.enabled(settings):
+            return []
+        found = []
+        for key, allowed in self.choices.items():
+            if settings[key] not in allowed:
+                found.append(f"{key}={settings[key]!r}: not one of {', '.join(repr(choice) for choice in allowed)}")
+        for check in self.checks:
+            found.extend(check(settings))
+        return found
+
+
+@dataclass(frozen=True)
+class Step:
+    """A component in an entry file's list, with global arguments for its deploy (``_if=...``)."""
+
+    component: Component
+    arguments: Mapping[str, Any] = field(default_factory=dict)
+
+
+def settings_problems(components: Iterable[Component], settings: Mapping[str, Any]) -> list[str]:
+    """Every problem of the cluster settings and of the components' settings, ``component: problem``."""
+    found = [f"cluster settings: {problem}" for problem in cluster_settings.check(settings)]
+    for component in components:
+        found.extend(f"{component.name}: {problem}" for problem in component.problems(settings))
+    return found
+
+
+def check_settings(components: Iterable[Component], settings: Settings | None = None) -> None:
+    """Stop this host's deploy (at prepare, nothing changed yet) when any setting is invalid."""
+    settings = settings or Settings()
+    found = settings_problems(components, settings)
+    if found:
+        raise DeployError(f"{host.name}: invalid settings:\n  " + "\n  ".join(found))
+
+
+def run(steps: Sequence[Component | Step], base_facts: Sequence[FactRequest] = ()) -> None:
+    """Check every component's settings, read the facts of those whose gate opens in one remote command,
+    then call their deploys in order."""
+    wanted = [step if isinstance(step, Step) else Step(step) for step in steps]
+    settings = Settings()
+    check_settings([step.component for step in wanted], settings)
+    gated = [step for step in wanted if step.component.should_run(settings)]
+    prepared_facts(*base_facts, *[request for step in gated for request in step.component.fact_requests(settings)])
+    for step in gated:
+        step.component.deploy(**step.arguments)
