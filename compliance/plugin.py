@@ -1,6 +1,6 @@
 """pytest plugin for the compliance suite (``-p compliance.plugin``).
 
-* ``probe_for(host)``: one cached :class:`~compliance.probes.Probe` per testinfra host and process, with
+* ``probe_for(host)``: one cached :class:`~compliance.probe.Probe` per testinfra host and process, with
   the host's inventory context read from ``$SPECTRA_COMPLY_CONTEXT`` (written by ``spectra comply``).
 * Collects every check outcome (from the reports' ``user_properties``, so it works across xdist
   workers) and, on the controller, writes them as JSON to ``$SPECTRA_COMPLY_RESULTS``.
@@ -15,7 +15,9 @@ from typing import Any
 
 import pytest
 
-from compliance.probes import HostContext, Outcome, Probe
+from compliance.context import HostContext
+from compliance.model import Outcome
+from compliance.probe import Probe, SshReader
 
 CONTEXT_ENV = "SPECTRA_COMPLY_CONTEXT"
 RESULTS_ENV = "SPECTRA_COMPLY_RESULTS"
@@ -39,13 +41,18 @@ def host_name(host: Any) -> str:
     return str(host.backend.get_hostname())
 
 
-def probe_for(host: Any) -> Probe:
+def context_for(name: str) -> HostContext | None:
+    """The inventory's context of host ``name`` from ``$SPECTRA_COMPLY_CONTEXT``; None without one."""
     global _contexts
     if _contexts is None:
         _contexts = load_contexts(os.environ.get(CONTEXT_ENV))
+    return _contexts.get(name)
+
+
+def probe_for(host: Any) -> Probe:
     name = host_name(host)
     if name not in _probes:
-        _probes[name] = Probe(host, _contexts.get(name) or HostContext(name))
+        _probes[name] = Probe(SshReader(host, name), context_for(name) or HostContext(name))
     return _probes[name]
 
 

@@ -8,7 +8,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from compliance.checks import BY_ID, STATUSES, Status
+from compliance.checks import BY_ID
+from compliance.model import STATUSES, Status
 from compliance.waivers import Waiver, expired_waivers, find_waiver
 
 

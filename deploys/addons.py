@@ -1,8 +1,9 @@
 """Kubernetes addon manifests rendered from data, for the cluster deploy to apply.
 
 Each addon is a module in ``deploys/components/`` with ``DEFAULTS`` (so ``spectra validate`` knows its
-settings), ``TEMPLATE`` (a path under ``templates/``) and ``template_context(values)`` (checks the settings
-and returns what the template places). Rendering needs no host: ``render_addon("coredns", host.data)`` in a
+settings), ``TEMPLATE`` (a path under ``templates/``), ``check(values)`` (its settings' problems, pure: the
+cluster addons component lists :func:`addon_problems` among its checks) and ``template_context(values)``
+(what the template places). Rendering needs no host: ``render_addon("coredns", Settings())`` in a
 deploy, or a plain dict in tests and scripts.
 """
 
@@ -20,6 +21,11 @@ ADDONS = {"coredns": "deploys.components.coredns"}
 
 class AddonError(ValueError):
     """A setting an addon cannot be rendered with; the message names the setting."""
+
+
+def addon_problems(name: str, values: Mapping[str, Any]) -> list[str]:
+    """The problems of addon ``name``'s settings in ``values`` (a mapping holding every key the addon reads)."""
+    return list(importlib.import_module(ADDONS[name]).check(values))
 
 
 def render_addon(name: str, data: Mapping[str, Any] | Any) -> str:

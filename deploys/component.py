@@ -19,12 +19,13 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
+from weakref import WeakKeyDictionary
 
 from pyinfra import host
 from pyinfra.api import DeployError
 
 from deploys.prepare import FactRequest, prepared_facts
-from deploys.settings import Settings
+from deploys.settings import Settings, setting
 from spectra import cluster_settings
 
 Check = Callable[[Mapping[str, Any]], Iterable[str]]
@@ -68,7 +69,10 @@ class Component:
             if settings[key] not in allowed:
                 found.append(f"{key}={settings[key]!r}: not one of {', '.join(repr(choice) for choice in allowed)}")
         for check in self.checks:
-            found.extend(check(settings))
+            try:
+                found.extend(check(settings))
+            except (TypeError, ValueError, KeyError, AttributeError) as error:  # a value of the wrong type
+                found.append(f"cannot be checked ({type(error).__name__}: {error})")
         return found
 
 
@@ -96,13 +100,44 @@ def check_settings(components: Iterable[Component], settings: Settings | None = 
         raise DeployError(f"{host.name}: invalid settings:\n  " + "\n  ".join(found))
 
 
+_CLUSTER_WIDE_CHECKED: WeakKeyDictionary[Any, list[str]] = WeakKeyDictionary()
+
+
+def cluster_wide_problems(members: Iterable[Any]) -> list[str]:
+    """Cluster-wide settings (``cluster_settings.CLUSTER_WIDE``) with more than one value in the inventory."""
+    problems = []
+    members = list(members)
+    for key in cluster_settings.CLUSTER_WIDE:
+        seen: dict[str, list[str]] = {}
+        for member in members:
+            seen.setdefault(repr(setting(key, member)), []).append(str(member.name))
+        if len(seen) > 1:
+            detail = "; ".join(f"{', '.join(names)}: {value}" for value, names in seen.items())
+            problems.append(f"{key} must be the same on every host ({detail})")
+    return problems
+
+
+def check_cluster_wide() -> None:
+    """Once per run (the answer is the inventory's, not a host's): stop every host when they disagree."""
+    state = host.state
+    if state not in _CLUSTER_WIDE_CHECKED:
+        _CLUSTER_WIDE_CHECKED[state] = cluster_wide_problems(state.inventory)
+    if _CLUSTER_WIDE_CHECKED[state]:
+        raise DeployError(f"{host.name}: " + "; ".join(_CLUSTER_WIDE_CHECKED[state]))
+
+
 def run(steps: Sequence[Component | Step], base_facts: Sequence[FactRequest] = ()) -> None:
-    """Check every component's settings, read the facts of those whose gate opens in one remote command,
-    then call their deploys in order."""
+    """Check every component's settings (and the cluster-wide ones across the inventory), read the facts of
+    those whose gate opens in one remote command, then call their deploys in order."""
     wanted = [step if isinstance(step, Step) else Step(step) for step in steps]
     settings = Settings()
     check_settings([step.component for step in wanted], settings)
+    check_cluster_wide()
     gated = [step for step in wanted if step.component.should_run(settings)]
     prepared_facts(*base_facts, *[request for step in gated for request in step.component.fact_requests(settings)])
-    for step in gated:
-        step.component.deploy(**step.arguments)
+    # pyinfra identifies an operation across hosts by the line numbers of its call stack: every deploy is called
+    # from the line below, so the position in the full list (host.loop) keeps components apart, the same on
+    # every host whichever components its gates skip.
+    for step in host.loop(wanted):
+        if step in gated:
+            step.component.deploy(**step.arguments)

@@ -9,8 +9,11 @@ Tag instances ``spectra:cluster=<cluster>`` and ``spectra:roles=control_plane,et
 region (``aws_eu_west_1.py``): the group names stay the same, only the zones differ.
 """
 
+from inventories import ssh_tuning
 from inventories.grouping import build_groups, file_group
 from inventories.sources.ec2 import Ec2Source, KeyedGroup, ec2_records
+
+ssh_tuning.enable()  # loaded before pyinfra connects: TCP_NODELAY, ~2 ms per remote command instead of ~44 ms
 
 _source = Ec2Source.from_env(
     region="us-east-1",

@@ -6,7 +6,10 @@ group ``az_dc1_r01``; the datacenter is the region (``region_dc1``). Roll out ra
 Addresses are documentation addresses (192.0.2.0/24): replace them with your own.
 """
 
+from inventories import ssh_tuning
 from inventories.grouping import HostRecord, build_groups, file_group
+
+ssh_tuning.enable()  # loaded before pyinfra connects: TCP_NODELAY, ~2 ms per remote command instead of ~44 ms
 
 _DATACENTER = "dc1"
 _CONNECTION = {"ssh_user": "root", "ssh_port": 22}

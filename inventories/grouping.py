@@ -32,12 +32,7 @@ from typing import Any
 
 from pyinfra.api.exceptions import InventoryError
 
-from inventories import ssh_tuning
 from spectra import topology
-
-# Every inventory imports this module before pyinfra connects: TCP_NODELAY on every SSH socket
-# (~2 ms per remote command instead of ~44 ms of delayed-ACK stall, see ssh_tuning).
-ssh_tuning.enable()
 
 # The roles the deploys know about, in the order their group data is merged (later wins): topology's.
 KNOWN_ROLES: tuple[str, ...] = topology.KNOWN_ROLES

@@ -6,7 +6,10 @@ Reads ``$SPECTRA_LAB_DIR/inventory.json`` (default ``/var/lib/spectra-lab``), wr
 A missing state file or an empty lab is an error: zero hosts never pass silently.
 """
 
+from inventories import ssh_tuning
 from inventories.grouping import build_groups, file_group
 from inventories.sources.lab import lab_records
+
+ssh_tuning.enable()  # loaded before pyinfra connects: TCP_NODELAY, ~2 ms per remote command instead of ~44 ms
 
 globals().update(build_groups(lab_records(), inventory_group=file_group(__file__)))

@@ -10,8 +10,11 @@ copy this file (``gcp_europe_west1.py``) and hard-code the directory.
 
 import os
 
+from inventories import ssh_tuning
 from inventories.grouping import build_groups, file_group
 from inventories.sources.terraform import DEFAULT_OUTPUT, load_terraform_records
+
+ssh_tuning.enable()  # loaded before pyinfra connects: TCP_NODELAY, ~2 ms per remote command instead of ~44 ms
 
 _records = load_terraform_records(
     output_file=os.environ.get("SPECTRA_TF_OUTPUT") or None,

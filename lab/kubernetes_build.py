@@ -22,8 +22,12 @@ CLI::
 
     python -m lab.kubernetes_build build [--version vX.Y.Z] [--arch amd64] [--force] [--no-publish]
     python -m lab.kubernetes_build publish [--version vX.Y.Z]
-    python -m lab.kubernetes_build sums --version vX.Y.Z (--from-url BASE | --from-mirror [ROOT]) [--table PATH]
+    python -m lab.kubernetes_build sums --version vX.Y.Z (--from-mirror [ROOT] | --from-url BASE) [--table PATH]
     python -m lab.kubernetes_build paths [--version vX.Y.Z]
+
+``sums`` fills the lab's table from the lab mirror: its files, or over HTTP the way a deploy downloads
+(``--from-url``, read by the production reader :mod:`deploys.checksums.upstream`). The production table is
+written by ``spectra checksums kubernetes``.
 """
 
 from __future__ import annotations
@@ -39,20 +43,18 @@ import subprocess
 import sys
 import tempfile
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from deploys.checksums import (
+    KUBERNETES_BINARIES,
     KUBERNETES_TABLE,
-    UPSTREAM_KUBERNETES_BASE_URL,
     ChecksumError,
     load_table,
     parse_sha256_file,
-    release_url,
+    upstream,
     with_entries,
     write_table,
 )
@@ -65,14 +67,8 @@ from deploys.checksums import (
 DEFAULT_VERSION = "v1.36.3"
 DEFAULT_OS = "linux"
 
-BINARIES = (
-    "kubelet",
-    "kube-apiserver",
-    "kube-controller-manager",
-    "kube-scheduler",
-    "kube-proxy",
-    "kubectl",
-)
+# What production installs, so what the lab builds.
+BINARIES = KUBERNETES_BINARIES
 # From upstream's hack/lib/golang.sh (KUBE_STATIC_BINARIES): built with CGO_ENABLED=0. kubelet is not in
 # that list: upstream builds it natively with cgo (dynamically linked against glibc).
 STATIC_BINARIES = frozenset(BINARIES) - {"kubelet"}
@@ -81,7 +77,6 @@ BUILD_TAGS = "selinux,notest,grpcnotrace"
 MODULE = "k8s.io/kubernetes"
 BUILD_MODULE_NAME = "spectra.lab/kubernetes-build"
 
-VERSION_RE = re.compile(r"^v(\d+)\.(\d+)\.(\d+)$")
 _STAGING_REPLACE_RE = re.compile(r"^\s*(?:replace\s+)?(k8s\.io/[A-Za-z0-9._/-]+)\s+=>\s+\./staging/src/(\S+)\s*$")
 _GO_DIRECTIVE_RE = re.compile(r"^go\s+(\d+\.\d+(?:\.\d+)?)\s*$")
 _GODEBUG_LINE_RE = re.compile(r"^godebug\s+\S+=\S+\s*$")
@@ -96,13 +91,10 @@ class BuildError(Exception):
 
 
 def parse_version(version: str) -> tuple[int, int, int]:
-    match = VERSION_RE.match(version)
-    if not match:
-        raise BuildError(f"version {version!r} is not a release tag of the form v1.MINOR.PATCH")
-    major, minor, patch = (int(part) for part in match.groups())
-    if major != 1:
-        raise BuildError(f"version {version!r}: only Kubernetes 1.x releases are supported")
-    return major, minor, patch
+    try:
+        return upstream.check_kubernetes_version(version)
+    except ChecksumError as exc:
+        raise BuildError(str(exc)) from None
 
 
 def staging_version(version: str) -> str:
@@ -565,28 +557,14 @@ def publish_to_lab(
     return sums
 
 
-def fetch_text(url: str, timeout: float = 30) -> str:
+def sums_from_served_mirror(
+    base_url: str, version: str, arch: str, binaries: Iterable[str] = BINARIES
+) -> dict[str, str]:
+    """The mirror's ``.sha256`` files read over its URL, by the reader production uses on upstream's site."""
     try:
-        with urllib.request.urlopen(url, timeout=timeout) as response:
-            return str(response.read(4096).decode("ascii", errors="replace"))
-    except urllib.error.HTTPError as exc:
-        raise BuildError(f"{url}: HTTP {exc.code} {exc.reason}") from exc
-    except (urllib.error.URLError, OSError) as exc:
-        reason = getattr(exc, "reason", exc)
-        raise BuildError(f"{url}: cannot fetch ({reason})") from exc
-
-
-def sums_from_url(base_url: str, version: str, arch: str, binaries: Iterable[str] = BINARIES) -> dict[str, str]:
-    """Read ``<base>/<version>/bin/linux/<arch>/<binary>.sha256`` for each binary (upstream or a mirror)."""
-    parse_version(version)
-    sums: dict[str, str] = {}
-    for binary in binaries:
-        url = release_url(base_url, version, arch, binary) + ".sha256"
-        try:
-            sums[binary] = parse_sha256_file(fetch_text(url), url)
-        except ChecksumError as exc:
-            raise BuildError(str(exc)) from exc
-    return sums
+        return upstream.kubernetes_sums(base_url, version, [arch], binaries)[version][arch]
+    except ChecksumError as exc:
+        raise BuildError(str(exc)) from None
 
 
 def sums_from_mirror(root: Path, version: str, arch: str, binaries: Iterable[str] = BINARIES) -> dict[str, str]:
@@ -596,7 +574,7 @@ def sums_from_mirror(root: Path, version: str, arch: str, binaries: Iterable[str
         path = mirror_path(root, version, arch, binary)
         sum_file = path.with_name(path.name + ".sha256")
         try:
-            digest = parse_sha256_file(sum_file.read_text(), str(sum_file))
+            digest = parse_sha256_file(sum_file.read_text(), str(sum_file), binary)
         except FileNotFoundError:
             raise BuildError(f"{sum_file} does not exist: publish {version} first") from None
         except ChecksumError as exc:
@@ -608,6 +586,7 @@ def sums_from_mirror(root: Path, version: str, arch: str, binaries: Iterable[str
 
 
 def record_sums(table_path: Path, version: str, arch: str, sums: Mapping[str, str]) -> bool:
+    """Write the lab's own sums into a table (a rebuild replaces them: lab sums are not upstream's)."""
     try:
         table = with_entries(load_table(table_path), version, arch, sums)
         return write_table(table_path, table)
@@ -638,17 +617,17 @@ def _parser() -> argparse.ArgumentParser:
     common(publish_cmd)
     publish_cmd.add_argument("--mirror", type=Path, help="mirror root (default $SPECTRA_LAB_DIR/mirror)")
 
-    sums_cmd = commands.add_parser("sums", help="write a release's sums into a checksum table")
+    sums_cmd = commands.add_parser(
+        "sums", help="write the lab mirror's sums into the lab table (production: `spectra checksums kubernetes`)"
+    )
     common(sums_cmd)
     source = sums_cmd.add_mutually_exclusive_group(required=True)
-    source.add_argument("--from-url", metavar="BASE", help=f"release root, e.g. {UPSTREAM_KUBERNETES_BASE_URL}")
     source.add_argument(
         "--from-mirror", metavar="ROOT", nargs="?", const="", help="the lab mirror (default $SPECTRA_LAB_DIR/mirror)"
     )
+    source.add_argument("--from-url", metavar="BASE", help="the mirror served over HTTP, e.g. http://HOST:8080/release")
     sums_cmd.add_argument(
-        "--table",
-        type=Path,
-        help=f"table to write (default: {KUBERNETES_TABLE} for --from-url, the lab table for --from-mirror)",
+        "--table", type=Path, help="table to write (default $SPECTRA_LAB_DIR/checksums/kubernetes.yaml)"
     )
     sums_cmd.add_argument("--binary", action="append", choices=BINARIES, help="only these binaries (repeatable)")
 
@@ -685,12 +664,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         elif args.command == "sums":
             binaries = args.binary or BINARIES
             if args.from_url is not None:
-                sums = sums_from_url(args.from_url, args.version, arch, binaries)
-                table = args.table or KUBERNETES_TABLE
+                sums = sums_from_served_mirror(args.from_url, args.version, arch, binaries)
             else:
                 root = Path(args.from_mirror) if args.from_mirror else mirror_root()
                 sums = sums_from_mirror(root, args.version, arch, binaries)
-                table = args.table or lab_table_path()
+            table = args.table or lab_table_path()
             wrote = record_sums(table, args.version, arch, sums)
             for binary, digest in sums.items():
                 print(f"{binary}\t{digest}")

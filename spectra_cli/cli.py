@@ -6,9 +6,13 @@
     spectra rollout  INVENTORY DEPLOY.py... --by-zone [--zones a,b] [--pause S] [-- more pyinfra options]
     spectra comply   INVENTORY [--limit GROUP|ZONE|HOST] [--report-dir DIR] [--waivers FILE] [-n N]
     spectra drift    INVENTORY DEPLOY.py... [--limit ...]
+    spectra checksums kubernetes --version vX.Y.Z [--from-url BASE] [--arch amd64,arm64] [--table PATH]
+                                 [--dry-run]
 
 comply: 0 compliant; 1 a check failed or a waiver expired; 2 invalid input (nothing run).
 drift: 0 nothing would change; 3 something would change (listed); 1 the dry run failed.
+checksums: 0 the table holds the sums; 1 the source failed or disagrees with the table (nothing written);
+2 invalid arguments or table (see spectra_cli/checksums.py).
 
 Exit codes: 0 success; 1 the pyinfra run failed (any failed host); 2 invalid inventory, group_data or
 arguments, zero hosts; 130 interrupted.
@@ -22,6 +26,8 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
+from spectra import pyinfra_compat
+from spectra_cli import checksums
 from spectra_cli.comply import DEFAULT_WAIVERS, ComplyOptions, comply
 from spectra_cli.drift import report as drift_report
 from spectra_cli.rollout import RolloutError, plan, rollout
@@ -38,14 +44,12 @@ OWN_OPTIONS = {"--limit", "--exclude", "--data", "--group-data", "--chdir", "-y"
 
 
 def _parse_data(items: Sequence[str]) -> dict[str, Any]:
-    from pyinfra_cli.util import parse_cli_arg
-
     data: dict[str, Any] = {}
     for item in items:
         key, sep, value = item.partition("=")
         if not sep or not key:
             raise SystemExit(_usage_error(f"--data expects key=value, got {item!r}"))
-        data[key] = parse_cli_arg(value)
+        data[key] = pyinfra_compat.parse_cli_value(value)
     return data
 
 
@@ -118,6 +122,8 @@ def build_parser() -> argparse.ArgumentParser:
     _common(drift_parser)
     drift_parser.add_argument("operations", nargs="+", help="deploy file(s), e.g. deploys/site.py")
     drift_parser.add_argument("-v", dest="verbose", action="count", default=0, help="pyinfra -v (repeatable)")
+
+    checksums.add_parser(sub)
     return parser
 
 
@@ -177,10 +183,6 @@ def _check_extra(extra: Sequence[str]) -> str | None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    # pyinfra_cli gevent-monkey-patches the stdlib on import; do it before boto3 & co. are imported
-    # by inventory files, as the pyinfra CLI does.
-    import pyinfra_cli  # noqa: F401
-
     argv = list(sys.argv[1:] if argv is None else argv)
     extra: list[str] = []
     if "--" in argv:
@@ -193,6 +195,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     problem = _check_extra(extra)
     if problem:
         return _usage_error(problem)
+    if args.command == "checksums":  # loads no inventory: no pyinfra, no gevent
+        return checksums.run(args)
+
+    # gevent-patch the stdlib before inventory files import boto3 & co., as the pyinfra CLI does
+    pyinfra_compat.patch_stdlib_for_gevent()
 
     if args.command == "comply":
         # Hosts are selected after loading (zone names are accepted in --limit): load everything once.

@@ -19,6 +19,9 @@ prepares with change detection (``State(check_for_changes=True)``), runs each op
 generator up to its first command and stores the answer in ``OperationMeta._maybe_is_change`` (what
 ``will_change`` returns); ``--dry`` then exits before executing, with the connections still open. For the
 operations that would change, the generator is run again, in the host's context, to list the commands.
+
+Every pyinfra internal read here (the CLI entry point, the run's state, operation names) goes through
+:mod:`spectra.pyinfra_compat`.
 """
 
 from __future__ import annotations
@@ -29,6 +32,8 @@ import signal
 import sys
 from collections.abc import Callable
 from typing import Any
+
+from spectra import pyinfra_compat
 
 RESULT_FILE_ENV = "SPECTRA_RESULT_FILE"
 EXIT_INTERRUPTED = 130
@@ -46,36 +51,25 @@ def summarise(state: Any, pyinfra_code: int, interrupted: bool) -> dict[str, Any
     }
     if state is None:
         return summary
-    summary["stage"] = getattr(getattr(state, "current_stage", None), "name", None)
-    summary["activated_hosts"] = sorted(host.name for host in state.activated_hosts)
-    summary["failed_hosts"] = sorted(host.name for host in state.failed_hosts)
-    summary["hosts_with_errors"] = sorted(
-        host.name for host, results in state.results.items() if getattr(results, "error_ops", 0) > 0
-    )
+    outcomes = pyinfra_compat.host_outcomes(state)
+    summary["stage"] = outcomes.stage
+    summary["activated_hosts"] = outcomes.activated
+    summary["failed_hosts"] = outcomes.failed
+    summary["hosts_with_errors"] = outcomes.with_errors
     summary["changed_operations"] = changed_operations(state)
     return summary
 
 
 def changed_operations(state: Any) -> dict[str, list[str]]:
     """Per activated host, the names of the operations that changed something (pyinfra's own results)."""
-    from pyinfra_cli.prints import pretty_op_name
-
-    changed: dict[str, list[str]] = {}
     try:
-        op_order = state.get_op_order()
+        by_host = pyinfra_compat.prepared_operations(state, state.activated_hosts)
     except Exception:  # noqa: BLE001 - no operations were prepared (e.g. failed before the prepare stage)
-        return changed
-    for host in state.activated_hosts:
-        names = []
-        for op_hash in op_order:
-            op = state.ops.get(host, {}).get(op_hash)
-            if op is None:
-                continue
-            meta = op.operation_meta
-            if meta.did_succeed(_raise_if_not_complete=False) and meta.did_change():
-                names.append(pretty_op_name(state.op_meta[op_hash]))
-        changed[host.name] = names
-    return changed
+        return {}
+    return {
+        host.name: [pyinfra_compat.pretty_op_name(op.meta) for op in operations if op.changed()]
+        for host, operations in by_host.items()
+    }
 
 
 MAX_COMMANDS = 5  # commands listed per operation that would change
@@ -104,40 +98,32 @@ def would_change(state: Any, op_name: Callable[[Any], str] | None = None) -> dic
     ``conditional``: the operation has ``_if``, which pyinfra only evaluates while executing.
     ``op_name`` names an operation from its meta (default: pyinfra CLI's ``pretty_op_name``).
     """
-    from pyinfra.context import ctx_host, ctx_state
-
-    if op_name is None:
-        from pyinfra_cli.prints import pretty_op_name
-
-        op_name = pretty_op_name
-
-    name: Callable[[Any], str] = op_name
+    name: Callable[[Any], str] = op_name or pyinfra_compat.pretty_op_name
     changes: dict[str, list[dict[str, Any]]] = {}
     try:
-        op_order = state.get_op_order()
+        by_host = pyinfra_compat.prepared_operations(state, sorted(state.activated_hosts, key=lambda item: item.name))
     except Exception:  # noqa: BLE001 - nothing was prepared
         return changes
-    for host in sorted(state.activated_hosts, key=lambda item: item.name):
+    for host, operations in by_host.items():
         items = []
-        for op_hash in op_order:
-            op_data = state.ops.get(host, {}).get(op_hash)
-            if op_data is None or op_data.operation_meta._maybe_is_change is False:
+        for op in operations:
+            if op.may_change is False:
                 continue
             commands: list[str] = []
             error = None
             try:
-                with ctx_state.use(state), ctx_host.use(host):
-                    commands = [describe_command(command) for command in op_data.command_generator()]
+                with pyinfra_compat.host_context(state, host):
+                    commands = [describe_command(command) for command in op.command_generator()]
             except Exception as exc:  # noqa: BLE001 - report it; the operation still counts as a change
                 error = f"{type(exc).__name__}: {exc}"
             if not commands and error is None:
                 continue
             items.append(
                 {
-                    "operation": name(state.op_meta[op_hash]),
+                    "operation": name(op.meta),
                     "commands": commands[:MAX_COMMANDS],
                     "more_commands": max(0, len(commands) - MAX_COMMANDS),
-                    "conditional": bool(op_data.global_arguments.get("_if")),
+                    "conditional": bool(op.global_arguments.get("_if")),
                     "error": error,
                 }
             )
@@ -169,9 +155,6 @@ def _exit_code(value: Any) -> int:
 
 
 def run(argv: list[str]) -> int:
-    from pyinfra.context import ctx_state
-    from pyinfra_cli.main import main as pyinfra_main
-
     interrupted = False
     real_signal = signal.signal
 
@@ -188,10 +171,9 @@ def run(argv: list[str]) -> int:
             return real_signal(signum, on_interrupt)
         return real_signal(signum, handler)
 
-    sys.argv = ["pyinfra", *argv]
     signal.signal = tracking_signal  # type: ignore[assignment]
     try:
-        pyinfra_main()
+        pyinfra_compat.run_cli(argv)
         code = 0
     except SystemExit as exc:
         code = _exit_code(exc.code)
@@ -201,7 +183,7 @@ def run(argv: list[str]) -> int:
     finally:
         signal.signal = real_signal
 
-    state = ctx_state.get() if ctx_state.isset() else None
+    state = pyinfra_compat.current_state()
     summary = summarise(state, code, interrupted)
     if state is not None and "--dry" in argv and not interrupted:
         summary["would_change"] = would_change(state)

@@ -5,11 +5,14 @@ Four sources, in this order:
 1. inventory keys defined here (``roles``, ``zone``, ``region``, ``env``... see :data:`INVENTORY_KEYS`);
 2. pyinfra connector data (``ssh_*``, ``docker_*``...), read from the installed connectors;
 3. pyinfra global arguments usable as host data (``_sudo``, ``_retries``, ``_env``...);
-4. component settings: each module in ``deploys/components/`` exports ``DEFAULTS`` (key -> default) and
+4. the cluster settings (``spectra/cluster_settings.py``: ``DEFAULTS``, ``TYPES``, ``CHECKS``);
+5. component settings: each module in ``deploys/components/`` exports ``DEFAULTS`` (key -> default) and
    may export ``REQUIRED`` (keys that need a value), ``TYPES`` (key -> type or tuple of types, for keys
-   whose default is ``None``) and ``ROLES`` (the roles the component runs on; ``REQUIRED`` is only
-   enforced on hosts with one of them). The first ``*_enabled`` key of ``DEFAULTS`` with a bool default
-   is the component's switch: ``REQUIRED`` is not enforced on hosts where it is ``False``.
+   whose default is ``None``), ``CHOICES`` (key -> allowed values) and ``ROLES`` (the roles the component
+   runs on; ``REQUIRED`` is only enforced on hosts with one of them). The first ``*_enabled`` key of
+   ``DEFAULTS`` with a bool default is the component's switch: ``REQUIRED`` is not enforced on hosts where it
+   is ``False``. A module's ``COMPONENT`` record (``deploys/component.py``) adds its ``checks``: the same pure
+   functions the deploy runs before it changes anything.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ import importlib.util
 import pkgutil
 import types
 import typing
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -46,10 +50,21 @@ class Requirement:
     switch: str | None = None  # the component's *_enabled key: not required where it is False
 
 
+@dataclass(frozen=True)
+class SettingsChecks:
+    """A module's pure settings checks (``checks``: functions of a host's settings -> problems)."""
+
+    source: str
+    name: str
+    checks: tuple[Callable[[Mapping[str, Any]], Iterable[str]], ...]
+    switch: str | None = None  # not checked on hosts where this key is False
+
+
 @dataclass
 class Schema:
     keys: dict[str, KeySpec] = field(default_factory=dict)
     required: list[Requirement] = field(default_factory=list)
+    checks: list[SettingsChecks] = field(default_factory=list)
     # Problems found while building the schema: (where, key, message)
     problems: list[tuple[str, str | None, str]] = field(default_factory=list)
     components: list[str] = field(default_factory=list)
@@ -76,7 +91,8 @@ INVENTORY_KEYS: dict[str, tuple[TypeSpec, tuple[Any, ...] | None]] = {
     "region": ((str,), None),
     "env": ((str,), None),
     "cloud": ((str,), None),
-    "cluster_name": ((str,), None),
+    # this host's address inside the cluster, over private_ip and ssh_hostname (spectra/topology.py)
+    "node_address": ((str,), None),
     "instance_id": ((str,), None),
     "instance_type": ((str,), None),
     "private_ip": ((str,), None),
@@ -225,7 +241,14 @@ def _add_component(schema: Schema, module_name: str) -> None:
     declared_types = getattr(module, "TYPES", {}) or {}
     required: set[str] = set(getattr(module, "REQUIRED", set()) or set())
     roles = getattr(module, "ROLES", None)
+    component = getattr(module, "COMPONENT", None)
+    choices: dict[str, tuple[Any, ...]] = dict(getattr(module, "CHOICES", {}) or {})
+    if component is not None:
+        choices.update(getattr(component, "choices", {}) or {})
     schema.components.append(where)
+    for key in choices:
+        if key not in defaults:
+            schema.problems.append((where, key, "in CHOICES but not in DEFAULTS"))
 
     for key in declared_types:
         if key not in defaults:
@@ -247,7 +270,10 @@ def _add_component(schema: Schema, module_name: str) -> None:
                 expected = (*declared_tuple, type(None))
         else:
             expected = types_from_default(default)
-        schema.add(KeySpec(key, expected, where, default=default))
+        allowed = tuple(choices[key]) if key in choices else None
+        if allowed is not None and default is not None and default not in allowed:
+            schema.problems.append((where, key, f"default {default!r} is not one of its CHOICES"))
+        schema.add(KeySpec(key, expected, where, default=default, choices=allowed))
 
     role_set = frozenset(roles) if roles else None
     switch = next(
@@ -255,12 +281,30 @@ def _add_component(schema: Schema, module_name: str) -> None:
     )
     for key in sorted(required):
         schema.required.append(Requirement(key, where, role_set, switch))
+    checks = tuple(getattr(component, "checks", ()) or ())
+    if checks:
+        name = str(getattr(component, "name", module_name.rsplit(".", 1)[-1]))
+        schema.checks.append(SettingsChecks(where, name, checks, switch))
+
+
+def _add_cluster_settings(schema: Schema) -> None:
+    from spectra import cluster_settings
+
+    where = _module_file(cluster_settings.__name__)
+    for key, default in cluster_settings.DEFAULTS.items():
+        declared = cluster_settings.TYPES.get(key)
+        expected = (
+            (declared if isinstance(declared, tuple) else (declared,)) if declared else types_from_default(default)
+        )
+        schema.add(KeySpec(key, expected, where, default=default))
+    schema.checks.append(SettingsChecks(where, "cluster settings", tuple(cluster_settings.CHECKS)))
 
 
 def load_schema(components_package: str | None = DEFAULT_COMPONENTS_PACKAGE) -> Schema:
     schema = Schema()
     _add_inventory_keys(schema)
     _add_pyinfra_keys(schema)
+    _add_cluster_settings(schema)
     if components_package:
         names, problems = _component_module_names(components_package)
         schema.problems.extend(problems)

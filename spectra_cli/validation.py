@@ -8,6 +8,8 @@ Errors (the run stops):
 * a value of the wrong type (bool and int are told apart; int is accepted for float) or outside
   the allowed choices;
 * a ``REQUIRED`` component setting without a value on a host that runs the component;
+* a value a component's or the cluster settings' checks refuse (the same pure checks every deploy runs
+  before it changes anything), and a cluster-wide setting with different values on different hosts;
 * a group_data file named like a role but for no group (``group_data/worker.py``);
 * conflicting roles (see :func:`check_roles`).
 
@@ -22,7 +24,7 @@ from __future__ import annotations
 
 import difflib
 import os
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from fnmatch import fnmatch
 from pathlib import Path
@@ -165,7 +167,8 @@ def read_group_data_files(dirs: Sequence[Path], inventory: Any, result: Validati
     """Load every group_data file with pyinfra's own loader (same import filtering as a real run)."""
     from pyinfra.api import State
     from pyinfra.context import ctx_inventory, ctx_state
-    from pyinfra_cli.inventory import _get_group_data
+
+    from spectra.pyinfra_compat import read_group_data as _get_group_data
 
     files = []
     for directory in dirs:
@@ -330,6 +333,60 @@ def check_required(result: ValidationResult, schema: Schema) -> None:
             )
 
 
+class HostSettings(Mapping[str, Any]):
+    """A host's settings as the deploys see them: its data, else the schema's default for the key."""
+
+    def __init__(self, host: Any, schema: Schema) -> None:
+        self.host = host
+        self.schema = schema
+
+    def __getitem__(self, key: str) -> Any:
+        spec = self.schema.keys.get(key)
+        return self.host.data.get(key, spec.default if spec else None)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.schema.keys)
+
+    def __len__(self) -> int:
+        return len(self.schema.keys)
+
+
+def _hosts_text(names: Sequence[str]) -> str:
+    shown = ", ".join(names[:5]) + (f" and {len(names) - 5} more" if len(names) > 5 else "")
+    return f"host {shown}" if len(names) == 1 else f"hosts {shown}"
+
+
+def check_settings(result: ValidationResult, schema: Schema) -> None:
+    """The components' and the cluster settings' checks on every host (one error per problem, listing the
+    hosts), then the cluster-wide settings: one value for the whole inventory."""
+    from spectra.cluster_settings import CLUSTER_WIDE
+
+    found: dict[tuple[str, str], list[str]] = {}
+    for host in result.inventory:
+        values = HostSettings(host, schema)
+        for entry in schema.checks:
+            if entry.switch and values[entry.switch] is False:
+                continue
+            for check in entry.checks:
+                try:
+                    problems = [str(problem) for problem in check(values)]
+                except Exception as exc:  # a check meeting a value of the wrong type (reported above)
+                    problems = [f"cannot be checked ({type(exc).__name__}: {exc})"]
+                for problem in problems:
+                    found.setdefault((entry.name, problem), []).append(host.name)
+    sources = {entry.name: entry.source for entry in schema.checks}
+    for (name, problem), hosts in found.items():
+        result.error(_hosts_text(hosts), None, f"{name}: {problem} (checked by {sources[name]})")
+
+    for key in CLUSTER_WIDE:
+        seen: dict[str, list[str]] = {}
+        for host in result.inventory:
+            seen.setdefault(repr(HostSettings(host, schema)[key]), []).append(host.name)
+        if len(seen) > 1:
+            detail = "; ".join(f"{_hosts_text(hosts)}: {value}" for value, hosts in seen.items())
+            result.error("inventory", key, f"a cluster-wide setting must be the same on every host ({detail})")
+
+
 def select_hosts(result: ValidationResult, limit: Sequence[str] = (), exclude: Sequence[str] = ()) -> list[str]:
     """pyinfra's --limit/--exclude matching (group name, else host name glob); patterns matching nothing
     are errors instead of pyinfra's warning."""
@@ -372,7 +429,8 @@ def load_inventory(
     """Build the inventory exactly as the pyinfra CLI does (same loader, same group_data dirs)."""
     from pyinfra.api import State
     from pyinfra.context import ctx_state
-    from pyinfra_cli.inventory import make_inventory
+
+    from spectra.pyinfra_compat import make_inventory
 
     with ctx_state.use(State()):
         return make_inventory(
@@ -443,5 +501,6 @@ def check_loaded(
     check_data(result, schema, "--data", override_data or {})
     check_roles(result)
     check_required(result, schema)
+    check_settings(result, schema)
     result.selected = select_hosts(result, limit, exclude)
     return result

@@ -4,27 +4,20 @@
 
 Checks what deploys/node.py promises with its default settings: services, listening sockets, files and
 modes, kernel settings, swap, sshd's effective configuration, the firewall and the container runtime.
+Ports come from their owners (compliance.node.expected): the inventory's, when ``$SPECTRA_COMPLY_CONTEXT``
+names the host, else the owners' defaults and the node exporter's own unit.
 """
 
 from __future__ import annotations
 
-import ipaddress
+import re
 
 import pytest
 
-SERVICES = ["ssh", "chrony", "nftables", "containerd", "node_exporter"]
+from compliance.node.expected import Expectations
+from compliance.probe import Probe
 
-# Ports that may listen beyond loopback, and the only program allowed to hold each (the firewall still
-# narrows who reaches them: 9100 to monitoring addresses, 10250 to control planes, 2379-2380 to etcd peers).
-# The cluster's ports exist only on hosts whose roles run those programs (deploys/cluster.py).
-PUBLIC_TCP_PORTS = {
-    22: "sshd",
-    9100: "node_exporter",
-    10250: "kubelet",
-    6443: "kube-apiserver",
-    2379: "etcd",
-    2380: "etcd",
-}
+SERVICES = ["ssh", "chrony", "nftables", "containerd", "node_exporter"]
 
 FILE_MODES = {
     "/etc/containerd/config.toml": (0o600, "root", "root"),
@@ -56,21 +49,15 @@ def test_service_is_active_and_enabled(host, name: str) -> None:
     assert service.is_enabled, f"{name} is not enabled"
 
 
-def test_only_expected_programs_listen_beyond_loopback(host) -> None:
-    exposed = []
-    for protocol in ("tcp", "udp"):
-        flag = "t" if protocol == "tcp" else "u"
-        for line in host.check_output(f"ss -H -{flag}lnp").splitlines():
-            fields = line.split()
-            local, process = fields[3], " ".join(fields[5:])
-            address, _, port = local.rpartition(":")
-            address = address.strip("[]").split("%")[0]
-            if address not in ("*", "0.0.0.0", "::") and ipaddress.ip_address(address).is_loopback:
-                continue
-            program = PUBLIC_TCP_PORTS.get(int(port)) if protocol == "tcp" else None
-            if program is not None and f'(("{program[:15]}",' in process:
-                continue
-            exposed.append(f"{protocol}://{local} {process}")
+def test_only_expected_programs_listen_beyond_loopback(probe: Probe, expected: Expectations) -> None:
+    # Each expected port may be held only by its program; the firewall still narrows who reaches them
+    # (the exporter's port to monitoring addresses, kubelet's to control planes, etcd's to its peers).
+    owners = expected.listeners
+    exposed = [
+        str(item)
+        for item in probe.listeners()
+        if not item.loopback and not (item.protocol == "tcp" and item.held_by(owners.get(item.port, "")))
+    ]
     assert exposed == [], f"unexpected listening sockets: {exposed}"
 
 
@@ -94,11 +81,8 @@ def test_swap_is_off_now_and_after_reboot(host) -> None:
         assert not (fields and not fields[0].startswith("#") and len(fields) > 2 and fields[2] == "swap"), line
 
 
-def test_sshd_effective_configuration_is_hardened(host) -> None:
-    effective = {}
-    for line in host.check_output("sshd -T").splitlines():
-        key, _, value = line.partition(" ")
-        effective[key] = value
+def test_sshd_effective_configuration_is_hardened(probe: Probe) -> None:
+    effective = probe.sshd()
     assert effective["passwordauthentication"] == "no"
     assert effective["kbdinteractiveauthentication"] == "no"
     assert effective["permitrootlogin"] in ("without-password", "prohibit-password", "no")
@@ -107,11 +91,12 @@ def test_sshd_effective_configuration_is_hardened(host) -> None:
     assert not any(mac.startswith("hmac-sha1") or "md5" in mac for mac in effective["macs"].split(","))
 
 
-def test_firewall_drops_by_default_and_keeps_ssh_open(host) -> None:
-    ruleset = host.check_output("nft list table inet spectra")
+def test_firewall_drops_by_default_and_keeps_ssh_open(host, expected: Expectations) -> None:
+    ruleset = host.check_output(f"nft list table inet {expected.firewall_table}")
     assert "policy drop" in ruleset
-    assert "tcp dport 22" in ruleset
-    assert "tcp dport 9100" in ruleset
+    assert re.search(rf"tcp dport {expected.ssh_port}\b", ruleset)
+    if expected.exporter_port is not None:
+        assert re.search(rf"tcp dport {expected.exporter_port}\b", ruleset)
 
 
 def test_node_exporter_runs_sandboxed_as_its_own_user(host) -> None:

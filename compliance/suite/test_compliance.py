@@ -1,4 +1,4 @@
-"""Every check of compliance/checks.py on every host testinfra is given.
+"""Every check of the registry (compliance/checks/) on every host testinfra is given.
 
     spectra comply INVENTORY            (hosts, groups and data from a pyinfra inventory; reports)
     pytest -p compliance.plugin compliance/suite --hosts=ssh://node1 --ssh-config=...   (by hand)
@@ -13,17 +13,17 @@ from typing import Any
 
 import pytest
 
-from compliance.checks import check_ids
+from compliance.checks import CHECKS
+from compliance.model import Check
 from compliance.plugin import PROPERTY, outcome_property, probe_for
-from compliance.probes import run_check
 
 
-@pytest.mark.parametrize("check_id", check_ids())
-def test_check(host: Any, check_id: str, request: pytest.FixtureRequest) -> None:
+@pytest.mark.parametrize("check", CHECKS, ids=[item.id for item in CHECKS])
+def test_check(host: Any, check: Check, request: pytest.FixtureRequest) -> None:
     probe = probe_for(host)
-    outcome = run_check(check_id, probe)
-    request.node.user_properties.append((PROPERTY, outcome_property(probe.context.name, check_id, outcome)))
+    outcome = check.run(probe)
+    request.node.user_properties.append((PROPERTY, outcome_property(probe.context.name, check.id, outcome)))
     if outcome.status == "fail":
-        pytest.fail(f"{check_id}: {outcome.reason}", pytrace=False)
+        pytest.fail(f"{check.id}: {outcome.reason}", pytrace=False)
     if outcome.status == "not_applicable":
         pytest.skip(f"not applicable: {outcome.reason}")

@@ -7,9 +7,10 @@ only the base URL and the table differ.
 
 Adding a patch release needs no code change::
 
-    python -m lab.kubernetes_build sums --from-url https://dl.k8s.io/release --version v1.36.4
+    spectra checksums kubernetes --version v1.36.4
 
-fetches each ``<base>/<version>/bin/linux/<arch>/<binary>.sha256`` and writes the entry into the table.
+fetches each ``<base>/<version>/bin/linux/<arch>/<binary>.sha256`` (:mod:`deploys.checksums.upstream`) and
+writes the entries into the table (:mod:`spectra_cli.checksums`).
 """
 
 from __future__ import annotations
@@ -34,12 +35,22 @@ VERSION_RE = re.compile(r"^v\d+\.\d+\.\d+$")
 ARCH_RE = re.compile(r"^[a-z0-9]+$")
 BINARY_RE = re.compile(r"^[a-z0-9][a-z0-9._-]*$")
 
+# The Kubernetes release binaries Spectra installs (and the lab builds): the table holds sums for these.
+KUBERNETES_BINARIES = (
+    "kubelet",
+    "kube-apiserver",
+    "kube-controller-manager",
+    "kube-scheduler",
+    "kube-proxy",
+    "kubectl",
+)
+
 Table = dict[str, dict[str, dict[str, str]]]
 
 TABLE_HEADER = """\
 # sha256 of release binaries: version -> architecture (linux) -> binary -> sha256 (hex).
 # Data only. Add a release with:
-#   python -m lab.kubernetes_build sums --from-url BASE_URL --version vX.Y.Z [--arch amd64] [--table PATH]
+#   spectra checksums kubernetes --version vX.Y.Z [--from-url BASE_URL] [--arch amd64,arm64] [--table PATH]
 # A binary missing here is refused at install time (never installed unverified).
 """
 
@@ -48,14 +59,24 @@ class ChecksumError(Exception):
     """A table, sum file or lookup that is not valid; the message names what and where."""
 
 
-def parse_sha256_file(text: str, source: str = "sha256 file") -> str:
-    """Return the hex digest of a ``.sha256`` file: just the digest (upstream) or ``digest  filename``."""
-    fields = text.split()
-    if not fields:
+def parse_sha256_file(text: str, source: str = "sha256 file", filename: str | None = None) -> str:
+    """Return the hex digest of a ``.sha256`` file: just the digest (upstream) or ``digest  filename``.
+
+    One line only (a list of sums is not the sum of one file); with ``filename``, a name on that line must
+    be it (``*name``, sha256sum's binary mode, included)."""
+    lines = [line for line in text.splitlines() if line.strip()]
+    if not lines:
         raise ChecksumError(f"{source} is empty")
+    if len(lines) > 1:
+        raise ChecksumError(f"{source} has {len(lines)} lines; a .sha256 file holds one digest: {text[:80]!r}")
+    fields = lines[0].split()
     digest = fields[0].lower()
     if not SHA256_RE.match(digest):
         raise ChecksumError(f"{source} does not start with a sha256 hex digest: {text[:80]!r}")
+    if len(fields) > 2:
+        raise ChecksumError(f"{source} is not `digest` or `digest  filename`: {text[:80]!r}")
+    if filename is not None and len(fields) == 2 and fields[1].lstrip("*").rsplit("/", 1)[-1] != filename:
+        raise ChecksumError(f"{source} is the sum of {fields[1]!r}, not of {filename!r}")
     return digest
 
 
@@ -110,7 +131,7 @@ def lookup(table: Table, version: str, arch: str, binary: str, source: str = "ch
     except KeyError:
         raise ChecksumError(
             f"{source} has no sha256 for {binary} {version} linux/{arch}; add it with "
-            f"`python -m lab.kubernetes_build sums --version {version} --arch {arch} --from-url BASE_URL`"
+            f"`spectra checksums kubernetes --version {version} --arch {arch}`"
         ) from None
 
 

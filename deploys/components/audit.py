@@ -15,17 +15,18 @@ from __future__ import annotations
 
 import posixpath
 import re
-from collections.abc import Mapping as _Mapping
+from collections.abc import Mapping
 from typing import Any
 
 from pyinfra import host, logger
-from pyinfra.api import DeployError, QuoteString, StringCommand, deploy
+from pyinfra.api import QuoteString, StringCommand, deploy
 from pyinfra.facts.deb import DebPackages
 
 from deploys.component import Component
 from deploys.operations import managed
 from deploys.operations.config_files import ConfigFile, config_files, render_template
-from deploys.prepare import FactRequest, component_data, prepared_facts
+from deploys.prepare import FactRequest, prepared_facts
+from deploys.settings import Settings
 from facts.config_state import ConfigState
 from facts.security import AuditSupport
 
@@ -72,61 +73,80 @@ DEFAULTS: dict[str, Any] = {
     "audit_create_directories": ["/etc/kubernetes", "/var/lib/kubelet", "/etc/containerd", "/etc/cni/net.d"],
 }
 
-_PERMISSIONS = re.compile(r"^[rwxa]{1,4}$")
-_KEY = re.compile(r"^[A-Za-z0-9_.-]{1,31}$")
-_PATH = re.compile(r"^/[A-Za-z0-9_./+-]*$")
+WATCH_KEYS = ("audit_watches", "audit_extra_watches")
+RULES_DIR = "/etc/audit/rules.d/"
+_PERMISSIONS = re.compile(r"[rwxa]{1,4}")
+_KEY = re.compile(r"[A-Za-z0-9_.-]{1,31}")
+_PATH = re.compile(r"/[A-Za-z0-9_./+-]*")
 
 
-def audit_watches(data: dict[str, Any]) -> list[dict[str, str]]:
-    """The validated watch list (rules are one line each and auditctl syntax is strict)."""
-    watches = [*(data["audit_watches"] or []), *(data["audit_extra_watches"] or [])]
-    result: list[dict[str, str]] = []
+def _is_normal_path(path: str) -> bool:
+    return bool(_PATH.fullmatch(path)) and path == posixpath.normpath(path)
+
+
+def check(settings: Mapping[str, Any]) -> list[str]:
+    """Rules are one line each and auditctl's syntax is strict (pure: ``spectra validate`` runs it too)."""
+    problems = []
+    rules_path = str(settings["audit_rules_path"])
+    if not (rules_path.startswith(RULES_DIR) and rules_path.endswith(".rules")):
+        problems.append(f"audit_rules_path={rules_path!r}: must be {RULES_DIR}<name>.rules (augenrules reads those)")
     seen: set[str] = set()
-    for watch in watches:
-        path, permissions, key = str(watch["path"]), str(watch["permissions"]), str(watch["key"])
-        if not _PATH.match(path) or path != posixpath.normpath(path):
-            raise DeployError(f"audit watch path {path!r} must be an absolute, normal path")
-        if not _PERMISSIONS.match(permissions):
-            raise DeployError(f"audit watch {path}: permissions {permissions!r} must be letters of 'rwxa'")
-        if not _KEY.match(key):
-            raise DeployError(f"audit watch {path}: key {key!r} must be a short word")
-        if path in seen:
-            raise DeployError(f"audit watch {path} listed twice (auditctl refuses duplicate rules)")
-        seen.add(path)
-        result.append({"path": path, "permissions": permissions, "key": key})
-    return result
+    for key in WATCH_KEYS:
+        for watch in settings[key] or []:
+            if not isinstance(watch, Mapping) or not {"path", "permissions", "key"} <= set(watch):
+                problems.append(f"{key}: {watch!r} must be a mapping with path, permissions and key")
+                continue
+            path, permissions, name = str(watch["path"]), str(watch["permissions"]), str(watch["key"])
+            if not _is_normal_path(path):
+                problems.append(f"{key}: path {path!r} must be an absolute, normal path")
+            if not _PERMISSIONS.fullmatch(permissions):
+                problems.append(f"{key}: {path}: permissions {permissions!r} must be letters of 'rwxa'")
+            if not _KEY.fullmatch(name):
+                problems.append(f"{key}: {path}: key {name!r} must be a short word")
+            if path in seen:
+                problems.append(f"{key}: {path} listed twice (auditctl refuses duplicate rules)")
+            seen.add(path)
+    for directory in settings["audit_create_directories"] or []:
+        if not _is_normal_path(str(directory)):
+            problems.append(f"audit_create_directories: {directory!r} must be an absolute, normal path")
+    return problems
+
+
+def audit_watches(settings: Mapping[str, Any]) -> list[dict[str, str]]:
+    """Every watch, the extra ones last (checked by :func:`check`)."""
+    watches = [*(settings["audit_watches"] or []), *(settings["audit_extra_watches"] or [])]
+    return [
+        {"path": str(watch["path"]), "permissions": str(watch["permissions"]), "key": str(watch["key"])}
+        for watch in watches
+    ]
 
 
 UNITS = ["auditd.service"]
 
 
-def fact_requests() -> list[FactRequest]:
+def should_run(settings: Mapping[str, Any]) -> bool:
+    return bool(settings["audit_enabled"])
+
+
+def fact_requests(settings: Mapping[str, Any]) -> list[FactRequest]:
     """What :func:`audit_rules` reads at prepare time (node.py reads it with other components' facts)."""
-    data = component_data(DEFAULTS)
-    if not data["audit_enabled"]:
-        return []
-    return [AuditSupport, DebPackages, (ConfigState, {"paths": [data["audit_rules_path"]], "units": UNITS})]
+    return [AuditSupport, DebPackages, (ConfigState, {"paths": [settings["audit_rules_path"]], "units": UNITS})]
 
 
-@deploy("Audit rules", data_defaults=DEFAULTS)
+@deploy("Audit rules")
 def audit_rules() -> None:
     """Write the Kubernetes audit rules; install auditd and load them where the kernel allows."""
-    data = {key: host.data.get(key) for key in DEFAULTS}
-    if not data["audit_enabled"]:
-        host.noop("audit rules disabled (audit_enabled=False)")
-        return
-    path = data["audit_rules_path"]
-    if not (path.startswith("/etc/audit/rules.d/") and path.endswith(".rules")):
-        raise DeployError("audit_rules_path must be /etc/audit/rules.d/<name>.rules (augenrules reads those)")
+    settings = Settings()
+    path = settings["audit_rules_path"]
     content = render_template(
         "etc/audit/rules.d/60-spectra-kubernetes.rules.j2",
-        watches=audit_watches(data),
-        immutable=bool(data["audit_immutable"]),
+        watches=audit_watches(settings),
+        immutable=bool(settings["audit_immutable"]),
     )
     rules = ConfigFile(path=path, content=content, mode="640")
 
     # The host's audit capability is not something this run can change: branch on it here.
-    support, installed, current = prepared_facts(*fact_requests())
+    support, installed, current = prepared_facts(*fact_requests(settings))
     if not support.get("can_load"):
         logger.warning(
             f"{host.name}: audit rules written to {path} but NOT loaded and auditd not installed: "
@@ -141,7 +161,7 @@ def audit_rules() -> None:
 
     units = UNITS
     managed.apt_packages(name="Install auditd", packages=["auditd"], update=False, current=installed)
-    directories = [QuoteString(str(directory)) for directory in data["audit_create_directories"] or []]
+    directories = [QuoteString(str(directory)) for directory in settings["audit_create_directories"] or []]
     prepare = [StringCommand("mkdir", "-p", *directories)] if directories else []
     config_files(
         name=f"Install {path}, load it with augenrules if it changed",
@@ -154,18 +174,11 @@ def audit_rules() -> None:
     )
 
 
-def should_run(settings: _Mapping[str, Any]) -> bool:
-    return bool(settings["audit_enabled"])
-
-
-def _fact_requests(settings: _Mapping[str, Any]) -> list[FactRequest]:
-    return fact_requests()
-
-
 COMPONENT = Component(
     name="audit_rules",
     defaults=DEFAULTS,
     deploy=audit_rules,
     should_run=should_run,
-    fact_requests=_fact_requests,
+    fact_requests=fact_requests,
+    checks=(check,),
 )

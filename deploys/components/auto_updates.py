@@ -10,17 +10,17 @@ is a setting, off by default: a node reboot should be drained first. Both files 
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping as _Mapping
+from collections.abc import Mapping
 from typing import Any
 
-from pyinfra import host
-from pyinfra.api import DeployError, QuoteString, StringCommand, deploy
+from pyinfra.api import QuoteString, StringCommand, deploy
 from pyinfra.facts.deb import DebPackages
 
 from deploys.component import Component
 from deploys.operations import managed
 from deploys.operations.config_files import ConfigFile, config_files, render_template
-from deploys.prepare import FactRequest, component_data, prepared_facts
+from deploys.prepare import FactRequest, prepared_facts
+from deploys.settings import Settings
 from facts.config_state import ConfigState
 
 DEFAULTS: dict[str, Any] = {
@@ -46,8 +46,31 @@ DEFAULTS: dict[str, Any] = {
     "auto_updates_reboot_time": "03:30",  # when that reboot happens (HH:MM, local time)
 }
 
-_TIME = re.compile(r"^([01][0-9]|2[0-3]):[0-5][0-9]$")
-_SAFE = re.compile(r'^(?:[^"\n;{}$]|\$\{distro_[a-z]+\})+$')
+_TIME = re.compile(r"([01][0-9]|2[0-3]):[0-5][0-9]")
+# what fits in a double-quoted apt.conf string: no quote, semicolon, brace or line break; ${distro_*} only
+_SAFE = re.compile(r'(?:[^"\n;{}$]|\$\{distro_[a-z]+\})+')
+LIST_KEYS = ("auto_updates_origins", "auto_updates_blacklist")
+
+
+def check(settings: Mapping[str, Any]) -> list[str]:
+    """What apt.conf can hold (pure: ``spectra validate`` runs it too)."""
+    problems = []
+    reboot_time = settings["auto_updates_reboot_time"]
+    if not _TIME.fullmatch(str(reboot_time)):
+        problems.append(f"auto_updates_reboot_time={reboot_time!r}: HH:MM, such as 03:30")
+    for key in LIST_KEYS:
+        for item in settings[key] or []:
+            if not _SAFE.fullmatch(str(item)):
+                problems.append(
+                    f"{key}: {item!r} may not contain quotes, semicolons or braces "
+                    "(variables like ${distro_codename} are fine)"
+                )
+    if not settings["auto_updates_origins"]:
+        problems.append(
+            f"auto_updates_origins={settings['auto_updates_origins']!r}: at least one origin pattern "
+            "(set auto_updates_enabled=False to turn automatic updates off)"
+        )
+    return problems
 
 
 def apt_config_check(staged: str) -> StringCommand:
@@ -58,32 +81,24 @@ FILES = ["/etc/apt/apt.conf.d/20auto-upgrades", "/etc/apt/apt.conf.d/52spectra-u
 TIMERS = ["apt-daily.timer", "apt-daily-upgrade.timer"]
 
 
-def fact_requests() -> list[FactRequest]:
+def should_run(settings: Mapping[str, Any]) -> bool:
+    return bool(settings["auto_updates_enabled"])
+
+
+def fact_requests(settings: Mapping[str, Any]) -> list[FactRequest]:
     """What :func:`auto_updates` reads at prepare time (node.py reads it with other components' facts)."""
-    if not component_data(DEFAULTS)["auto_updates_enabled"]:
-        return []
     return [DebPackages, (ConfigState, {"paths": FILES, "units": TIMERS})]
 
 
-def render_files(data: dict[str, Any]) -> list[ConfigFile]:
-    if not _TIME.match(str(data["auto_updates_reboot_time"])):
-        raise DeployError("auto_updates_reboot_time must be HH:MM")
-    for key in ("auto_updates_origins", "auto_updates_blacklist"):
-        for item in data[key] or []:
-            if not _SAFE.match(str(item)):
-                raise DeployError(
-                    f"{key}: {item!r} may not contain quotes, semicolons or braces "
-                    "(variables like ${distro_codename} are fine)"
-                )
-    if not data["auto_updates_origins"]:
-        raise DeployError("auto_updates_origins is empty: set auto_updates_enabled=False instead")
-    settings = render_template(
+def render_files(settings: Mapping[str, Any]) -> list[ConfigFile]:
+    """Both apt.conf.d files (values checked by :func:`check`)."""
+    options = render_template(
         "etc/apt/apt.conf.d/52spectra-unattended-upgrades.j2",
-        origins=list(data["auto_updates_origins"]),
-        blacklist=list(data["auto_updates_blacklist"] or []),
-        reboot="true" if data["auto_updates_reboot"] else "false",
-        reboot_with_users="true" if data["auto_updates_reboot_with_users"] else "false",
-        reboot_time=data["auto_updates_reboot_time"],
+        origins=list(settings["auto_updates_origins"]),
+        blacklist=list(settings["auto_updates_blacklist"] or []),
+        reboot="true" if settings["auto_updates_reboot"] else "false",
+        reboot_with_users="true" if settings["auto_updates_reboot_with_users"] else "false",
+        reboot_time=settings["auto_updates_reboot_time"],
     )
     return [
         ConfigFile(
@@ -93,22 +108,19 @@ def render_files(data: dict[str, Any]) -> list[ConfigFile]:
         ),
         ConfigFile(
             path=FILES[1],
-            content=settings,
+            content=options,
             validate=apt_config_check,
         ),
     ]
 
 
-@deploy("Automatic security updates", data_defaults=DEFAULTS)
+@deploy("Automatic security updates")
 def auto_updates() -> None:
     """Install and configure unattended-upgrades for the security archive only."""
-    data = {key: host.data.get(key) for key in DEFAULTS}
-    if not data["auto_updates_enabled"]:
-        host.noop("automatic updates disabled (auto_updates_enabled=False)")
-        return
-    files = render_files(data)
+    settings = Settings()
+    files = render_files(settings)
     timers = TIMERS
-    installed, current = prepared_facts(*fact_requests())  # what config_files(files, timers) would read
+    installed, current = prepared_facts(*fact_requests(settings))  # what config_files(files, timers) would read
     managed.apt_packages(
         name="Install unattended-upgrades", packages=["unattended-upgrades"], update=False, current=installed
     )
@@ -121,18 +133,11 @@ def auto_updates() -> None:
     )
 
 
-def should_run(settings: _Mapping[str, Any]) -> bool:
-    return bool(settings["auto_updates_enabled"])
-
-
-def _fact_requests(settings: _Mapping[str, Any]) -> list[FactRequest]:
-    return fact_requests()
-
-
 COMPONENT = Component(
     name="auto_updates",
     defaults=DEFAULTS,
     deploy=auto_updates,
     should_run=should_run,
-    fact_requests=_fact_requests,
+    fact_requests=fact_requests,
+    checks=(check,),
 )

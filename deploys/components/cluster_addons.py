@@ -1,4 +1,5 @@
-"""Cluster addons (CoreDNS, ...) applied from the first control plane with ``admin.conf``.
+"""Cluster addons (CoreDNS, ...) applied from the first control plane with ``admin.conf`` (the PKI's, at
+``spectra.pki.layout``).
 
 Each addon's manifest is rendered from data (``deploys/addons.py``) and kept on that host under
 ``/etc/kubernetes/addons/<name>.yaml`` (0600) once applied: ``kubectl apply`` runs when the rendered
@@ -10,7 +11,7 @@ deleted by hand comes back when the kept file is removed (or with a changed sett
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Mapping as _Mapping
+from collections.abc import Mapping
 from io import BytesIO
 from typing import Any
 
@@ -18,24 +19,40 @@ import yaml
 from pyinfra import host
 from pyinfra.api import DeployError, FileUploadCommand, QuoteString, StringCommand, deploy, operation
 
-from deploys.addons import ADDONS, AddonError, render_addon
+from deploys.addons import ADDONS, AddonError, addon_problems, render_addon
 from deploys.component import Component
 from deploys.components import kubernetes_binaries
-from deploys.components.node_roles import first_control_plane
 from deploys.operations import managed
-from deploys.prepare import FactRequest, prepared_facts, setting
+from deploys.prepare import FactRequest, prepared_facts
+from deploys.settings import Settings
 from facts.files import FileStates
 from spectra import topology
+from spectra.pki import layout
 
 DEFAULTS: dict[str, Any] = {
     "cluster_addons_enabled": True,  # apply the addons from the first control plane
     "cluster_addons": ["coredns"],  # which addons (deploys/addons.py)
     "cluster_addons_dir": "/etc/kubernetes/addons",  # where the applied manifests are kept
-    "cluster_addons_kubeconfig": "/etc/kubernetes/admin.conf",
     "cluster_addons_timeout": 300,  # seconds to wait for an addon's Deployments to be available
 }
 TYPES: dict[str, type | tuple[type, ...]] = {}
 REQUIRED: set[str] = set()
+
+
+def check(settings: Mapping[str, Any]) -> list[str]:
+    """Known addon names, and each chosen addon's own settings (pure: ``spectra validate`` runs it too)."""
+    names = list(settings["cluster_addons"] or [])
+    unknown = sorted(set(map(str, names)) - set(ADDONS))
+    problems = [f"cluster_addons: unknown addons {unknown}; known: {sorted(ADDONS)}"] if unknown else []
+    for name in names:
+        if name in ADDONS:
+            problems.extend(f"addon {name}: {problem}" for problem in addon_problems(name, settings))
+    timeout = settings["cluster_addons_timeout"]
+    if not isinstance(timeout, int) or isinstance(timeout, bool) or timeout < 1:
+        problems.append(f"cluster_addons_timeout={timeout!r}: a whole number of seconds, at least 1")
+    if not str(settings["cluster_addons_dir"]).startswith("/"):
+        problems.append(f"cluster_addons_dir={settings['cluster_addons_dir']!r}: an absolute path")
+    return problems
 
 
 def deployments(manifest: str) -> list[tuple[str, str]]:
@@ -82,59 +99,42 @@ def apply_manifest(
     yield StringCommand("mv", "-f", QuoteString(staged), QuoteString(path))
 
 
-def _files_request() -> tuple[type[FileStates], dict[str, Any]]:
-    directory = str(host.data.get("cluster_addons_dir", DEFAULTS["cluster_addons_dir"])).rstrip("/")
-    names = list(host.data.get("cluster_addons", DEFAULTS["cluster_addons"]) or [])
-    return (FileStates, managed.snapshot_files_kwargs([directory, *(f"{directory}/{n}.yaml" for n in names)]))
-
-
-def fact_requests() -> list[Any]:
-    """What :func:`cluster_addons` reads (deploys/cluster.py reads it with the other components' facts)."""
-    if not host.data.get("cluster_addons_enabled", True) or host.name != first_control_plane():
-        return []
-    return [_files_request()]
-
-
-@deploy("Cluster addons", data_defaults=DEFAULTS)
-def cluster_addons() -> None:
-    if not setting("cluster_addons_enabled") or host.name != first_control_plane():
-        host.noop("cluster addons: applied from the first control plane")
-        return
-    directory = str(setting("cluster_addons_dir")).rstrip("/")
-    names = list(setting("cluster_addons") or [])
-    unknown = sorted(set(names) - set(ADDONS))
-    if unknown:
-        raise DeployError(f"{host.name}: cluster_addons: unknown addons {unknown}; known: {sorted(ADDONS)}")
-    manifests = {}
-    for name in names:
-        try:
-            manifests[name] = render_addon(name, host.data)
-        except AddonError as error:
-            raise DeployError(f"{host.name}: addon {name}: {error}") from None
-    kubectl = kubernetes_binaries.binary_path("kubectl")
-    # kubectl is the control plane component's (installed earlier in the run)
-    (files,) = prepared_facts(_files_request())
-    managed.directory(name="Addon manifests directory", path=directory, mode="0700", current=files)
-    for name, manifest in manifests.items():
-        path = f"{directory}/{name}.yaml"
-        apply_manifest(
-            name=f"Apply addon {name}",
-            kubectl=kubectl,
-            kubeconfig=str(setting("cluster_addons_kubeconfig")),
-            path=path,
-            manifest=manifest,
-            wait_for=deployments(manifest),
-            timeout=int(setting("cluster_addons_timeout")),
-            current=files,
-        )
-
-
-def should_run(settings: _Mapping[str, Any]) -> bool:
+def should_run(settings: Mapping[str, Any]) -> bool:
     return bool(settings["cluster_addons_enabled"]) and topology.is_first_control_plane(host, host.state.inventory)
 
 
-def _fact_requests(settings: _Mapping[str, Any]) -> list[FactRequest]:
-    return fact_requests()
+def fact_requests(settings: Mapping[str, Any]) -> list[FactRequest]:
+    """What :func:`cluster_addons` reads: the directory and the kept manifests."""
+    directory = str(settings["cluster_addons_dir"]).rstrip("/")
+    names = list(settings["cluster_addons"] or [])
+    return [(FileStates, managed.snapshot_files_kwargs([directory, *(f"{directory}/{n}.yaml" for n in names)]))]
+
+
+@deploy("Cluster addons")
+def cluster_addons() -> None:
+    settings = Settings()
+    directory = str(settings["cluster_addons_dir"]).rstrip("/")
+    manifests = {}
+    for name in settings["cluster_addons"] or []:
+        try:
+            manifests[name] = render_addon(name, settings)
+        except AddonError as error:
+            raise DeployError(f"{host.name}: addon {name}: {error}") from None
+    # kubectl is the control plane component's (installed earlier in the run)
+    kubectl = kubernetes_binaries.binary_path("kubectl")
+    (files,) = prepared_facts(*fact_requests(settings))
+    managed.directory(name="Addon manifests directory", path=directory, mode="0700", current=files)
+    for name, manifest in manifests.items():
+        apply_manifest(
+            name=f"Apply addon {name}",
+            kubectl=kubectl,
+            kubeconfig=layout.kubeconfig_file(settings, "admin"),
+            path=f"{directory}/{name}.yaml",
+            manifest=manifest,
+            wait_for=deployments(manifest),
+            timeout=int(settings["cluster_addons_timeout"]),
+            current=files,
+        )
 
 
 COMPONENT = Component(
@@ -142,5 +142,6 @@ COMPONENT = Component(
     defaults=DEFAULTS,
     deploy=cluster_addons,
     should_run=should_run,
-    fact_requests=_fact_requests,
+    fact_requests=fact_requests,
+    checks=(check,),
 )

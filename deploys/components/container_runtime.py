@@ -15,8 +15,10 @@ containerd restarts only when its config (or, upstream, its unit) changed.
 
 from __future__ import annotations
 
-from collections.abc import Mapping as _Mapping
+import re
+from collections.abc import Mapping
 from typing import Any
+from urllib.parse import urlparse
 
 from pyinfra.api import deploy
 from pyinfra.facts.deb import DebPackages
@@ -24,7 +26,8 @@ from pyinfra.facts.deb import DebPackages
 from deploys.component import Component
 from deploys.operations import managed
 from deploys.operations.download import download, download_paths, download_stat_only
-from deploys.prepare import FactRequest, component_data, prepared_facts, require, setting
+from deploys.prepare import FactRequest, prepared_facts
+from deploys.settings import Settings, require, setting
 from facts.cgroup import V2, CgroupVersion
 from facts.files import FileStates
 from facts.platform import Platform
@@ -72,7 +75,76 @@ DEFAULTS: dict[str, Any] = {
 TYPES: dict[str, type | tuple[type, ...]] = {"containerd_systemd_cgroup": bool, "cni_bin_dir": str}
 REQUIRED: set[str] = set()
 
+CHOICES: dict[str, tuple[Any, ...]] = {"container_runtime_install_method": ("package", "upstream")}
+
 _AUTH_KEYS = ("username", "password", "auth", "identitytoken")
+DOWNLOADS = ("containerd", "runc", "cni_plugins")  # the <name>_version/_download_url/_sha256 settings
+# a directory name under certs.d: a registry host, with its port, or containerd's "_default"
+_REGISTRY = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]*(:[0-9]{1,5})?")
+_SHA256 = re.compile(r"[0-9a-fA-F]{64}")
+
+
+def _is_url(value: Any) -> bool:
+    parsed = urlparse(str(value))
+    return parsed.scheme in ("http", "https") and bool(parsed.netloc) and not re.search(r"\s", str(value))
+
+
+def check(settings: Mapping[str, Any]) -> list[str]:
+    """Registry settings and upstream download settings (pure: ``spectra validate`` runs it too).
+
+    Whether a sum is pinned for the host's architecture is a fact's answer: the deploy checks that."""
+    problems = []
+    mirrors = settings["containerd_registry_mirrors"] or {}
+    servers = settings["containerd_registry_servers"] or {}
+    auths = settings["containerd_registry_auths"] or {}
+    if not isinstance(mirrors, Mapping):
+        problems.append(f"containerd_registry_mirrors={mirrors!r}: a mapping of registry -> list of URLs")
+    else:
+        for registry, urls in mirrors.items():
+            if not _REGISTRY.fullmatch(str(registry)):
+                problems.append(f"containerd_registry_mirrors: {registry!r} is not a registry host[:port]")
+            if not isinstance(urls, list | tuple) or not all(_is_url(url) for url in urls):
+                problems.append(f"containerd_registry_mirrors[{registry!r}]={urls!r}: a list of http(s) URLs")
+    if not isinstance(servers, Mapping):
+        problems.append(f"containerd_registry_servers={servers!r}: a mapping of registry -> URL")
+    else:
+        for registry, url in servers.items():
+            if not _is_url(url):
+                problems.append(f"containerd_registry_servers[{registry!r}]={url!r}: an http(s) URL")
+    # credentials: keys are named, values never shown
+    if not isinstance(auths, Mapping):
+        problems.append("containerd_registry_auths: a mapping of registry -> credentials")
+    else:
+        for registry, auth in auths.items():
+            if not isinstance(auth, Mapping):
+                problems.append(f"containerd_registry_auths[{registry!r}]: a mapping of {', '.join(_AUTH_KEYS)}")
+                continue
+            unknown = set(auth) - set(_AUTH_KEYS)
+            if unknown:
+                problems.append(
+                    f"containerd_registry_auths[{registry!r}]: unknown keys {sorted(unknown)}, "
+                    f"expected {', '.join(_AUTH_KEYS)}"
+                )
+    if settings["container_runtime_install_method"] == "upstream":
+        for name in DOWNLOADS:
+            pattern = settings[f"{name}_download_url"]
+            try:
+                url = str(pattern).format(version=settings[f"{name}_version"], arch="amd64")
+            except (KeyError, IndexError, ValueError):
+                url = ""
+            if not _is_url(url):
+                problems.append(
+                    f"{name}_download_url={pattern!r}: an http(s) URL with no placeholders but {{version}} and {{arch}}"
+                )
+            table = settings[f"{name}_sha256"] or {}
+            if not isinstance(table, Mapping) or not all(isinstance(sums, Mapping) for sums in table.values()):
+                problems.append(f"{name}_sha256={table!r}: a mapping of version -> {{arch: sha256}}")
+                continue
+            for version, sums in table.items():
+                for arch, value in sums.items():
+                    if not _SHA256.fullmatch(str(value).strip()):
+                        problems.append(f"{name}_sha256[{version!r}][{arch!r}]={value!r}: 64 hex digits")
+    return problems
 
 
 def pinned_sum(table_key: str, version: str, arch: str, what: str) -> str:
@@ -107,18 +179,26 @@ def registry_hosts(registry: str) -> dict[str, Any]:
 UNIT_FILE = "/etc/systemd/system/containerd.service"
 
 
-def _requests(data: dict[str, Any]) -> list[FactRequest]:
-    certs_dir = data["containerd_certs_dir"]
-    mirrors = data["containerd_registry_mirrors"] or {}
-    paths = [data["containerd_config_file"], *(f"{certs_dir}/{registry}/hosts.toml" for registry in sorted(mirrors))]
+def should_run(settings: Mapping[str, Any]) -> bool:
+    return bool(settings["container_runtime_enabled"])
+
+
+def fact_requests(settings: Mapping[str, Any]) -> list[FactRequest]:
+    """What :func:`container_runtime` reads at prepare time (node.py reads it with other components' facts)."""
+    certs_dir = settings["containerd_certs_dir"]
+    mirrors = settings["containerd_registry_mirrors"] or {}
+    paths = [
+        settings["containerd_config_file"],
+        *(f"{certs_dir}/{registry}/hosts.toml" for registry in sorted(mirrors)),
+    ]
     contents: list[str] = []
     stat_only: list[str] = []
-    if data["container_runtime_install_method"] == "upstream":
-        runc_path = data["upstream_runc_path"]
+    if settings["container_runtime_install_method"] == "upstream":
+        runc_path = settings["upstream_runc_path"]
         stamped = [
-            *download_paths(data["upstream_bin_dir"], "."),
+            *download_paths(settings["upstream_bin_dir"], "."),
             *download_paths(runc_path),
-            *download_paths(data["cni_bin_dir"] or "/opt/cni/bin", "."),
+            *download_paths(settings["cni_bin_dir"] or "/opt/cni/bin", "."),
         ]
         paths += [*stamped, UNIT_FILE]
         contents = [path for path in stamped if path.endswith(".sha256")]
@@ -132,41 +212,31 @@ def _requests(data: dict[str, Any]) -> list[FactRequest]:
     ]
 
 
-def fact_requests() -> list[FactRequest]:
-    """What :func:`container_runtime` reads at prepare time (node.py reads it with other components' facts)."""
-    data = component_data(DEFAULTS)
-    return _requests(data) if data["container_runtime_enabled"] else []
-
-
-@deploy("Container runtime", data_defaults=DEFAULTS)
+@deploy("Container runtime")
 def container_runtime() -> None:
-    method = setting("container_runtime_install_method")
-    require(
-        method in ("package", "upstream"),
-        f"container_runtime_install_method must be package or upstream, not {method!r}",
-    )
-
-    config_file = setting("containerd_config_file")
-    certs_dir = setting("containerd_certs_dir")
-    mirrors = setting("containerd_registry_mirrors") or {}
+    settings = Settings()
+    method = settings["container_runtime_install_method"]
+    config_file = settings["containerd_config_file"]
+    certs_dir = settings["containerd_certs_dir"]
+    mirrors = settings["containerd_registry_mirrors"] or {}
     hosts_files = {registry: f"{certs_dir}/{registry}/hosts.toml" for registry in sorted(mirrors)}
     unit_file = UNIT_FILE
     if method == "upstream":
-        bin_dir = setting("upstream_bin_dir")
-        runc_path = setting("upstream_runc_path")
-        cni_dir = setting("cni_bin_dir") or "/opt/cni/bin"
+        bin_dir = settings["upstream_bin_dir"]
+        runc_path = settings["upstream_runc_path"]
+        cni_dir = settings["cni_bin_dir"] or "/opt/cni/bin"
     else:
-        cni_dir = setting("cni_bin_dir") or "/usr/lib/cni"
+        cni_dir = settings["cni_bin_dir"] or "/usr/lib/cni"
     # Everything this component decides on, in ONE remote command (node.py usually read it already, with
     # the other components' facts)
-    platform, cgroup_version, files, units, installed = prepared_facts(*_requests(component_data(DEFAULTS)))
+    platform, cgroup_version, files, units, installed = prepared_facts(*fact_requests(settings))
     arch = platform.get("arch")
 
     changes = []
     if method == "package":
         managed.apt_packages(
             name="Install containerd, runc, CNI plugins",
-            packages=setting("container_runtime_packages"),
+            packages=settings["container_runtime_packages"],
             current=installed,
         )
         runc_binary = None
@@ -178,8 +248,8 @@ def container_runtime() -> None:
             ("runc", "runc", runc_path, None, 0),
             ("cni_plugins", "CNI plugins", cni_dir, ".", 0),
         ):
-            version = str(setting(f"{key}_version"))
-            url = setting(f"{key}_download_url").format(version=version, arch=arch)
+            version = str(settings[f"{key}_version"])
+            url = settings[f"{key}_download_url"].format(version=version, arch=arch)
             sha256 = pinned_sum(f"{key}_sha256", version, arch, what)
             changes.append(
                 download(
@@ -202,23 +272,20 @@ def container_runtime() -> None:
         )
         changes.append(unit)
 
-    auths = setting("containerd_registry_auths") or {}
-    for registry, auth in auths.items():
-        unknown = set(auth) - set(_AUTH_KEYS)
-        require(not unknown, f"containerd_registry_auths[{registry!r}]: unknown keys {sorted(unknown)}")
+    auths = settings["containerd_registry_auths"] or {}
     config = managed.template(
         name="containerd config",
         src="etc/containerd/config.toml.j2",
         dest=config_file,
         mode="0600",  # may hold registry credentials
         context={
-            "sandbox_image": setting("containerd_sandbox_image"),
-            "snapshotter": setting("containerd_snapshotter"),
+            "sandbox_image": settings["containerd_sandbox_image"],
+            "snapshotter": settings["containerd_snapshotter"],
             "systemd_cgroup": systemd_cgroup(cgroup_version),
-            "restrict_oom_score_adj": bool(setting("containerd_restrict_oom_score_adj")),
+            "restrict_oom_score_adj": bool(settings["containerd_restrict_oom_score_adj"]),
             "runc_binary": runc_binary,
             "cni_bin_dir": cni_dir,
-            "cni_conf_dir": setting("cni_conf_dir"),
+            "cni_conf_dir": settings["cni_conf_dir"],
             "certs_dir": certs_dir,
             "registry_auths": [
                 (registry, [(key, auth[key]) for key in _AUTH_KEYS if key in auth])
@@ -246,18 +313,12 @@ def container_runtime() -> None:
     )
 
 
-def should_run(settings: _Mapping[str, Any]) -> bool:
-    return bool(settings["container_runtime_enabled"])
-
-
-def _fact_requests(settings: _Mapping[str, Any]) -> list[FactRequest]:
-    return fact_requests()
-
-
 COMPONENT = Component(
     name="container_runtime",
     defaults=DEFAULTS,
     deploy=container_runtime,
     should_run=should_run,
-    fact_requests=_fact_requests,
+    fact_requests=fact_requests,
+    choices=CHOICES,
+    checks=(check,),
 )

@@ -4,71 +4,68 @@ the hosts whose ``roles`` include ``control_plane``, with the cluster PKI's file
 * Binaries: ``deploys/components/kubernetes_binaries.py`` (verified download, ``kubernetes_version``), plus
   kubectl for the health check and the RBAC bootstrap.
 * kube-apiserver listens on this host's address only (``--bind-address`` = ``--advertise-address`` =
-  ``pki.member_address``), port ``control_plane_apiserver_port``: 127.0.0.1:6443 belongs to the node-local
-  balancer in front of every apiserver, where the kubeconfigs point. Flags follow the CIS Kubernetes
-  benchmark, section 1.2 (Node,RBAC authorization, NodeRestriction, no profiling, audit log with
-  rotation, Secrets encrypted at rest, kubelet serving certificates verified, TLS 1.2+ with strong
-  ciphers, service-account issuer and keys, front-proxy request headers). Anonymous requests: the
+  ``spectra.topology.ip_address``), port ``apiserver_port``: ``apiserver_local_address`` (127.0.0.1:6443)
+  belongs to the node-local balancer in front of every apiserver, where the kubeconfigs point. Its flags and
+  the other two services' are built in ``control_plane_flags.py`` (CIS 1.2-1.4). Anonymous requests: the
   structured authentication configuration (``--authentication-config``) lets them in only on the paths of
   ``control_plane_anonymous_paths`` (health endpoints, probed by the balancers without a certificate);
   every other path needs a credential. An empty list turns anonymous access off altogether.
-* Secrets encryption key: one for the whole cluster, made once in the PKI directory on the machine running
-  pyinfra (``<pki_dir>/secrets-encryption.key``, 0600, beside the CA keys; back it up with them) and never
-  regenerated: without it the Secrets stored in etcd cannot be read. A host whose installed configuration
-  holds another key (a PKI directory restored without its key file, another cluster's) stops the run
-  before anything changes, unless ``control_plane_allow_encryption_key_change``.
+* etcd: every member of the inventory (``spectra.topology.etcd_members``) on ``etcd_client_port``, unless
+  ``control_plane_etcd_servers`` names an external cluster.
+* Secrets encryption key: one for the cluster, kept in the PKI directory (``control_plane_secrets.py``).
 * Restarts: a service restarts only when its unit, its binary or one of its configuration files changed,
   or when a PKI file it reads differs from the stamp of sums written at its last (re)start. After a
   (re)start of the apiserver, ``/readyz`` of this host's apiserver must answer ``ok`` within
   ``control_plane_ready_timeout`` seconds (kubectl with admin.conf), else the run fails with its last answer.
-* RBAC bootstrap, on the first control-plane host (by name) only: the ClusterRoleBindings the PKI's
-  identities need (``kubeadm:cluster-admins`` -> cluster-admin, nodes' client-certificate renewal). They are
-  read as admin.conf's identity; only when one is missing (or admin may not read them: the first one is the
-  admin's own right) is the break-glass super-admin kubeconfig (``system:masters``) uploaded into a 0700
-  directory under /run, used once with ``kubectl apply`` and removed by the same command.
-* No-op cost: one remote command for the component (platform, files with the PKI files' sums, units, and
-  on the first control plane the bindings read with kubectl).
+* RBAC bootstrap, on the first control-plane host (by name) only: ``control_plane_rbac.py``.
+* No-op cost: nothing of its own (platform, files with the PKI files' sums, units, and on the first control
+  plane the bindings read with kubectl are read with the other components' facts).
 """
 
 from __future__ import annotations
 
 import base64
 import ipaddress
-import os
-import secrets
-from collections.abc import Iterable
-from collections.abc import Mapping as _Mapping
-from io import BytesIO
-from pathlib import Path
+import re
+from collections.abc import Mapping
 from typing import Any
-from weakref import WeakKeyDictionary
+from urllib.parse import urlsplit
 
-import yaml
-from pyinfra import host, inventory, logger
-from pyinfra.api import DeployError, FileUploadCommand, OperationError, QuoteString, StringCommand, deploy, operation
+from pyinfra import host
+from pyinfra.api import DeployError, QuoteString, StringCommand, deploy, operation
 
 from deploys.component import Component
-from deploys.components import etcd as etcd_component
 from deploys.components import kubernetes_binaries as binaries
 from deploys.components import pki as pki_component
+from deploys.components.control_plane_flags import (
+    AUDIT_POLICY,
+    AUTHENTICATION_CONFIG,
+    CONFIG_FILES,
+    ENCRYPTION_CONFIG,
+    apiserver_flags,
+    bad_flag_names,
+    config_file,
+    controller_manager_flags,
+    render_flags,
+    scheduler_flags,
+)
+from deploys.components.control_plane_rbac import RBAC_BINDINGS, rbac_bootstrap
+from deploys.components.control_plane_secrets import check_encryption_key, encryption_key
+from deploys.components.service_credentials import restart_on_new_credentials
 from deploys.operations import managed
-from deploys.prepare import prepared_facts
-from deploys.settings import require, setting
+from deploys.prepare import FactRequest, prepared_facts
+from deploys.settings import Settings, require
 from facts.files import FileStates
 from facts.kubernetes import ClusterRoleBindings
 from facts.platform import Platform
 from facts.systemd import SystemdUnits, unit_name
 from spectra import pki as pki_lib
 from spectra import topology
-from spectra.pki.cluster import CLUSTER_ADMINS
-from spectra.pki.store import locked
+from spectra.pki import layout
 
 DEFAULTS: dict[str, Any] = {
-    "control_plane_enabled": True,  # on control_plane hosts (deploys/cluster.py)
-    "control_plane_apiserver_port": 6443,  # kube-apiserver's secure port on this host's address
-    "control_plane_pki_dir": "/etc/kubernetes/pki",  # where the PKI component installs certificates and keys
-    "control_plane_config_dir": "/etc/kubernetes",  # its kubeconfigs, and the apiserver's config files here
-    # etcd client URLs; None: https://<address>:<etcd_client_port> of each host of the inventory group etcd
+    "control_plane_enabled": True,  # on control_plane hosts
+    # etcd client URLs (an external etcd); None: https://<address>:<etcd_client_port> of every etcd member
     "control_plane_etcd_servers": None,
     "control_plane_tls_min_version": "VersionTLS12",  # apiserver, controller-manager and scheduler (CIS 1.2)
     # strong suites only (CIS 1.2): AEAD with forward secrecy; TLS 1.3 suites are not configurable in Go
@@ -102,13 +99,19 @@ DEFAULTS: dict[str, Any] = {
     "control_plane_allow_encryption_key_change": False,
 }
 
-TYPES: dict[str, type | tuple[type, ...]] = {"control_plane_etcd_servers": list}
+TYPES: dict[str, type | tuple[type, ...]] = {
+    "control_plane_etcd_servers": list,
+    "control_plane_service_account_issuer": str,
+}
 REQUIRED: set[str] = set()
+CHOICES: dict[str, tuple[Any, ...]] = {
+    "control_plane_encryption_provider": ("secretbox", "aescbc"),
+    "control_plane_tls_min_version": ("VersionTLS12", "VersionTLS13"),
+}
 
-ENCRYPTION_PROVIDERS = ("secretbox", "aescbc")
 SERVICES = ("kube-apiserver", "kube-controller-manager", "kube-scheduler")
 BINARIES = [*SERVICES, "kubectl"]
-# the PKI files (under control_plane_pki_dir) the apiserver reads: it is restarted when one of them changed
+# the PKI files the apiserver reads: it is restarted when one of them changed
 APISERVER_PKI_FILES = (
     "ca.crt", "apiserver.crt", "apiserver.key", "apiserver-kubelet-client.crt", "apiserver-kubelet-client.key",
     "apiserver-etcd-client.crt", "apiserver-etcd-client.key", "etcd/ca.crt", "front-proxy-ca.crt",
@@ -116,222 +119,138 @@ APISERVER_PKI_FILES = (
 )  # fmt: skip
 UNIT_DIR = "/etc/systemd/system"
 STAMP_DIR = "/var/lib/spectra-infra"
-ENCRYPTION_KEY_FILE = "secrets-encryption.key"  # in the PKI directory on the machine running pyinfra
-BOOTSTRAP_DIR = "/run/spectra-rbac-bootstrap"  # tmpfs, 0700, removed by the command that uses it
-# ClusterRoleBindings the PKI's identities need: name -> (ClusterRole, Group)
-RBAC_BINDINGS: dict[str, tuple[str, str]] = {
-    # admin.conf and the apiserver's kubelet client certificate are in this group (spectra/pki/cluster.py)
-    CLUSTER_ADMINS: ("cluster-admin", CLUSTER_ADMINS),
-    # kubelets renew their own client certificates (CSRs approved by the controller manager)
-    "kubeadm:node-autoapprove-certificate-rotation": (
-        "system:certificates.k8s.io:certificatesigningrequests:selfnodeclient",
-        "system:nodes",
-    ),
-}
+EXTRA_ARGS = ("control_plane_apiserver_extra_args", "control_plane_controller_manager_extra_args",
+              "control_plane_scheduler_extra_args")  # fmt: skip
+
+_URL_PATH = re.compile(r"^/[A-Za-z0-9/_.-]*$")
+_DURATION = re.compile(r"^([0-9]+(\.[0-9]+)?(ns|us|ms|s|m|h))+$")
+_CIPHER = re.compile(r"^TLS_[A-Z0-9_]+$")
 
 
-def _pki_setting(key: str) -> Any:
-    return setting(key)
+def _is_whole(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
 
 
-def is_control_plane_host() -> bool:
-    return "control_plane" in {str(role) for role in (host.data.get("roles") or [])}
+def _is_https_url(value: Any) -> bool:
+    parts = urlsplit(str(value))
+    return parts.scheme == "https" and bool(parts.netloc)
 
 
-def first_control_plane() -> str | None:
-    names = sorted(member.name for member in inventory.get_group("control_plane", []))
-    return names[0] if names else None
+def check(settings: Mapping[str, Any]) -> list[str]:
+    """Formats the control plane's settings must have (pure: ``spectra validate`` runs it too)."""
+    problems = []
+
+    def fail(key: str, expected: str) -> None:
+        problems.append(f"{key}={settings[key]!r}: {expected}")
+
+    for key in EXTRA_ARGS:
+        extra = settings[key] or {}
+        if not isinstance(extra, Mapping):
+            fail(key, "a mapping of flag name -> value")
+        elif bad := bad_flag_names(extra):
+            problems.append(f"{key}: {bad} are not flag names (lowercase, digits, '-', '.', with or without --)")
+    paths = settings["control_plane_anonymous_paths"] or []
+    if not isinstance(paths, list | tuple) or not all(_URL_PATH.match(str(path)) for path in paths):
+        fail("control_plane_anonymous_paths", "a list of URL paths such as /readyz")
+    servers = settings["control_plane_etcd_servers"]
+    if servers is not None and (not servers or not all(_is_https_url(server) for server in servers)):
+        fail("control_plane_etcd_servers", "None (the inventory's etcd members) or a list of https:// URLs")
+    issuer = settings["control_plane_service_account_issuer"]
+    if issuer is not None and not _is_https_url(issuer):
+        fail("control_plane_service_account_issuer", "an https:// URL")
+    suites = settings["control_plane_tls_cipher_suites"] or []
+    if not isinstance(suites, list | tuple) or not all(_CIPHER.match(str(suite)) for suite in suites):
+        fail("control_plane_tls_cipher_suites", "a list of Go TLS cipher suite names (TLS_ECDHE_...)")
+    if not _DURATION.match(str(settings["control_plane_shutdown_watch_grace_period"])):
+        fail("control_plane_shutdown_watch_grace_period", "a duration such as 5s or 1m30s")
+    if not str(settings["control_plane_audit_log_dir"]).startswith("/"):
+        fail("control_plane_audit_log_dir", "an absolute path")
+    for key, least in (("control_plane_audit_log_maxage", 0), ("control_plane_audit_log_maxbackup", 0),
+                       ("control_plane_audit_log_maxsize", 1), ("control_plane_terminated_pod_gc_threshold", 0),
+                       ("control_plane_ready_timeout", 1)):  # fmt: skip
+        if not _is_whole(settings[key]) or settings[key] < least:
+            fail(key, f"a whole number of at least {least}")
+    return problems
 
 
-def url_host(address: str) -> str:
-    return f"[{address}]" if ":" in address else address
-
-
-def etcd_servers() -> list[str]:
-    """``https://<address>:<client port>`` of every host of the inventory group ``etcd``, by name."""
-    servers = []
-    for member in sorted(inventory.get_group("etcd", []), key=lambda member: member.name):
-        address = etcd_component.member_address(member)
-        require(address is not None, f"etcd member {member.name} has no address (etcd_address or ssh_hostname)")
-        port = int(setting("etcd_client_port", member))
-        servers.append(f"https://{url_host(str(address))}:{port}")
-    return servers
-
-
-def systemd_arg(text: str) -> str:
-    """One ExecStart= argument: systemd's specifiers and variables escaped, quoted when it has spaces."""
-    escaped = text.replace("%", "%%").replace("$", "$$")
-    if any(char in escaped for char in " \t\"'\\"):
-        return '"' + escaped.replace("\\", "\\\\").replace('"', '\\"') + '"'
-    return escaped
-
-
-def render_flags(flags: dict[str, Any], extra: dict[str, Any]) -> list[str]:
-    """``--flag=value`` arguments, in order, ``extra`` (flag names without ``--``) overriding or adding."""
-    merged = dict(flags)
-    for key, value in (extra or {}).items():
-        name = str(key).lstrip("-")
-        require(bool(name) and "=" not in name and " " not in name, f"bad extra flag name {key!r}")
-        merged[name] = value
-    rendered = []
-    for name, value in merged.items():
-        if isinstance(value, bool):
-            value = "true" if value else "false"
-        elif isinstance(value, list | tuple):
-            value = ",".join(str(item) for item in value)
-        rendered.append(systemd_arg(f"--{name}={value}"))
-    return rendered
-
-
-_KEYS: WeakKeyDictionary[Any, dict[Path, bytes]] = WeakKeyDictionary()
-
-
-def encryption_key(directory: Path) -> bytes:
-    """The cluster's 32-byte Secrets encryption key, from ``directory/secrets-encryption.key`` (base64), made
-    there once (0600, under the PKI directory's lock) when missing, never replaced."""
-    run = _KEYS.setdefault(host.state, {})
-    if directory in run:
-        return run[directory]
-    path = directory / ENCRYPTION_KEY_FILE
-    with locked(directory):
-        try:
-            text = path.read_text()
-        except FileNotFoundError:
-            text = None
-        if text is None:
-            key = secrets.token_bytes(32)
-            temp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-            fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-            with os.fdopen(fd, "w") as handle:
-                handle.write(base64.b64encode(key).decode() + "\n")
-                handle.flush()
-                os.fsync(handle.fileno())
-            os.replace(temp, path)
-        else:
-            try:
-                key = base64.b64decode(text.strip(), validate=True)
-            except ValueError:
-                key = b""
-            if len(key) != 32:
-                raise DeployError(
-                    f"{path} does not hold a base64 32-byte key: restore it from your backup of {directory} "
-                    "(it is never regenerated: the Secrets stored in etcd are encrypted with it)"
-                )
-            if path.stat().st_mode & 0o777 != 0o600:
-                path.chmod(0o600)
-    run[directory] = key
-    return key
-
-
-def installed_keys(text: str) -> set[str] | None:
-    """The key secrets (base64) of an installed encryption configuration; None when it cannot be read."""
+def etcd_servers(settings: Mapping[str, Any], members: Any) -> list[str]:
+    """``control_plane_etcd_servers``, else ``https://<address>:<etcd_client_port>`` of every etcd member."""
+    if settings["control_plane_etcd_servers"] is not None:
+        return [str(server) for server in settings["control_plane_etcd_servers"]]
     try:
-        document = yaml.safe_load(text)
-        found = set()
-        for resource in document["resources"]:
-            for provider in resource["providers"]:
-                for settings in provider.values():
-                    for key in (settings or {}).get("keys") or []:
-                        found.add(str(key["secret"]))
-        return found
-    except (yaml.YAMLError, KeyError, TypeError, AttributeError):
-        return None
+        peers = topology.etcd_members(members)
+    except topology.TopologyError as error:
+        raise DeployError(f"control plane: {error}") from None
+    port = int(settings["etcd_client_port"])
+    return [f"https://{topology.url_host(address)}:{port}" for _, address in peers]
 
 
-def check_encryption_key(state: Any, key: bytes, path: str, directory: Path) -> None:
-    """Stop when the host's encryption configuration holds keys but not the PKI directory's key: a PKI directory
-    restored without its key file (or another cluster's) would otherwise make every stored Secret unreadable."""
-    if not state or state.get("content") is None:
-        return
-    keys = installed_keys(str(state["content"]))
-    if keys is not None and base64.b64encode(key).decode() in keys:
-        return
-    what = "cannot be read" if keys is None else "holds another key"
-    message = f"{path} {what} than {directory}/{ENCRYPTION_KEY_FILE}"
-    if setting("control_plane_allow_encryption_key_change"):
-        logger.warning(f"{host.name}: {message}: replacing it (control_plane_allow_encryption_key_change)")
-        return
-    raise DeployError(
-        f"{host.name}: {message}: the Secrets stored in etcd are encrypted with the installed one. Restore "
-        f"{ENCRYPTION_KEY_FILE} from the backup of {directory} (or point pki_dir at this cluster's PKI "
-        "directory); set control_plane_allow_encryption_key_change=True only if those Secrets may be lost."
+def apiserver_address() -> str:
+    """This host's IP, where its apiserver binds (never loopback: 127.0.0.1 is the node-local balancer's)."""
+    try:
+        address = topology.ip_address(host, "the apiserver's bind address")
+    except topology.TopologyError as error:
+        raise DeployError(f"control plane: {error}") from None
+    ip = ipaddress.ip_address(address)
+    require(
+        not ip.is_loopback and not ip.is_unspecified,
+        f"control plane: the apiserver must not bind to {address}: loopback is the node-local balancer's",
+    )
+    return address
+
+
+def own_server(settings: Mapping[str, Any], address: str) -> str:
+    """This host's apiserver at ``address`` (not the node-local balancer, which may not be up yet)."""
+    return f"https://{topology.url_host(address)}:{int(settings['apiserver_port'])}"
+
+
+def credentials(settings: Mapping[str, Any]) -> dict[str, list[str]]:
+    """The PKI files each service reads at start: a change restarts it."""
+    pki = [layout.pki_file(settings, name) for name in ("ca.crt", "sa.key", "front-proxy-ca.crt")]
+    if settings["pki_install_ca_key"]:
+        pki.append(layout.pki_file(settings, "ca.key"))
+    return {
+        "kube-apiserver": [layout.pki_file(settings, name) for name in APISERVER_PKI_FILES],
+        "kube-controller-manager": [layout.kubeconfig_file(settings, "controller-manager"), *pki],
+        "kube-scheduler": [layout.kubeconfig_file(settings, "scheduler")],
+    }
+
+
+STAMPS = {service: f"{STAMP_DIR}/{service}-credentials.sha256" for service in SERVICES}
+UNITS = {service: f"{UNIT_DIR}/{service}.service" for service in SERVICES}
+
+
+def bootstraps_rbac(settings: Mapping[str, Any]) -> bool:
+    return bool(settings["control_plane_rbac_bootstrap"]) and topology.is_first_control_plane(
+        host, host.state.inventory
     )
 
 
-def rbac_manifest(bindings: dict[str, tuple[str, str]]) -> str:
-    documents = []
-    for name, (role, group) in bindings.items():
-        documents.append(
-            "apiVersion: rbac.authorization.k8s.io/v1\nkind: ClusterRoleBinding\n"
-            f'metadata:\n  name: "{name}"\n'
-            f'roleRef:\n  apiGroup: rbac.authorization.k8s.io\n  kind: ClusterRole\n  name: "{role}"\n'
-            f'subjects:\n- apiGroup: rbac.authorization.k8s.io\n  kind: Group\n  name: "{group}"\n'
-        )
-    return "---\n".join(documents)
+def should_run(settings: Mapping[str, Any]) -> bool:
+    return bool(settings["control_plane_enabled"]) and topology.has_role(host, topology.CONTROL_PLANE)
 
 
-def missing_bindings(found: dict[str, Any], wanted: dict[str, tuple[str, str]]) -> list[str]:
-    """The wanted bindings absent from ``found`` or not granting their role to their group."""
-    missing = []
-    for name, (role, group) in wanted.items():
-        binding = found.get(name)
-        if not binding or binding.get("role") != f"ClusterRole/{role}" or f"Group:{group}" not in binding["subjects"]:
-            missing.append(name)
-    return missing
-
-
-# $1 kubectl, $2 directory holding super-admin.conf and rbac.yaml, $3 apiserver URL
-_APPLY = (
-    "trap 'rm -rf \"$2\"' EXIT; "
-    '"$1" --kubeconfig "$2/super-admin.conf" --server "$3" --request-timeout=30s apply -f "$2/rbac.yaml"'
-)
-
-
-@operation()
-def rbac_bootstrap(
-    kubectl: str,
-    kubeconfig: str,
-    server: str,
-    bindings: dict[str, tuple[str, str]],
-    super_admin: str,
-    current: Any = managed.UNSET,
-):
-    """
-    Create the ClusterRoleBindings ``bindings`` (name -> (ClusterRole, Group)) that are missing, as
-    super-admin: its kubeconfig lives on the host only for the one ``kubectl apply`` (a 0700 directory under
-    /run, removed by the same command, also on failure).
-
-    + kubeconfig: admin.conf, the identity the bindings are read as (Forbidden: its own binding is missing)
-    + server: this host's apiserver (not the node-local balancer, which may not be up yet)
-    + current: a ``ClusterRoleBindings`` answer read at prepare time; read again unless it was a full
-      answer and nothing changed on the host since
-    """
-    names = list(bindings)
-    prepared = current if isinstance(current, dict) and current.get("state") == "ok" else None
-    state = managed.fresh(prepared, ClusterRoleBindings, kubectl=kubectl, kubeconfig=kubeconfig, server=server,
-                          names=names)  # fmt: skip
-    if state["state"] in ("unavailable", "error"):
-        raise OperationError(f"cannot read the cluster's RBAC bindings at {server}: {state['message']}")
-    missing = names if state["state"] == "forbidden" else missing_bindings(state["bindings"], bindings)
-    if not missing:
-        host.noop(f"RBAC bindings exist: {', '.join(names)}")
-        return
-    manifest = rbac_manifest({name: bindings[name] for name in missing})
-    yield StringCommand("rm", "-rf", BOOTSTRAP_DIR, "&&", "install", "-d", "-m", "0700", BOOTSTRAP_DIR)
-    yield StringCommand("install", "-m", "0600", "/dev/null", f"{BOOTSTRAP_DIR}/super-admin.conf")
-    yield FileUploadCommand(
-        BytesIO(super_admin.encode()),
-        f"{BOOTSTRAP_DIR}/super-admin.conf",
-        remote_temp_filename=f"{BOOTSTRAP_DIR}/super-admin.conf",
-    )
-    yield FileUploadCommand(
-        BytesIO(manifest.encode()),
-        f"{BOOTSTRAP_DIR}/rbac.yaml",
-        remote_temp_filename=f"{BOOTSTRAP_DIR}/rbac.yaml",
-    )
-    yield StringCommand(
-        "sh", "-c", QuoteString(_APPLY), "spectra-rbac", QuoteString(kubectl), BOOTSTRAP_DIR, QuoteString(server)
-    )
+def fact_requests(settings: Mapping[str, Any]) -> list[FactRequest]:
+    """What :func:`control_plane` reads: the arch, its files (the PKI files hashed), its units and, on the
+    first control plane, the bindings (read as admin.conf)."""
+    configs = [config_file(settings, name) for name in CONFIG_FILES]
+    bin_paths, bin_contents, bin_stat_only = binaries.binary_paths(BINARIES)
+    credential_paths = sorted({path for paths in credentials(settings).values() for path in paths})
+    audit_dir = str(settings["control_plane_audit_log_dir"]).rstrip("/")
+    paths = [*UNITS.values(), *configs, audit_dir, *credential_paths, *bin_paths]
+    contents = [*STAMPS.values(), *bin_contents, config_file(settings, ENCRYPTION_CONFIG)]
+    requests: list[FactRequest] = [
+        Platform,
+        (FileStates, managed.snapshot_files_kwargs(paths, contents, bin_stat_only)),
+        (SystemdUnits, {"units": [unit_name(service) for service in SERVICES]}),
+    ]
+    if bootstraps_rbac(settings):
+        kubeconfig = layout.kubeconfig_file(settings, "admin")
+        requests.append(
+            (ClusterRoleBindings, {"kubectl": binaries.binary_path("kubectl"), "kubeconfig": kubeconfig,
+                                   "server": own_server(settings, apiserver_address()), "names": list(RBAC_BINDINGS)})
+        )  # fmt: skip
+    return requests
 
 
 @operation(is_idempotent=False)
@@ -352,213 +271,64 @@ def wait_ready(kubectl: str, kubeconfig: str, server: str, timeout: int = 180):
     )  # fmt: skip
 
 
-def _files(directory: str, names: Iterable[str]) -> list[str]:
-    return [f"{directory}/{name}" for name in names]
-
-
-@deploy("Kubernetes control plane", data_defaults=DEFAULTS)
+@deploy("Kubernetes control plane")
 def control_plane() -> None:
-    if not setting("control_plane_enabled") or not is_control_plane_host():
-        host.noop("control plane: not enabled on this host (control_plane_enabled and the control_plane role)")
-        return
-
-    found = pki_component.member_address(host)
-    require(found is not None, "control plane: this host has no address (pki_node_address, private_ip, ssh_hostname)")
-    address = str(found)
-    try:
-        ip = ipaddress.ip_address(address)
-    except ValueError:
-        raise DeployError(
-            f"{host.name}: the apiserver binds to an IP address, not {address!r} (set pki_node_address)"
-        ) from None
-    require(
-        not ip.is_loopback and not ip.is_unspecified,
-        f"control plane: the apiserver must not bind to {address}: 127.0.0.1:6443 is the node-local balancer's",
-    )
-    port = int(setting("control_plane_apiserver_port"))
-    servers = setting("control_plane_etcd_servers")
-    servers = [str(server) for server in servers] if servers is not None else etcd_servers()
-    require(
-        bool(servers),
-        "control plane: no etcd servers: the inventory group etcd is empty (or set control_plane_etcd_servers)",
-    )
-    provider = str(setting("control_plane_encryption_provider"))
-    require(
-        provider in ENCRYPTION_PROVIDERS, f"control_plane_encryption_provider must be one of {ENCRYPTION_PROVIDERS}"
-    )
-    anonymous_paths = [str(path) for path in setting("control_plane_anonymous_paths") or []]
-    require(
-        all(path.startswith("/") for path in anonymous_paths),
-        f"control_plane_anonymous_paths must be URL paths: {anonymous_paths}",
-    )
-    timeout = int(setting("control_plane_ready_timeout"))
-
-    pki_dir = str(setting("control_plane_pki_dir")).rstrip("/")
-    config_dir = str(setting("control_plane_config_dir")).rstrip("/")
-    audit_dir = str(setting("control_plane_audit_log_dir")).rstrip("/")
-    cluster_domain = str(_pki_setting("cluster_domain"))
-    service_cidr = str(_pki_setting("cluster_service_cidr"))
-    sign_csrs = bool(_pki_setting("pki_install_ca_key"))
-    issuer = setting("control_plane_service_account_issuer") or f"https://kubernetes.default.svc.{cluster_domain}"
-
+    settings = Settings()
+    address = apiserver_address()
+    server = own_server(settings, address)
+    servers = etcd_servers(settings, host.state.inventory)
+    require(bool(servers), "control plane: no etcd servers: no inventory host has the etcd role "
+            "(or set control_plane_etcd_servers)")  # fmt: skip
     # the cluster's one encryption key, kept with the CA keys
-    directory, spec = pki_component.cluster_spec(pki_component.cluster_hosts())
+    directory, spec = pki_component.cluster_spec(host.state.inventory)
     key = encryption_key(directory)
+    _, files, unit_states, *bindings = prepared_facts(*fact_requests(settings))  # bindings: when bootstrapping
 
-    pki = f"{pki_dir}/"
-    admin_conf = f"{config_dir}/admin.conf"
-    cm_conf = f"{config_dir}/controller-manager.conf"
-    scheduler_conf = f"{config_dir}/scheduler.conf"
-    encryption_config = f"{config_dir}/encryption-config.yaml"
-    audit_policy = f"{config_dir}/audit-policy.yaml"
-    authentication_config = f"{config_dir}/authentication-config.yaml"
-    credentials = {
-        "kube-apiserver": _files(pki_dir, APISERVER_PKI_FILES),
-        "kube-controller-manager": [
-            cm_conf,
-            *_files(pki_dir, ["ca.crt", "sa.key", "front-proxy-ca.crt", *(["ca.key"] if sign_csrs else [])]),
-        ],
-        "kube-scheduler": [scheduler_conf],
-    }
-    stamps = {service: f"{STAMP_DIR}/{service}-credentials.sha256" for service in SERVICES}
-    units = {service: f"{UNIT_DIR}/{service}.service" for service in SERVICES}
-    configs = [encryption_config, audit_policy, authentication_config]
-    kubectl = binaries.binary_path("kubectl")
-    server = f"https://{url_host(address)}:{port}"
-    first = first_control_plane() == host.name
-    bootstrap = first and bool(setting("control_plane_rbac_bootstrap"))
-
-    bin_paths, bin_contents, bin_stat_only = binaries.binary_paths(BINARIES)
-    credential_paths = sorted({path for paths in credentials.values() for path in paths})
-    paths = [*units.values(), *configs, audit_dir, *credential_paths, *bin_paths]
-    contents = [*stamps.values(), *bin_contents, encryption_config]
-    requests: list[Any] = [
-        (Platform, {}),
-        (FileStates, managed.snapshot_files_kwargs(paths, contents, bin_stat_only)),
-        (SystemdUnits, {"units": [unit_name(service) for service in SERVICES]}),
-    ]
-    if bootstrap:
-        rbac = {"kubectl": kubectl, "kubeconfig": admin_conf, "server": server, "names": list(RBAC_BINDINGS)}
-        requests.append((ClusterRoleBindings, rbac))
-    _, files, unit_states, *rest = prepared_facts(*requests)
-
-    check_encryption_key(files.get(encryption_config), key, encryption_config, directory)
+    encryption_config = config_file(settings, ENCRYPTION_CONFIG)
+    check_encryption_key(files.get(encryption_config), key, encryption_config, directory,
+                         allow_change=bool(settings["control_plane_allow_encryption_key_change"]))  # fmt: skip
     installs = binaries.install_binaries(BINARIES, files)
 
+    audit_dir = str(settings["control_plane_audit_log_dir"]).rstrip("/")
     managed.directory(name="Audit log directory", path=audit_dir, mode="0700", current=files)
     config_ops = [
         managed.template(
             name="Secrets encryption configuration",
-            src="etc/kubernetes/encryption-config.yaml.j2",
+            src=f"etc/kubernetes/{ENCRYPTION_CONFIG}.j2",
             dest=encryption_config,
             mode="0600",
-            context={"provider": provider, "key": base64.b64encode(key).decode()},
+            context={"provider": settings["control_plane_encryption_provider"], "key": base64.b64encode(key).decode()},
             current=files,
         ),
         managed.template(
             name="Audit policy",
-            src="etc/kubernetes/audit-policy.yaml.j2",
-            dest=audit_policy,
+            src=f"etc/kubernetes/{AUDIT_POLICY}.j2",
+            dest=config_file(settings, AUDIT_POLICY),
             mode="0600",
             context={},
             current=files,
         ),
         managed.template(
             name="Authentication configuration",
-            src="etc/kubernetes/authentication-config.yaml.j2",
-            dest=authentication_config,
+            src=f"etc/kubernetes/{AUTHENTICATION_CONFIG}.j2",
+            dest=config_file(settings, AUTHENTICATION_CONFIG),
             mode="0600",
-            context={"anonymous_paths": anonymous_paths},
+            context={"anonymous_paths": [str(path) for path in settings["control_plane_anonymous_paths"] or []]},
             current=files,
         ),
     ]
 
-    tls = {
-        "tls-min-version": setting("control_plane_tls_min_version"),
-        "tls-cipher-suites": list(setting("control_plane_tls_cipher_suites") or []),
-    }
-    if not tls["tls-cipher-suites"]:
-        del tls["tls-cipher-suites"]
-    apiserver_flags: dict[str, Any] = {
-        "advertise-address": address,
-        "bind-address": address,
-        "secure-port": port,
-        "authentication-config": authentication_config,
-        "authorization-mode": "Node,RBAC",
-        "enable-admission-plugins": "NodeRestriction",
-        "allow-privileged": True,
-        "profiling": False,
-        "client-ca-file": f"{pki}ca.crt",
-        "tls-cert-file": f"{pki}apiserver.crt",
-        "tls-private-key-file": f"{pki}apiserver.key",
-        **tls,
-        "kubelet-certificate-authority": f"{pki}ca.crt",
-        "kubelet-client-certificate": f"{pki}apiserver-kubelet-client.crt",
-        "kubelet-client-key": f"{pki}apiserver-kubelet-client.key",
-        "kubelet-preferred-address-types": "InternalIP,ExternalIP,Hostname",
-        "etcd-servers": servers,
-        "etcd-cafile": f"{pki}etcd/ca.crt",
-        "etcd-certfile": f"{pki}apiserver-etcd-client.crt",
-        "etcd-keyfile": f"{pki}apiserver-etcd-client.key",
-        "encryption-provider-config": encryption_config,
-        "service-cluster-ip-range": service_cidr,
-        "service-account-issuer": issuer,
-        "service-account-key-file": f"{pki}sa.pub",
-        "service-account-signing-key-file": f"{pki}sa.key",
-        "service-account-lookup": True,
-        "requestheader-client-ca-file": f"{pki}front-proxy-ca.crt",
-        "requestheader-allowed-names": "front-proxy-client",
-        "requestheader-extra-headers-prefix": "X-Remote-Extra-",
-        "requestheader-group-headers": "X-Remote-Group",
-        "requestheader-username-headers": "X-Remote-User",
-        "proxy-client-cert-file": f"{pki}front-proxy-client.crt",
-        "proxy-client-key-file": f"{pki}front-proxy-client.key",
-        "shutdown-watch-termination-grace-period": setting("control_plane_shutdown_watch_grace_period"),
-        "audit-policy-file": audit_policy,
-        "audit-log-path": f"{audit_dir}/audit.log",
-        "audit-log-maxage": int(setting("control_plane_audit_log_maxage")),
-        "audit-log-maxbackup": int(setting("control_plane_audit_log_maxbackup")),
-        "audit-log-maxsize": int(setting("control_plane_audit_log_maxsize")),
-    }
-    controller_manager_flags: dict[str, Any] = {
-        "kubeconfig": cm_conf,
-        "authentication-kubeconfig": cm_conf,
-        "authorization-kubeconfig": cm_conf,
-        "bind-address": "127.0.0.1",
-        **tls,
-        "client-ca-file": f"{pki}ca.crt",
-        "requestheader-client-ca-file": f"{pki}front-proxy-ca.crt",
-        "cluster-name": spec.name,
-        "root-ca-file": f"{pki}ca.crt",
-        "service-account-private-key-file": f"{pki}sa.key",
-        "use-service-account-credentials": True,
-        "service-cluster-ip-range": service_cidr,
-        "allocate-node-cidrs": False,
-        "controllers": "*,bootstrapsigner,tokencleaner",
-        "leader-elect": True,
-        "profiling": False,
-        "terminated-pod-gc-threshold": int(setting("control_plane_terminated_pod_gc_threshold")),
-    }
-    if sign_csrs:
-        controller_manager_flags["cluster-signing-cert-file"] = f"{pki}ca.crt"
-        controller_manager_flags["cluster-signing-key-file"] = f"{pki}ca.key"
-    scheduler_flags: dict[str, Any] = {
-        "kubeconfig": scheduler_conf,
-        "authentication-kubeconfig": scheduler_conf,
-        "authorization-kubeconfig": scheduler_conf,
-        "bind-address": "127.0.0.1",
-        **tls,
-        "leader-elect": True,
-        "profiling": False,
-    }
     flags = {
-        "kube-apiserver": render_flags(apiserver_flags, setting("control_plane_apiserver_extra_args")),
-        "kube-controller-manager": render_flags(
-            controller_manager_flags, setting("control_plane_controller_manager_extra_args")
+        "kube-apiserver": render_flags(
+            apiserver_flags(settings, address, servers), settings["control_plane_apiserver_extra_args"]
         ),
-        "kube-scheduler": render_flags(scheduler_flags, setting("control_plane_scheduler_extra_args")),
+        "kube-controller-manager": render_flags(
+            controller_manager_flags(settings), settings["control_plane_controller_manager_extra_args"]
+        ),
+        "kube-scheduler": render_flags(scheduler_flags(settings), settings["control_plane_scheduler_extra_args"]),
     }
     extra_restart = {"kube-apiserver": config_ops, "kube-controller-manager": [], "kube-scheduler": []}
+    service_credentials = credentials(settings)
 
     services = {}
     new_credentials = {}
@@ -566,7 +336,7 @@ def control_plane() -> None:
         unit = managed.template(
             name=f"{service} systemd unit",
             src=f"etc/systemd/system/{service}.service.j2",
-            dest=units[service],
+            dest=UNITS[service],
             mode="0600",  # CIS 1.1.1-1.1.6: the unit is this control plane's "pod specification"
             context={
                 "binary": binaries.binary_path(service),
@@ -575,11 +345,11 @@ def control_plane() -> None:
             },
             current=files,
         )
-        new_credentials[service] = etcd_component.restart_on_new_credentials(
+        new_credentials[service] = restart_on_new_credentials(
             name=f"{service} restarted on new PKI files",
             unit=service,
-            paths=credentials[service],
-            stamp=stamps[service],
+            paths=service_credentials[service],
+            stamp=STAMPS[service],
             current=files,
         )
         services[service] = managed.service(
@@ -592,16 +362,18 @@ def control_plane() -> None:
             current=unit_states,
         )
 
+    kubectl = binaries.binary_path("kubectl")
+    admin_conf = layout.kubeconfig_file(settings, "admin")
     apiserver, apiserver_credentials = services["kube-apiserver"], new_credentials["kube-apiserver"]
     wait_ready(
         name="kube-apiserver ready (/readyz)",
         kubectl=kubectl,
         kubeconfig=admin_conf,
         server=server,
-        timeout=timeout,
+        timeout=int(settings["control_plane_ready_timeout"]),
         _if=lambda: apiserver.did_change() or apiserver_credentials.did_change(),
     )
-    if bootstrap:
+    if bootstraps_rbac(settings):
         super_admin = pki_lib.render(pki_component.cluster_pki(directory, spec), "super-admin", server)
         rbac_bootstrap(
             name="RBAC bindings for the cluster's identities",
@@ -610,12 +382,8 @@ def control_plane() -> None:
             server=server,
             bindings=RBAC_BINDINGS,
             super_admin=super_admin,
-            current=rest[0],
+            current=bindings[0],
         )
-
-
-def should_run(settings: _Mapping[str, Any]) -> bool:
-    return bool(settings["control_plane_enabled"]) and topology.has_role(host, topology.CONTROL_PLANE)
 
 
 COMPONENT = Component(
@@ -623,4 +391,7 @@ COMPONENT = Component(
     defaults=DEFAULTS,
     deploy=control_plane,
     should_run=should_run,
+    fact_requests=fact_requests,
+    choices=CHOICES,
+    checks=(check, binaries.check),
 )

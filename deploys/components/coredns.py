@@ -12,7 +12,7 @@ ConfigMap, the Deployment and the ``kube-dns`` Service); the cluster deploy appl
 * ``cluster_domain`` (the zone CoreDNS is authoritative for) and ``cluster_dns_ip`` (the ``kube-dns``
   Service's address, kubelet's ``clusterDNS``) are cluster settings (``spectra.cluster_settings``), checked
   there.
-* Values are checked here, before rendering: the template only places them.
+* Values are checked here (:func:`check`), before rendering: the template only places them.
 """
 
 from __future__ import annotations
@@ -42,44 +42,47 @@ _IMAGE_RE = re.compile(r"^[a-z0-9][a-z0-9._:/-]*[a-z0-9](:[A-Za-z0-9_][A-Za-z0-9
 _QUANTITY_RE = re.compile(r"^[0-9]+(\.[0-9]+)?(m|k|M|G|Ki|Mi|Gi)?$")
 # forward targets: an address (optionally with port or dns:// / tls:// scheme) or a resolv.conf-style path
 _FORWARD_RE = re.compile(r"^[A-Za-z0-9_./:\[\]%-]+$")
+RESOURCE_KEYS = ("coredns_cpu_request", "coredns_memory_request", "coredns_memory_limit")
 
 
-def _check(condition: bool, key: str, value: Any, expected: str) -> None:
-    if not condition:
-        raise AddonError(f"{key}={value!r}: {expected}")
+def check(values: Mapping[str, Any]) -> list[str]:
+    """Problems with the addon's settings, each naming its setting (pure: ``cluster_addons`` lists it among its
+    checks, so ``spectra validate`` runs it too)."""
+    problems = []
+
+    def expect(condition: bool, key: str, value: Any, expected: str) -> None:
+        if not condition:
+            problems.append(f"{key}={value!r}: {expected}")
+
+    image = values["coredns_image"]
+    expect(isinstance(image, str) and bool(_IMAGE_RE.match(image)), "coredns_image", image,
+           "an image reference such as registry.k8s.io/coredns/coredns:v1.14.2")  # fmt: skip
+    replicas = values["coredns_replicas"]
+    expect(isinstance(replicas, int) and not isinstance(replicas, bool) and replicas >= 1,
+           "coredns_replicas", replicas, "a whole number of at least 1")  # fmt: skip
+    forward = values["coredns_forward_to"]
+    expect(isinstance(forward, list | tuple) and bool(forward), "coredns_forward_to", forward,
+           "a non-empty list of resolver addresses or a resolv.conf path")  # fmt: skip
+    for target in forward if isinstance(forward, list | tuple) else []:
+        expect(isinstance(target, str) and bool(_FORWARD_RE.match(target)), "coredns_forward_to", target,
+               "an address (10.0.0.2, 10.0.0.2:53, tls://1.1.1.1) or a path (/etc/resolv.conf)")  # fmt: skip
+    for key in RESOURCE_KEYS:
+        value = values[key]
+        expect(isinstance(value, str) and bool(_QUANTITY_RE.match(value)), key, value,
+               "a Kubernetes quantity such as 100m or 70Mi")  # fmt: skip
+    return problems
 
 
 def template_context(values: Mapping[str, Any]) -> dict[str, Any]:
-    """Check the settings and return what the template places (no logic left for the template)."""
-    domain = values["cluster_domain"]
-    dns_ip = values["cluster_dns_ip"]
-    image = values["coredns_image"]
-    _check(isinstance(image, str) and bool(_IMAGE_RE.match(image)), "coredns_image", image,
-           "an image reference such as registry.k8s.io/coredns/coredns:v1.14.2")  # fmt: skip
-
-    replicas = values["coredns_replicas"]
-    _check(isinstance(replicas, int) and not isinstance(replicas, bool) and replicas >= 1,
-           "coredns_replicas", replicas, "a whole number of at least 1")  # fmt: skip
-
-    forward = values["coredns_forward_to"]
-    _check(isinstance(forward, list | tuple) and bool(forward), "coredns_forward_to", forward,
-           "a non-empty list of resolver addresses or a resolv.conf path")  # fmt: skip
-    for target in forward:
-        _check(isinstance(target, str) and bool(_FORWARD_RE.match(target)), "coredns_forward_to", target,
-               "an address (10.0.0.2, 10.0.0.2:53, tls://1.1.1.1) or a path (/etc/resolv.conf)")  # fmt: skip
-
-    resources = {}
-    for key in ("coredns_cpu_request", "coredns_memory_request", "coredns_memory_limit"):
-        value = values[key]
-        _check(isinstance(value, str) and bool(_QUANTITY_RE.match(value)), key, value,
-               "a Kubernetes quantity such as 100m or 70Mi")  # fmt: skip
-        resources[key.removeprefix("coredns_")] = value
-
+    """What the template places (no logic left for the template); bad settings raise ``AddonError``."""
+    problems = check(values)
+    if problems:
+        raise AddonError("; ".join(problems))
     return {
-        "cluster_domain": domain,
-        "cluster_dns_ip": str(dns_ip),
-        "coredns_image": image,
-        "coredns_replicas": replicas,
-        "forward_to": " ".join(forward),
-        **resources,
+        "cluster_domain": values["cluster_domain"],
+        "cluster_dns_ip": str(values["cluster_dns_ip"]),
+        "coredns_image": values["coredns_image"],
+        "coredns_replicas": values["coredns_replicas"],
+        "forward_to": " ".join(values["coredns_forward_to"]),
+        **{key.removeprefix("coredns_"): values[key] for key in RESOURCE_KEYS},
     }

@@ -8,15 +8,16 @@ tightens what is there, it never creates files.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping as _Mapping
+from collections.abc import Mapping
 from typing import Any
 
 from pyinfra import host
-from pyinfra.api import DeployError, QuoteString, StringCommand, deploy, operation
+from pyinfra.api import QuoteString, StringCommand, deploy, operation
 
 from deploys.component import Component
 from deploys.operations.managed import fresh
-from deploys.prepare import FactRequest, component_data, prepared_facts
+from deploys.prepare import FactRequest, prepared_facts
+from deploys.settings import Settings
 from facts.files import FileStates, normalise_mode
 
 DEFAULTS: dict[str, Any] = {
@@ -48,25 +49,53 @@ DEFAULTS: dict[str, Any] = {
     "file_permissions_extra": {},  # more path -> [mode, user, group] entries (override the above)
 }
 
-_NAME = re.compile(r"^[a-z_][a-z0-9_-]{0,31}$")
+TABLE_KEYS = ("file_permissions", "file_permissions_extra")
+_NAME = re.compile(r"[a-z_][a-z0-9_-]{0,31}")
 
 
-def permission_entries(data: dict[str, Any]) -> dict[str, tuple[str, str, str]]:
-    """Validated ``{path: (mode, user, group)}`` with modes as stat prints them (``"640"``)."""
-    merged = {**(data["file_permissions"] or {}), **(data["file_permissions_extra"] or {})}
-    entries: dict[str, tuple[str, str, str]] = {}
-    for path, spec in sorted(merged.items()):
+def _merged(settings: Mapping[str, Any]) -> dict[str, tuple[str, Any]]:
+    """``path -> (setting it comes from, spec)``, the extra entries overriding the others."""
+    merged: dict[str, tuple[str, Any]] = {}
+    for key in TABLE_KEYS:
+        table = settings[key] or {}
+        if isinstance(table, Mapping):
+            merged.update({path: (key, spec) for path, spec in table.items()})
+    return merged
+
+
+def _mode(spec: Any) -> str | None:
+    """The mode of a ``[mode, user, group]`` entry as stat prints it, None when the entry is malformed."""
+    try:
+        mode, _, _ = spec
+        return normalise_mode(str(mode))
+    except (TypeError, ValueError):
+        return None
+
+
+def check(settings: Mapping[str, Any]) -> list[str]:
+    """Every entry is an absolute path -> [mode, user, group] (pure: ``spectra validate`` runs it too)."""
+    problems = [
+        f"{key}={settings[key]!r}: a mapping of path -> [mode, user, group]"
+        for key in TABLE_KEYS
+        if not isinstance(settings[key] or {}, Mapping)
+    ]
+    for path, (key, spec) in sorted(_merged(settings).items(), key=lambda item: str(item[0])):
         if not str(path).startswith("/"):
-            raise DeployError(f"file_permissions: {path!r} is not an absolute path")
-        try:
-            mode, user, group = spec
-            normalised = normalise_mode(str(mode))
-        except (TypeError, ValueError) as error:
-            raise DeployError(f"file_permissions[{path!r}] must be [mode, user, group], not {spec!r}") from error
-        if not _NAME.match(str(user)) or not _NAME.match(str(group)):
-            raise DeployError(f"file_permissions[{path!r}]: bad user/group {user!r}/{group!r}")
-        entries[str(path)] = (normalised or "0", str(user), str(group))
-    return entries
+            problems.append(f"{key}: {path!r} is not an absolute path")
+        elif not isinstance(spec, list | tuple) or _mode(spec) is None:
+            problems.append(f"{key}[{path!r}]={spec!r}: [mode, user, group] with an octal mode such as 640")
+        elif not _NAME.fullmatch(str(spec[1])) or not _NAME.fullmatch(str(spec[2])):
+            problems.append(f"{key}[{path!r}]={spec!r}: user and group must be plain account names")
+    return problems
+
+
+def permission_entries(settings: Mapping[str, Any]) -> dict[str, tuple[str, str, str]]:
+    """``{path: (mode, user, group)}`` with modes as stat prints them (``"640"``), entries checked by
+    :func:`check`."""
+    return {
+        str(path): (_mode(spec) or "0", str(spec[1]), str(spec[2]))
+        for path, (_, spec) in sorted(_merged(settings).items())
+    }
 
 
 @operation()
@@ -94,35 +123,24 @@ def permissions(entries: dict[str, tuple[str, str, str]], current: dict[str, Any
         host.noop(f"{len(entries)} paths already have their modes and owners (or do not exist)")
 
 
-def fact_requests(data: dict[str, Any] | None = None) -> list[FactRequest]:
-    """What :func:`file_permissions` reads at prepare time (node.py reads it with other components' facts)."""
-    data = data or component_data(DEFAULTS)
-    if not data["file_permissions_enabled"]:
-        return []
-    return [(FileStates, {"paths": sorted(permission_entries(data)), "sha256": False})]
-
-
-@deploy("File permissions", data_defaults=DEFAULTS)
-def file_permissions() -> None:
-    """Tighten modes and owners of security-relevant files that exist."""
-    data = {key: host.data.get(key) for key in DEFAULTS}
-    if not data["file_permissions_enabled"]:
-        host.noop("file permission hardening disabled (file_permissions_enabled=False)")
-        return
-    entries = permission_entries(data)
-    permissions(
-        name="Set modes and owners of security-relevant files",
-        entries=entries,
-        current=prepared_facts(*fact_requests(data))[0],
-    )
-
-
-def should_run(settings: _Mapping[str, Any]) -> bool:
+def should_run(settings: Mapping[str, Any]) -> bool:
     return bool(settings["file_permissions_enabled"])
 
 
-def _fact_requests(settings: _Mapping[str, Any]) -> list[FactRequest]:
-    return fact_requests()
+def fact_requests(settings: Mapping[str, Any]) -> list[FactRequest]:
+    """What :func:`file_permissions` reads at prepare time (node.py reads it with other components' facts)."""
+    return [(FileStates, {"paths": sorted(permission_entries(settings)), "sha256": False})]
+
+
+@deploy("File permissions")
+def file_permissions() -> None:
+    """Tighten modes and owners of security-relevant files that exist."""
+    settings = Settings()
+    permissions(
+        name="Set modes and owners of security-relevant files",
+        entries=permission_entries(settings),
+        current=prepared_facts(*fact_requests(settings))[0],
+    )
 
 
 COMPONENT = Component(
@@ -130,5 +148,6 @@ COMPONENT = Component(
     defaults=DEFAULTS,
     deploy=file_permissions,
     should_run=should_run,
-    fact_requests=_fact_requests,
+    fact_requests=fact_requests,
+    checks=(check,),
 )

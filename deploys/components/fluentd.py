@@ -20,12 +20,12 @@ a root-only environment file read by systemd; it is never in the config file nor
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping as _Mapping
+from collections.abc import Mapping
 from typing import Any
 from urllib.parse import urlparse
 
 from pyinfra import host
-from pyinfra.api import DeployError, OperationError, QuoteString, StringCommand, deploy, operation
+from pyinfra.api import OperationError, QuoteString, StringCommand, deploy, operation
 
 from deploys.component import Component
 from deploys.operations.config_files import (
@@ -35,6 +35,7 @@ from deploys.operations.config_files import (
     install_file_commands,
     render_template,
 )
+from deploys.settings import Settings
 from facts.fluentd import FluentPackageState
 
 KEYRING = "/etc/apt/keyrings/fluent-package.asc"
@@ -101,14 +102,47 @@ TYPES: dict[str, type | tuple[type, ...]] = {
     "fluentd_elasticsearch_password": str,
 }
 
-_TOKEN = re.compile(r"^[A-Za-z0-9_.:/@%+=~-]+$")  # a value that needs no quoting in fluentd.conf
-_HOST_PORT = re.compile(r"^[A-Za-z0-9.-]+(:[0-9]{1,5})?$|^\[[0-9a-fA-F:]+\](:[0-9]{1,5})?$")
-_SIZE = re.compile(r"^[0-9]+[kmgt]?b?$", re.IGNORECASE)
-_DURATION = re.compile(r"^[0-9]+(\.[0-9]+)?[smhd]?$")
-_GEM = re.compile(r"^[a-z0-9_.-]+$")
-_GEM_VERSION = re.compile(r"^[0-9][0-9A-Za-z.]*$")
-_SHA256 = re.compile(r"^[0-9a-f]{64}$")
 OVERFLOW_ACTIONS = ("drop_oldest_chunk", "block", "throw_exception")
+CHOICES: dict[str, tuple[Any, ...]] = {
+    "fluentd_log_level": ("fatal", "error", "warn", "info", "debug", "trace"),
+    "fluentd_elasticsearch_scheme": ("https", "http"),
+    "fluentd_buffer_overflow_action": OVERFLOW_ACTIONS,
+}
+
+_TOKEN = re.compile(r"[A-Za-z0-9_.:/@%+=~-]+")  # a value that needs no quoting in fluentd.conf
+_HOST_PORT = re.compile(r"[A-Za-z0-9.-]+(:[0-9]{1,5})?|\[[0-9a-fA-F:]+\](:[0-9]{1,5})?")
+_SIZE = re.compile(r"[0-9]+[kmgt]?b?", re.IGNORECASE)
+_DURATION = re.compile(r"[0-9]+(\.[0-9]+)?[smhd]?")
+_WORD = re.compile(r"[a-z0-9_.-]+")
+_GEM_VERSION = re.compile(r"[0-9][0-9A-Za-z.]*")
+_UNIT = re.compile(r"[A-Za-z0-9@_.-]+")
+_SHA256 = re.compile(r"[0-9a-f]{64}")
+# Values written into fluentd.conf as they are: no spaces, quotes or other special characters
+TOKEN_KEYS = (
+    "fluentd_container_log_path",
+    "fluentd_journal_path",
+    "fluentd_state_dir",
+    "fluentd_buffer_path",
+    "fluentd_kubernetes_ca_file",
+    "fluentd_kubernetes_bearer_token_file",
+    "fluentd_elasticsearch_ca_file",
+    "fluentd_elasticsearch_user",
+    "fluentd_elasticsearch_index_prefix",
+)
+SIZE_KEYS = ("fluentd_buffer_chunk_limit_size", "fluentd_buffer_total_limit_size")
+DURATION_KEYS = (
+    "fluentd_buffer_flush_interval",
+    "fluentd_buffer_retry_timeout",
+    "fluentd_buffer_retry_max_interval",
+    "fluentd_elasticsearch_request_timeout",
+)
+# key -> the smallest value: retries are bounded, at least one flush thread; concat's 0 waits forever
+COUNT_KEYS = {
+    "fluentd_buffer_retry_max_times": 1,
+    "fluentd_buffer_flush_threads": 1,
+    "fluentd_concat_flush_interval": 0,
+}
+PLACEHOLDER_CODENAME = "bookworm"  # stands for the host's codename when the check cannot ask the host
 
 # Fails fast, naming the URL, when the repository cannot be reached (DNS, firewall, proxy, 404).
 _REACHABLE_SCRIPT = (
@@ -128,91 +162,95 @@ _KEY_SCRIPT = (
 )
 
 
-def fluentd_settings(data: dict[str, Any]) -> dict[str, Any]:
-    """Validate the data and turn it into template values (raises DeployError naming the setting)."""
-    missing = sorted(key for key in REQUIRED if not data.get(key))
-    if missing:
-        raise DeployError(f"fluentd: {', '.join(missing)} must be set (group data) when fluentd_enabled")
-
-    hosts = [str(item) for item in data["fluentd_elasticsearch_hosts"]]
-    for item in hosts:
-        if not _HOST_PORT.match(item):
-            raise DeployError(f"fluentd_elasticsearch_hosts: {item!r} must be host or host:port")
-    if data["fluentd_elasticsearch_scheme"] not in ("https", "http"):
-        raise DeployError("fluentd_elasticsearch_scheme must be https or http")
-    url = urlparse(str(data["fluentd_kubernetes_url"]))
-    if url.scheme != "https" or not url.netloc or not _TOKEN.match(str(data["fluentd_kubernetes_url"])):
-        raise DeployError(f"fluentd_kubernetes_url must be an https:// URL, not {data['fluentd_kubernetes_url']!r}")
-    for key in (
-        "fluentd_container_log_path",
-        "fluentd_journal_path",
-        "fluentd_state_dir",
-        "fluentd_buffer_path",
-        "fluentd_kubernetes_ca_file",
-        "fluentd_kubernetes_bearer_token_file",
-        "fluentd_elasticsearch_ca_file",
-        "fluentd_elasticsearch_user",
-        "fluentd_elasticsearch_index_prefix",
-    ):
-        value = data.get(key)
-        if value is not None and not _TOKEN.match(str(value).replace("*", "")):
-            raise DeployError(f"{key}: {value!r} may not contain spaces, quotes or other special characters")
-    for key in ("fluentd_buffer_chunk_limit_size", "fluentd_buffer_total_limit_size"):
-        if not _SIZE.match(str(data[key])):
-            raise DeployError(f"{key}: {data[key]!r} is not a size like 8MB")
-    for key in (
-        "fluentd_buffer_flush_interval",
-        "fluentd_buffer_retry_timeout",
-        "fluentd_buffer_retry_max_interval",
-        "fluentd_elasticsearch_request_timeout",
-    ):
-        if not _DURATION.match(str(data[key])):
-            raise DeployError(f"{key}: {data[key]!r} is not a duration like 30s or 1h")
-    if data["fluentd_buffer_overflow_action"] not in OVERFLOW_ACTIONS:
-        raise DeployError(f"fluentd_buffer_overflow_action must be one of {OVERFLOW_ACTIONS}")
-    retry_times = data["fluentd_buffer_retry_max_times"]
-    if not isinstance(retry_times, int) or isinstance(retry_times, bool) or retry_times < 1:
-        raise DeployError("fluentd_buffer_retry_max_times must be a positive integer (retries are bounded)")
-    if bool(data.get("fluentd_elasticsearch_user")) != bool(data.get("fluentd_elasticsearch_password")):
-        raise DeployError("fluentd_elasticsearch_user and fluentd_elasticsearch_password go together")
-    password = data.get("fluentd_elasticsearch_password")
+def check(settings: Mapping[str, Any]) -> list[str]:
+    """Required settings and the formats fluentd.conf and the apt source need (pure: ``spectra validate``
+    runs it too; the host's own codename is only known to the deploy)."""
+    problems = [
+        f"{key}={settings[key]!r}: must be set (group data) when fluentd_enabled"
+        for key in sorted(REQUIRED)
+        if not settings[key]
+    ]
+    hosts = settings["fluentd_elasticsearch_hosts"]
+    if hosts and not isinstance(hosts, list | tuple):
+        problems.append(f"fluentd_elasticsearch_hosts={hosts!r}: a list of host or host:port")
+    elif hosts:
+        for item in hosts:
+            if not _HOST_PORT.fullmatch(str(item)):
+                problems.append(f"fluentd_elasticsearch_hosts: {item!r} must be host or host:port")
+    kubernetes_url = settings["fluentd_kubernetes_url"]
+    if kubernetes_url:
+        url = urlparse(str(kubernetes_url))
+        if url.scheme != "https" or not url.netloc or not _TOKEN.fullmatch(str(kubernetes_url)):
+            problems.append(f"fluentd_kubernetes_url={kubernetes_url!r}: an https:// URL")
+    for key in TOKEN_KEYS:
+        value = settings[key]
+        if value is not None and not _TOKEN.fullmatch(str(value).replace("*", "")):
+            problems.append(f"{key}={value!r}: may not contain spaces, quotes or other special characters")
+    for key in SIZE_KEYS:
+        if not _SIZE.fullmatch(str(settings[key])):
+            problems.append(f"{key}={settings[key]!r}: a size such as 8MB")
+    for key in DURATION_KEYS:
+        if not _DURATION.fullmatch(str(settings[key])):
+            problems.append(f"{key}={settings[key]!r}: a duration such as 30s or 1h")
+    for key, least in COUNT_KEYS.items():
+        value = settings[key]
+        if not isinstance(value, int) or isinstance(value, bool) or value < least:
+            problems.append(f"{key}={value!r}: an integer, {least} or more")
+    if bool(settings["fluentd_elasticsearch_user"]) != bool(settings["fluentd_elasticsearch_password"]):
+        problems.append("fluentd_elasticsearch_user and fluentd_elasticsearch_password go together")
+    password = settings["fluentd_elasticsearch_password"]
     if password is not None and ("\n" in str(password) or "\r" in str(password)):
-        raise DeployError("fluentd_elasticsearch_password may not contain line breaks")
+        problems.append("fluentd_elasticsearch_password: may not contain line breaks")  # a secret: not shown
+    units = settings["fluentd_journal_units"]
+    if not isinstance(units, list | tuple) or not units or not all(_UNIT.fullmatch(str(unit)) for unit in units):
+        problems.append(f"fluentd_journal_units={units!r}: a non-empty list of unit names")
+    gems = settings["fluentd_gems"] or {}
+    if not isinstance(gems, Mapping):
+        problems.append(f"fluentd_gems={gems!r}: a mapping of gem name -> exact version")
+    else:
+        for name, version in gems.items():
+            if not _WORD.fullmatch(str(name)) or not _GEM_VERSION.fullmatch(str(version)):
+                problems.append(f"fluentd_gems: {name!r} {version!r} is not a gem name and exact version")
+    codename = settings["fluentd_codename"]
+    if codename is not None and not _WORD.fullmatch(str(codename)):
+        problems.append(f"fluentd_codename={codename!r}: a Debian codename such as bookworm")
+    return problems + repository_problems(settings, str(codename or PLACEHOLDER_CODENAME))
 
-    units = [str(unit) for unit in data["fluentd_journal_units"] or []]
-    if not units or not all(re.match(r"^[A-Za-z0-9@_.-]+$", unit) for unit in units):
-        raise DeployError("fluentd_journal_units must be a non-empty list of unit names")
+
+def fluentd_settings(settings: Mapping[str, Any]) -> dict[str, Any]:
+    """The template values of fluentd.conf (settings checked by :func:`check`)."""
+    units = [str(unit) for unit in settings["fluentd_journal_units"]]
     # fluent-plugin-systemd: a list of match hashes, OR-ed; JSON is what its parser reads.
     journal_matches = "[" + ", ".join(f'{{"_SYSTEMD_UNIT": "{unit}"}}' for unit in units) + "]"
 
     return {
-        "log_level": data["fluentd_log_level"],
-        "container_log_path": data["fluentd_container_log_path"],
-        "journal_path": data["fluentd_journal_path"],
+        "log_level": settings["fluentd_log_level"],
+        "container_log_path": settings["fluentd_container_log_path"],
+        "journal_path": settings["fluentd_journal_path"],
         "journal_matches": journal_matches,
-        "read_from_head": "true" if data["fluentd_read_from_head"] else "false",
-        "state_dir": data["fluentd_state_dir"],
-        "concat_flush_interval": int(data["fluentd_concat_flush_interval"]),
-        "kubernetes_url": data["fluentd_kubernetes_url"],
-        "kubernetes_ca_file": data["fluentd_kubernetes_ca_file"],
-        "kubernetes_bearer_token_file": data["fluentd_kubernetes_bearer_token_file"],
-        "kubernetes_verify_ssl": "true" if data["fluentd_kubernetes_verify_ssl"] else "false",
-        "es_hosts": hosts,
-        "es_scheme": data["fluentd_elasticsearch_scheme"],
-        "es_ssl_verify": "true" if data["fluentd_elasticsearch_ssl_verify"] else "false",
-        "es_ca_file": data["fluentd_elasticsearch_ca_file"],
-        "es_user": data["fluentd_elasticsearch_user"],
-        "es_index_prefix": data["fluentd_elasticsearch_index_prefix"],
-        "es_request_timeout": data["fluentd_elasticsearch_request_timeout"],
-        "buffer_path": data["fluentd_buffer_path"],
-        "buffer_flush_interval": data["fluentd_buffer_flush_interval"],
-        "buffer_flush_threads": int(data["fluentd_buffer_flush_threads"]),
-        "buffer_chunk_limit_size": data["fluentd_buffer_chunk_limit_size"],
-        "buffer_total_limit_size": data["fluentd_buffer_total_limit_size"],
-        "buffer_overflow_action": data["fluentd_buffer_overflow_action"],
-        "buffer_retry_timeout": data["fluentd_buffer_retry_timeout"],
-        "buffer_retry_max_times": retry_times,
-        "buffer_retry_max_interval": data["fluentd_buffer_retry_max_interval"],
+        "read_from_head": "true" if settings["fluentd_read_from_head"] else "false",
+        "state_dir": settings["fluentd_state_dir"],
+        "concat_flush_interval": int(settings["fluentd_concat_flush_interval"]),
+        "kubernetes_url": settings["fluentd_kubernetes_url"],
+        "kubernetes_ca_file": settings["fluentd_kubernetes_ca_file"],
+        "kubernetes_bearer_token_file": settings["fluentd_kubernetes_bearer_token_file"],
+        "kubernetes_verify_ssl": "true" if settings["fluentd_kubernetes_verify_ssl"] else "false",
+        "es_hosts": [str(item) for item in settings["fluentd_elasticsearch_hosts"]],
+        "es_scheme": settings["fluentd_elasticsearch_scheme"],
+        "es_ssl_verify": "true" if settings["fluentd_elasticsearch_ssl_verify"] else "false",
+        "es_ca_file": settings["fluentd_elasticsearch_ca_file"],
+        "es_user": settings["fluentd_elasticsearch_user"],
+        "es_index_prefix": settings["fluentd_elasticsearch_index_prefix"],
+        "es_request_timeout": settings["fluentd_elasticsearch_request_timeout"],
+        "buffer_path": settings["fluentd_buffer_path"],
+        "buffer_flush_interval": settings["fluentd_buffer_flush_interval"],
+        "buffer_flush_threads": int(settings["fluentd_buffer_flush_threads"]),
+        "buffer_chunk_limit_size": settings["fluentd_buffer_chunk_limit_size"],
+        "buffer_total_limit_size": settings["fluentd_buffer_total_limit_size"],
+        "buffer_overflow_action": settings["fluentd_buffer_overflow_action"],
+        "buffer_retry_timeout": settings["fluentd_buffer_retry_timeout"],
+        "buffer_retry_max_times": settings["fluentd_buffer_retry_max_times"],
+        "buffer_retry_max_interval": settings["fluentd_buffer_retry_max_interval"],
     }
 
 
@@ -221,29 +259,37 @@ def escape_env_value(value: str) -> str:
     return value.replace("\\", "\\\\").replace('"', '\\"')
 
 
-def repository(data: dict[str, Any], codename: str) -> dict[str, str]:
-    url = str(data["fluentd_apt_repository_url"]).replace("{codename}", codename)
-    suite = str(data["fluentd_apt_suite"]).replace("{codename}", codename)
-    key_url = str(data["fluentd_apt_key_url"])
-    for name, value in (("fluentd_apt_repository_url", url), ("fluentd_apt_key_url", key_url)):
-        parsed = urlparse(value)
-        if parsed.scheme not in ("https", "http") or not parsed.netloc or not _TOKEN.match(value):
-            raise DeployError(f"{name}: {value!r} is not an http(s) URL")
+def repository(settings: Mapping[str, Any], codename: str) -> dict[str, str]:
+    """The apt source and its key for ``codename`` (checked by :func:`repository_problems`)."""
+    url = str(settings["fluentd_apt_repository_url"]).replace("{codename}", codename)
     if not url.endswith("/"):
         url += "/"
-    if not re.match(r"^[a-z0-9_.-]+$", suite) or not re.match(r"^[a-z0-9_.-]+$", data["fluentd_apt_component"]):
-        raise DeployError("fluentd_apt_suite/fluentd_apt_component must be plain words")
-    key_sha = data.get("fluentd_apt_key_sha256")
-    if key_sha is not None and not _SHA256.match(str(key_sha)):
-        raise DeployError("fluentd_apt_key_sha256 must be 64 lower-case hex digits")
+    suite = str(settings["fluentd_apt_suite"]).replace("{codename}", codename)
     return {
         "url": url,
         "suite": suite,
-        "component": str(data["fluentd_apt_component"]),
+        "component": str(settings["fluentd_apt_component"]),
         "release_url": f"{url}dists/{suite}/Release",
-        "key_url": key_url,
-        "key_sha256": str(key_sha or ""),
+        "key_url": str(settings["fluentd_apt_key_url"]),
+        "key_sha256": str(settings["fluentd_apt_key_sha256"] or ""),
     }
+
+
+def repository_problems(settings: Mapping[str, Any], codename: str) -> list[str]:
+    """What is wrong with the repository settings once ``codename`` is filled in (where it is used)."""
+    problems = []
+    repo = repository(settings, codename)
+    for key, value in (("fluentd_apt_repository_url", repo["url"]), ("fluentd_apt_key_url", repo["key_url"])):
+        parsed = urlparse(value)
+        if parsed.scheme not in ("https", "http") or not parsed.netloc or not _TOKEN.fullmatch(value):
+            problems.append(f"{key}={settings[key]!r}: an http(s) URL")
+    for key, value in (("fluentd_apt_suite", repo["suite"]), ("fluentd_apt_component", repo["component"])):
+        if not _WORD.fullmatch(value):
+            problems.append(f"{key}={settings[key]!r}: a plain word (lower-case letters, digits, '_.-')")
+    key_sha = settings["fluentd_apt_key_sha256"]
+    if key_sha is not None and not _SHA256.fullmatch(str(key_sha)):
+        problems.append(f"fluentd_apt_key_sha256={key_sha!r}: 64 lower-case hex digits")
+    return problems
 
 
 def repository_reachable(release_url: str) -> StringCommand:
@@ -263,6 +309,10 @@ def fluent_package(repo_data: dict[str, Any], version: str, gems: dict[str, str]
     codename = repo_data.get("fluentd_codename") or state.get("codename")
     if not codename:
         raise OperationError(f"{host.name}: no VERSION_CODENAME in /etc/os-release; set fluentd_codename")
+    # check() filled in a placeholder: the host's own codename is only known now
+    problems = repository_problems(repo_data, str(codename))
+    if problems:
+        raise OperationError(f"{host.name}: with codename {codename!r}: {'; '.join(problems)}")
     repo = repository(repo_data, str(codename))
     files = state.get("files", {})
     key_state = files.get(KEYRING)
@@ -326,24 +376,16 @@ def fluentd_dry_run(staged: str) -> StringCommand:
     return StringCommand("fluentd", "--dry-run", "-q", "-c", QuoteString(staged))
 
 
-@deploy("Fluentd", data_defaults=DEFAULTS)
+@deploy("Fluentd")
 def fluentd() -> None:
     """Install fluent-package from its apt repository and ship node and container logs to Elasticsearch."""
-    data = {key: host.data.get(key) for key in DEFAULTS}
-    if not data["fluentd_enabled"]:
-        host.noop("fluentd disabled (fluentd_enabled=False)")
-        return
-    settings = fluentd_settings(data)
-    repository(data, str(data["fluentd_codename"] or "bookworm"))  # validate the settings up front
-    gems = {str(name): str(version) for name, version in (data["fluentd_gems"] or {}).items()}
-    for name, version in gems.items():
-        if not _GEM.match(name) or not _GEM_VERSION.match(version):
-            raise DeployError(f"fluentd_gems: {name!r} {version!r} is not a gem name and exact version")
-
+    settings = Settings()
+    package_version = str(settings["fluentd_package_version"])
+    gems = {str(name): str(version) for name, version in (settings["fluentd_gems"] or {}).items()}
     fluent_package(
-        name=f"Install fluent-package {data['fluentd_package_version']} and plugins from the Fluentd apt repository",
-        repo_data={key: data[key] for key in DEFAULTS if key.startswith(("fluentd_apt_", "fluentd_codename"))},
-        version=str(data["fluentd_package_version"]),
+        name=f"Install fluent-package {package_version} and plugins from the Fluentd apt repository",
+        repo_data={key: settings[key] for key in DEFAULTS if key.startswith(("fluentd_apt_", "fluentd_codename"))},
+        version=package_version,
         gems=gems,
     )
 
@@ -352,7 +394,7 @@ def fluentd() -> None:
             path=ENVIRONMENT_FILE,
             content=render_template(
                 "etc/fluent/elasticsearch.env.j2",
-                password=escape_env_value(str(data["fluentd_elasticsearch_password"] or "")),
+                password=escape_env_value(str(settings["fluentd_elasticsearch_password"] or "")),
             ),
             mode="600",
         ),
@@ -364,7 +406,7 @@ def fluentd() -> None:
         ),
         ConfigFile(
             path=CONFIG,
-            content=render_template("etc/fluent/fluentd.conf.j2", **settings),
+            content=render_template("etc/fluent/fluentd.conf.j2", **fluentd_settings(settings)),
             mode="640",
             group=FLUENTD_GROUP,
             validate=fluentd_dry_run,
@@ -386,15 +428,15 @@ def fluentd() -> None:
                 QuoteString(FLUENTD_GROUP),
                 "-m",
                 "750",
-                QuoteString(str(data["fluentd_state_dir"])),
-                QuoteString(str(data["fluentd_buffer_path"])),
+                QuoteString(str(settings["fluentd_state_dir"])),
+                QuoteString(str(settings["fluentd_buffer_path"])),
             )
         ],
         on_change=[StringCommand("systemctl", "restart", "fluentd.service")],
     )
 
 
-def should_run(settings: _Mapping[str, Any]) -> bool:
+def should_run(settings: Mapping[str, Any]) -> bool:
     return bool(settings["fluentd_enabled"])
 
 
@@ -403,4 +445,6 @@ COMPONENT = Component(
     defaults=DEFAULTS,
     deploy=fluentd,
     should_run=should_run,
+    choices=CHOICES,
+    checks=(check,),
 )

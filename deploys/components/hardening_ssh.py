@@ -15,11 +15,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping as _Mapping
+import re
+from collections.abc import Mapping
 from typing import Any
 
 from pyinfra import host
-from pyinfra.api import DeployError, OperationError, StringCommand, deploy, operation
+from pyinfra.api import OperationError, StringCommand, deploy, operation
 
 from deploys.component import Component
 from deploys.operations.config_files import (
@@ -30,7 +31,8 @@ from deploys.operations.config_files import (
     shell_script,
 )
 from deploys.operations.managed import fresh
-from deploys.prepare import FactRequest, component_data, prepared_fact
+from deploys.prepare import FactRequest, prepared_facts
+from deploys.settings import Settings
 from facts.security import SshdState
 
 # Algorithms present in OpenSSH 9.2 (Debian 12) and 10.0 (Debian 13), and supported by paramiko 3.x
@@ -81,6 +83,18 @@ DEFAULTS: dict[str, Any] = {
 
 PERMIT_ROOT_LOGIN_VALUES = ("prohibit-password", "no")
 TCP_FORWARDING_VALUES = ("no", "local", "remote", "yes")
+CHOICES: dict[str, tuple[Any, ...]] = {
+    "ssh_permit_root_login": PERMIT_ROOT_LOGIN_VALUES,
+    "ssh_allow_tcp_forwarding": TCP_FORWARDING_VALUES,
+}
+# sshd reads LogLevel without regard to case, so these are checked in check(), not as CHOICES
+LOG_LEVELS = ("QUIET", "FATAL", "ERROR", "INFO", "VERBOSE", "DEBUG", "DEBUG1", "DEBUG2", "DEBUG3")
+
+DROPIN_DIR = "/etc/ssh/sshd_config.d/"
+POSITIVE_INT_KEYS = ("ssh_max_auth_tries", "ssh_login_grace_time", "ssh_client_alive_interval")
+ALGORITHM_KEYS = ("ssh_kex_algorithms", "ssh_kex_algorithms_mlkem", "ssh_ciphers", "ssh_macs")
+_ALGORITHM = re.compile(r"[a-z0-9][a-z0-9@.+-]*")
+_MAX_STARTUPS = re.compile(r"[0-9]+(:[0-9]+:[0-9]+)?")
 
 # What `sshd -T` prints for the values that must be in effect (9.2 prints prohibit-password as
 # "without-password")
@@ -153,40 +167,57 @@ def sshd_validator(expected: dict[str, tuple[str, ...]]):
     return validate
 
 
-def check_lockout(data: dict[str, Any]) -> None:
-    """Refuse settings that would lock the deploy's own login method out of the next run."""
-    if data["ssh_allow_root_lockout"]:
-        return
-    login_user = data.get("ssh_user")
-    if data["ssh_permit_root_login"] == "no" and (login_user is None or login_user == "root"):
+def check_lockout(settings: Mapping[str, Any]) -> list[str]:
+    """Settings that would lock the deploy's own login method out of its next run (pure: ``ssh_user`` and
+    ``ssh_password`` are host data, no connection needed)."""
+    if settings["ssh_allow_root_lockout"]:
+        return []
+    problems = []
+    login_user = settings["ssh_user"]
+    if settings["ssh_permit_root_login"] == "no" and (login_user is None or login_user == "root"):
         who = "as root" if login_user == "root" else "without ssh_user set (it may be root)"
-        raise DeployError(
-            f"ssh_permit_root_login='no' refused on {host.name}: this deploy connects {who}, so the next "
-            "run could not log in. Connect as a sudo user (ssh_user + _sudo), or set "
-            "ssh_allow_root_lockout=True if another way in exists."
+        problems.append(
+            f"ssh_permit_root_login='no': refused, this deploy connects {who}, so the next run could not log "
+            "in. Connect as a sudo user (ssh_user + _sudo), or set ssh_allow_root_lockout=True if another way "
+            "in exists"
         )
-    if data.get("ssh_password"):
-        raise DeployError(
-            f"SSH hardening turns password logins off, but {host.name} is reached with ssh_password: "
-            "install a key first, or set ssh_allow_root_lockout=True if another way in exists."
+    if settings["ssh_password"]:
+        # the value is a secret: named, never shown
+        problems.append(
+            "ssh_password is set: SSH hardening turns password logins off, install a key first, or set "
+            "ssh_allow_root_lockout=True if another way in exists"
         )
+    return problems
 
 
-def validate_settings(data: dict[str, Any]) -> None:
-    if data["ssh_permit_root_login"] not in PERMIT_ROOT_LOGIN_VALUES:
-        raise DeployError(
-            f"ssh_permit_root_login must be one of {PERMIT_ROOT_LOGIN_VALUES}, not {data['ssh_permit_root_login']!r}"
-        )
-    if data["ssh_allow_tcp_forwarding"] not in TCP_FORWARDING_VALUES:
-        raise DeployError(
-            f"ssh_allow_tcp_forwarding must be one of {TCP_FORWARDING_VALUES}, not {data['ssh_allow_tcp_forwarding']!r}"
-        )
-    path = data["ssh_dropin_path"]
-    if not (path.startswith("/etc/ssh/sshd_config.d/") and path.endswith(".conf") and "/" not in path[23:]):
-        raise DeployError(f"ssh_dropin_path must be /etc/ssh/sshd_config.d/<name>.conf, not {path!r}")
-    for key in ("ssh_max_auth_tries", "ssh_login_grace_time", "ssh_client_alive_interval"):
-        if not isinstance(data[key], int) or data[key] < 1:
-            raise DeployError(f"{key} must be a positive integer, not {data[key]!r}")
+def check(settings: Mapping[str, Any]) -> list[str]:
+    """Formats sshd and the drop-in's place depend on (pure: no host needed)."""
+    problems = []
+    path = str(settings["ssh_dropin_path"])
+    name = path.removeprefix(DROPIN_DIR)
+    if not (path.startswith(DROPIN_DIR) and name.endswith(".conf") and "/" not in name):
+        problems.append(f"ssh_dropin_path={path!r}: must be {DROPIN_DIR}<name>.conf")
+    for key in POSITIVE_INT_KEYS:
+        value = settings[key]
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            problems.append(f"{key}={value!r}: a positive integer")
+    for key in ("ssh_client_alive_count_max", "ssh_max_sessions"):
+        value = settings[key]
+        if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+            problems.append(f"{key}={value!r}: an integer, 0 or more")
+    if str(settings["ssh_log_level"]).upper() not in LOG_LEVELS:
+        problems.append(f"ssh_log_level={settings['ssh_log_level']!r}: one of {', '.join(LOG_LEVELS)}")
+    if not _MAX_STARTUPS.fullmatch(str(settings["ssh_max_startups"])):
+        problems.append(f"ssh_max_startups={settings['ssh_max_startups']!r}: start:rate:full such as 10:30:60")
+    for key in ALGORITHM_KEYS:
+        names = settings[key]
+        if not isinstance(names, list | tuple) or (key != "ssh_kex_algorithms_mlkem" and not names):
+            problems.append(f"{key}={names!r}: a list of algorithm names")
+            continue
+        for algorithm in names:
+            if not _ALGORITHM.fullmatch(str(algorithm)):
+                problems.append(f"{key}: {algorithm!r} is not an algorithm name")
+    return problems
 
 
 @operation()
@@ -245,54 +276,42 @@ def sshd_dropin(
         yield StringCommand("if systemctl is-active --quiet ssh.service; then systemctl reload ssh.service; fi")
 
 
-def fact_requests() -> list[FactRequest]:
-    """What :func:`ssh_hardening` reads at prepare time, for node.py to read with other components' facts."""
-    data = component_data(DEFAULTS)
-    return [(SshdState, {"dropin": data["ssh_dropin_path"]})] if data["ssh_hardening_enabled"] else []
-
-
-@deploy("SSH hardening", data_defaults=DEFAULTS)
-def ssh_hardening() -> None:
-    """Harden sshd through a validated drop-in; never cut off the session doing the work."""
-    data = {key: host.data.get(key) for key in DEFAULTS}
-    if not data["ssh_hardening_enabled"]:
-        host.noop("ssh hardening disabled (ssh_hardening_enabled=False)")
-        return
-    data["ssh_user"] = host.data.get("ssh_user")
-    data["ssh_password"] = host.data.get("ssh_password")
-    validate_settings(data)
-    check_lockout(data)
-
-    settings = {
-        "permit_root_login": data["ssh_permit_root_login"],
-        "max_auth_tries": data["ssh_max_auth_tries"],
-        "login_grace_time": data["ssh_login_grace_time"],
-        "allow_tcp_forwarding": data["ssh_allow_tcp_forwarding"],
-        "allow_agent_forwarding": "yes" if data["ssh_allow_agent_forwarding"] else "no",
-        "client_alive_interval": data["ssh_client_alive_interval"],
-        "client_alive_count_max": data["ssh_client_alive_count_max"],
-        "max_sessions": data["ssh_max_sessions"],
-        "max_startups": data["ssh_max_startups"],
-        "log_level": data["ssh_log_level"],
-        "ciphers": list(data["ssh_ciphers"]),
-        "macs": list(data["ssh_macs"]),
-    }
-    sshd_dropin(
-        name="Install validated sshd hardening drop-in, reload ssh if it changed",
-        path=data["ssh_dropin_path"],
-        settings=settings,
-        kex_common=list(data["ssh_kex_algorithms"]),
-        kex_mlkem=list(data["ssh_kex_algorithms_mlkem"]),
-        current=prepared_fact(SshdState, dropin=data["ssh_dropin_path"]),
-    )
-
-
-def should_run(settings: _Mapping[str, Any]) -> bool:
+def should_run(settings: Mapping[str, Any]) -> bool:
     return bool(settings["ssh_hardening_enabled"])
 
 
-def _fact_requests(settings: _Mapping[str, Any]) -> list[FactRequest]:
-    return fact_requests()
+def fact_requests(settings: Mapping[str, Any]) -> list[FactRequest]:
+    """What :func:`ssh_hardening` reads at prepare time, for node.py to read with other components' facts."""
+    return [(SshdState, {"dropin": settings["ssh_dropin_path"]})]
+
+
+@deploy("SSH hardening")
+def ssh_hardening() -> None:
+    """Harden sshd through a validated drop-in; never cut off the session doing the work."""
+    settings = Settings()
+    template_values = {
+        "permit_root_login": settings["ssh_permit_root_login"],
+        "max_auth_tries": settings["ssh_max_auth_tries"],
+        "login_grace_time": settings["ssh_login_grace_time"],
+        "allow_tcp_forwarding": settings["ssh_allow_tcp_forwarding"],
+        "allow_agent_forwarding": "yes" if settings["ssh_allow_agent_forwarding"] else "no",
+        "client_alive_interval": settings["ssh_client_alive_interval"],
+        "client_alive_count_max": settings["ssh_client_alive_count_max"],
+        "max_sessions": settings["ssh_max_sessions"],
+        "max_startups": settings["ssh_max_startups"],
+        "log_level": settings["ssh_log_level"],
+        "ciphers": list(settings["ssh_ciphers"]),
+        "macs": list(settings["ssh_macs"]),
+    }
+    (current,) = prepared_facts(*fact_requests(settings))
+    sshd_dropin(
+        name="Install validated sshd hardening drop-in, reload ssh if it changed",
+        path=settings["ssh_dropin_path"],
+        settings=template_values,
+        kex_common=list(settings["ssh_kex_algorithms"]),
+        kex_mlkem=list(settings["ssh_kex_algorithms_mlkem"]),
+        current=current,
+    )
 
 
 COMPONENT = Component(
@@ -300,5 +319,7 @@ COMPONENT = Component(
     defaults=DEFAULTS,
     deploy=ssh_hardening,
     should_run=should_run,
-    fact_requests=_fact_requests,
+    fact_requests=fact_requests,
+    choices=CHOICES,
+    checks=(check, check_lockout),
 )

@@ -13,16 +13,17 @@ and a node changing them changes them for the host and every other node.
 
 from __future__ import annotations
 
-from collections.abc import Mapping as _Mapping
+import re
+from collections.abc import Mapping
 from typing import Any
 
-from pyinfra import host
-from pyinfra.api import DeployError, QuoteString, StringCommand, deploy
+from pyinfra.api import QuoteString, StringCommand, deploy
 
 from deploys.component import Component
 from deploys.operations import managed
 from deploys.operations.config_files import ConfigFile, config_files, config_state_kwargs, render_template
-from deploys.prepare import FactRequest, component_data, prepared_facts
+from deploys.prepare import FactRequest, prepared_facts
+from deploys.settings import Settings
 from facts.config_state import ConfigState
 from facts.sysctl import SysctlValues
 
@@ -70,38 +71,70 @@ DEFAULTS: dict[str, Any] = {
 }
 
 
+CHOICES: dict[str, tuple[Any, ...]] = {"hardening_sysctl_rp_filter": (0, 1, 2)}
+
+TABLE_KEYS = ("hardening_sysctl_network", "hardening_sysctl_kernel", "hardening_sysctl_extra")
+_SYSCTL_KEY = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_./-]*")  # "/" stands for "." in interface names
+
+
 def is_network_key(key: str) -> bool:
     return key.startswith("net.")
 
 
-def sysctl_items(data: dict[str, Any]) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
-    """(network, kernel) key/value pairs to write, in a stable order, after the Kubernetes checks."""
-    network: dict[str, Any] = {
-        "net.ipv4.conf.all.rp_filter": data["hardening_sysctl_rp_filter"],
-        "net.ipv4.conf.default.rp_filter": data["hardening_sysctl_rp_filter"],
-        "net.ipv4.conf.all.log_martians": data["hardening_sysctl_log_martians"],
-        "net.ipv4.conf.default.log_martians": data["hardening_sysctl_log_martians"],
+def _table(settings: Mapping[str, Any], key: str) -> list[tuple[str, Any]]:
+    table = settings[key] or {}
+    return [(str(name), value) for name, value in table.items()] if isinstance(table, Mapping) else []
+
+
+def _sourced_items(settings: Mapping[str, Any]) -> tuple[dict[str, tuple[str, Any]], dict[str, tuple[str, Any]]]:
+    """(network, kernel) ``key -> (setting it comes from, value)``, in the order they are written; later
+    settings override earlier ones (extra last)."""
+    network: dict[str, tuple[str, Any]] = {
+        key: (source, settings[source])
+        for key, source in (
+            ("net.ipv4.conf.all.rp_filter", "hardening_sysctl_rp_filter"),
+            ("net.ipv4.conf.default.rp_filter", "hardening_sysctl_rp_filter"),
+            ("net.ipv4.conf.all.log_martians", "hardening_sysctl_log_martians"),
+            ("net.ipv4.conf.default.log_martians", "hardening_sysctl_log_martians"),
+        )
     }
-    network.update(data["hardening_sysctl_network"] or {})
-    kernel: dict[str, Any] = dict(data["hardening_sysctl_kernel"] or {})
-    for key, value in (data["hardening_sysctl_extra"] or {}).items():
-        (network if is_network_key(key) else kernel)[key] = value
+    for key, value in _table(settings, "hardening_sysctl_network"):
+        network[key] = ("hardening_sysctl_network", value)
+    kernel = {key: ("hardening_sysctl_kernel", value) for key, value in _table(settings, "hardening_sysctl_kernel")}
+    for key, value in _table(settings, "hardening_sysctl_extra"):
+        (network if is_network_key(key) else kernel)[key] = ("hardening_sysctl_extra", value)
+    return network, kernel
 
-    for key, value in {**network, **kernel}.items():
-        if key in PROTECTED and str(value) != PROTECTED[key]:
-            raise DeployError(
-                f"{key}={value} refused: Kubernetes needs {key}={PROTECTED[key]} (pod traffic is forwarded)"
+
+def check(settings: Mapping[str, Any]) -> list[str]:
+    """Values the file can hold and Kubernetes survives (pure: ``spectra validate`` runs it too)."""
+    problems = [
+        f"{key}={settings[key]!r}: a mapping of sysctl key -> value"
+        for key in TABLE_KEYS
+        if not isinstance(settings[key] or {}, Mapping)
+    ]
+    network, kernel = _sourced_items(settings)
+    for key, (source, value) in {**network, **kernel}.items():
+        if not _SYSCTL_KEY.fullmatch(key):
+            problems.append(f"{source}: {key!r} is not a sysctl key")
+        elif key in PROTECTED and str(value) != PROTECTED[key]:
+            problems.append(
+                f"{source}[{key!r}]={value!r}: refused, Kubernetes needs {key}={PROTECTED[key]} "
+                "(pod traffic is forwarded)"
             )
-        if not isinstance(value, int | str) or "\n" in str(value):
-            raise DeployError(f"sysctl {key} needs a single-line value, not {value!r}")
-    if data["hardening_sysctl_rp_filter"] not in (0, 1, 2):
-        raise DeployError("hardening_sysctl_rp_filter must be 0, 1 or 2")
+        elif not isinstance(value, int | str) or isinstance(value, bool) or "\n" in str(value):
+            problems.append(f"{source}[{key!r}]={value!r}: a single-line number or string")
+    return problems
 
-    if not data["hardening_sysctl_global_enabled"]:
+
+def sysctl_items(settings: Mapping[str, Any]) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
+    """(network, kernel) key/value pairs to write, in a stable order (values checked by :func:`check`)."""
+    network, kernel = _sourced_items(settings)
+    if not settings["hardening_sysctl_global_enabled"]:
         kernel = {}
     return (
-        [(key, str(value)) for key, value in network.items()],
-        [(key, str(value)) for key, value in kernel.items()],
+        [(key, str(value)) for key, (_, value) in network.items()],
+        [(key, str(value)) for key, (_, value) in kernel.items()],
     )
 
 
@@ -109,49 +142,39 @@ def config_request(path: str) -> FactRequest:
     return (ConfigState, config_state_kwargs([ConfigFile(path=path, content="")]))
 
 
-def runtime_request(data: dict[str, Any]) -> FactRequest:
-    network, kernel = sysctl_items(data)
+def runtime_request(settings: Mapping[str, Any]) -> FactRequest:
+    network, kernel = sysctl_items(settings)
     return (SysctlValues, {"keys": sorted(key for key, _ in network + kernel)})
 
 
-def fact_requests() -> list[FactRequest]:
+def should_run(settings: Mapping[str, Any]) -> bool:
+    return bool(settings["hardening_sysctl_enabled"])
+
+
+def fact_requests(settings: Mapping[str, Any]) -> list[FactRequest]:
     """What :func:`sysctl_hardening` reads at prepare time (node.py reads it with other components' facts)."""
-    data = component_data(DEFAULTS)
-    if not data["hardening_sysctl_enabled"]:
-        return []
-    return [config_request(data["hardening_sysctl_path"]), runtime_request(data)]
+    return [config_request(settings["hardening_sysctl_path"]), runtime_request(settings)]
 
 
-@deploy("Sysctl hardening", data_defaults=DEFAULTS)
+@deploy("Sysctl hardening")
 def sysctl_hardening() -> None:
     """Write the hardening sysctl file; load it (sysctl -p) only when its content changed."""
-    data = {key: host.data.get(key) for key in DEFAULTS}
-    if not data["hardening_sysctl_enabled"]:
-        host.noop("sysctl hardening disabled (hardening_sysctl_enabled=False)")
-        return
-    network, kernel = sysctl_items(data)
-    path = data["hardening_sysctl_path"]
+    settings = Settings()
+    network, kernel = sysctl_items(settings)
+    path = settings["hardening_sysctl_path"]
     content = render_template("etc/sysctl.d/60-spectra-hardening.conf.j2", network=network, kernel=kernel)
     files = [ConfigFile(path=path, content=content, mode="644")]
+    current, runtime = prepared_facts(*fact_requests(settings))
     config_files(
         name=f"Install {path}, load it if it changed",
         files=files,
         on_change=[StringCommand("sysctl", "-e", "-q", "-p", QuoteString(path))],
-        current=prepared_facts(config_request(path))[0],
+        current=current,
     )
     # The file only says what boot will load: values changed at runtime since are set back now. Keys this
     # kernel does not have (read as absent) are left to `sysctl -e` above, as on boot.
-    runtime = prepared_facts(runtime_request(data))[0]
     present = {key: value for key, value in network + kernel if runtime.get(key) is not None}
     managed.sysctl(name="Hardening sysctls in effect now", values=present, current=runtime)
-
-
-def should_run(settings: _Mapping[str, Any]) -> bool:
-    return bool(settings["hardening_sysctl_enabled"])
-
-
-def _fact_requests(settings: _Mapping[str, Any]) -> list[FactRequest]:
-    return fact_requests()
 
 
 COMPONENT = Component(
@@ -159,5 +182,7 @@ COMPONENT = Component(
     defaults=DEFAULTS,
     deploy=sysctl_hardening,
     should_run=should_run,
-    fact_requests=_fact_requests,
+    fact_requests=fact_requests,
+    choices=CHOICES,
+    checks=(check,),
 )

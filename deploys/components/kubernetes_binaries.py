@@ -1,8 +1,9 @@
 """Kubernetes release binaries (kubelet, kube-apiserver, kubectl, ...), shared by the components that run them.
 
 Not a deploy of its own: a component (control plane, kubelet, kube-proxy) asks for the binaries it runs and
-keeps ONE remote command per host by adding :func:`binary_paths` to its own ``FileStates`` request, then
-calls :func:`install_binaries` with that snapshot and restarts its services when an install ``will_change``.
+keeps ONE remote command per host by adding :func:`binary_paths` to its own ``FileStates`` request (and
+``Platform``, for the arch, to its fact requests), then calls :func:`install_binaries` with that snapshot and
+restarts its services when an install ``will_change``. Those components list :func:`check` among theirs.
 
 * URL: ``{kubernetes_download_base_url}/{kubernetes_version}/bin/linux/{arch}/{binary}``, upstream's layout
   (``https://dl.k8s.io/release``); an internal mirror or the lab mirror serves the same layout.
@@ -16,6 +17,7 @@ calls :func:`install_binaries` with that snapshot and restarts its services when
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from pyinfra import host
@@ -24,6 +26,7 @@ from pyinfra.api import DeployError
 from deploys import checksums
 from deploys.operations.download import download, download_paths, download_stat_only
 from deploys.prepare import prepared_fact
+from deploys.settings import setting
 from facts.platform import Platform
 
 DEFAULTS: dict[str, Any] = {
@@ -40,20 +43,31 @@ TYPES: dict[str, type | tuple[type, ...]] = {}
 REQUIRED: set[str] = set()
 
 
-def _setting(key: str) -> Any:
-    # not a @deploy: its DEFAULTS are not the caller's data_defaults
-    return host.data.get(key, DEFAULTS[key])
+def check(settings: Mapping[str, Any]) -> list[str]:
+    """The version's format and the ``kubernetes_sha256`` table's shape (pure: the components that install
+    binaries list it among their checks, so ``spectra validate`` runs it too)."""
+    problems = []
+    version = settings["kubernetes_version"]
+    if not checksums.VERSION_RE.match(str(version)):
+        problems.append(f"kubernetes_version={version!r}: a release tag like v1.36.3")
+    try:
+        checksums.validate_table(settings["kubernetes_sha256"] or {}, "kubernetes_sha256")
+    except checksums.ChecksumError as error:
+        problems.append(str(error))
+    if not str(settings["kubernetes_bin_dir"]).startswith("/"):
+        problems.append(f"kubernetes_bin_dir={settings['kubernetes_bin_dir']!r}: an absolute path")
+    return problems
 
 
 def binary_path(name: str) -> str:
-    return f"{str(_setting('kubernetes_bin_dir')).rstrip('/')}/{name}"
+    return f"{str(setting('kubernetes_bin_dir')).rstrip('/')}/{name}"
 
 
 def binary_paths(names: list[str]) -> tuple[list[str], list[str], list[str]]:
     """``(paths, contents, stat_only)`` the installs of ``names`` decide on: add them to the caller's own
     ``FileStates`` request (``managed.snapshot_files_kwargs``) and pass that snapshot to
     :func:`install_binaries`."""
-    verify = bool(_setting("kubernetes_verify_binary"))
+    verify = bool(setting("kubernetes_verify_binary"))
     paths: list[str] = []
     contents: list[str] = []
     stat_only: list[str] = []
@@ -70,7 +84,7 @@ def sha256_table() -> checksums.Table:
     """The repository's table with ``kubernetes_sha256`` merged over it, binary by binary."""
     try:
         table = checksums.load_table(checksums.KUBERNETES_TABLE)
-        extra = checksums.validate_table(_setting("kubernetes_sha256") or {}, "kubernetes_sha256")
+        extra = checksums.validate_table(setting("kubernetes_sha256") or {}, "kubernetes_sha256")
     except checksums.ChecksumError as error:
         raise DeployError(f"{host.name}: {error}") from None
     for version, arches in extra.items():
@@ -84,11 +98,9 @@ def install_binaries(names: list[str], files: dict[str, Any]) -> dict[str, Any]:
     :func:`binary_paths` of ``names``. Returns the download operation of each binary, by name (restart a
     service when its binary's ``.will_change``). Every sum is looked up first: one missing stops the host
     with nothing installed."""
-    version = str(_setting("kubernetes_version"))
-    if not checksums.VERSION_RE.match(version):
-        raise DeployError(f"{host.name}: kubernetes_version must be a release tag like v1.36.3, not {version!r}")
+    version = str(setting("kubernetes_version"))
     arch = str(prepared_fact(Platform).get("arch") or "unknown")
-    base = str(_setting("kubernetes_download_base_url"))
+    base = str(setting("kubernetes_download_base_url"))
     table = sha256_table()
     artifacts: dict[str, tuple[str, str]] = {}
     for name in names:
@@ -106,7 +118,7 @@ def install_binaries(names: list[str], files: dict[str, Any]) -> dict[str, Any]:
             dest=binary_path(name),
             sha256=sha256,
             current=files,
-            verify=bool(_setting("kubernetes_verify_binary")),
+            verify=bool(setting("kubernetes_verify_binary")),
         )
         for name, (url, sha256) in artifacts.items()
     }

@@ -66,7 +66,7 @@ def check(settings: Mapping[str, Any]) -> list[str]:
     try:
         split_host_port(settings["node_exporter_listen_address"])
     except ValueError as error:
-        problems.append(f"node_exporter_listen_address: {error} (host:port, e.g. 0.0.0.0:9100)")
+        problems.append(f"node_exporter_listen_address: {error}; expected host:port such as 0.0.0.0:9100")
     if bool(settings["node_exporter_tls_cert"]) != bool(settings["node_exporter_tls_key"]):
         problems.append("node_exporter_tls_cert and node_exporter_tls_key go together")
     return problems

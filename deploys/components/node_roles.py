@@ -10,7 +10,8 @@ its kubelet was started a moment earlier in the same run.
 
 from __future__ import annotations
 
-from collections.abc import Mapping as _Mapping
+import re
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from pyinfra import host
@@ -18,10 +19,11 @@ from pyinfra.api import QuoteString, StringCommand, deploy, operation
 
 from deploys.component import Component
 from deploys.components import kubernetes_binaries
-from deploys.components.pod_network import kubelet_hosts
-from deploys.prepare import FactRequest, prepared_facts, setting
+from deploys.prepare import FactRequest, prepared_facts
+from deploys.settings import Settings
 from facts.kubernetes_nodes import KubernetesNodes
 from spectra import topology
+from spectra.pki import layout
 
 DEFAULTS: dict[str, Any] = {
     "node_roles_enabled": True,  # label nodes with their inventory roles
@@ -32,21 +34,36 @@ DEFAULTS: dict[str, Any] = {
     },
     "node_roles_ignore": ["etcd", "monitoring"],  # roles that are not node roles
     "node_roles_wait": 180,  # seconds to wait for a node to register before labelling fails
-    "node_roles_kubeconfig": "/etc/kubernetes/admin.conf",  # the identity that labels (a control plane's)
 }
 TYPES: dict[str, type | tuple[type, ...]] = {}
 REQUIRED: set[str] = set()
 
-
-def first_control_plane() -> str | None:
-    names = sorted(m.name for m in host.state.inventory if "control_plane" in (m.data.get("roles") or []))
-    return names[0] if names else None
+_LABEL_KEY = re.compile(r"^([a-z0-9]([-a-z0-9.]*[a-z0-9])?/)?[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$")
 
 
-def wanted_labels(members: list[Any], mapping: dict[str, str], ignore: list[str]) -> dict[str, dict[str, str]]:
+def check(settings: Mapping[str, Any]) -> list[str]:
+    """Formats of the labelling settings (pure: ``spectra validate`` runs it too)."""
+    problems = []
+    labels = settings["node_roles_labels"] or {}
+    if not isinstance(labels, Mapping):
+        problems.append(f"node_roles_labels={labels!r}: a mapping of role -> label key")
+    else:
+        for role, key in labels.items():
+            if not _LABEL_KEY.match(str(key)):
+                problems.append(f"node_roles_labels: {role}: {key!r} is not a label key")
+    wait = settings["node_roles_wait"]
+    if not isinstance(wait, int) or isinstance(wait, bool) or wait < 1:
+        problems.append(f"node_roles_wait={wait!r}: a whole number of seconds, at least 1")
+    return problems
+
+
+def wanted_labels(
+    members: Iterable[Any], mapping: Mapping[str, str], ignore: Iterable[str]
+) -> dict[str, dict[str, str]]:
+    """Node name -> the role labels it must carry, for each of ``members``."""
     wanted: dict[str, dict[str, str]] = {}
-    for member in sorted(members, key=lambda m: m.name):
-        roles = [str(role) for role in (member.data.get("roles") or []) if str(role) not in ignore]
+    for member in topology.by_name(members):
+        roles = sorted(topology.roles(member) - set(ignore))
         wanted[member.name] = {mapping.get(role, f"node-role.kubernetes.io/{role}"): "" for role in roles}
     return wanted
 
@@ -81,45 +98,33 @@ def label_nodes(kubectl: str, kubeconfig: str, labels: dict[str, dict[str, str]]
         )  # fmt: skip
 
 
-def _nodes_request() -> tuple[type[KubernetesNodes], dict[str, str]]:
-    kubeconfig = str(host.data.get("node_roles_kubeconfig", DEFAULTS["node_roles_kubeconfig"]))
-    return (KubernetesNodes, {"kubectl": kubernetes_binaries.binary_path("kubectl"), "kubeconfig": kubeconfig})
-
-
-def fact_requests() -> list[Any]:
-    """What :func:`node_roles` reads (deploys/cluster.py reads it with the other components' facts)."""
-    if not host.data.get("node_roles_enabled", True) or host.name != first_control_plane():
-        return []
-    return [_nodes_request()]
-
-
-@deploy("Node role labels", data_defaults=DEFAULTS)
-def node_roles() -> None:
-    if not setting("node_roles_enabled") or host.name != first_control_plane():
-        host.noop("node role labels: set from the first control plane")
-        return
-    kubectl = kubernetes_binaries.binary_path("kubectl")
-    kubeconfig = str(setting("node_roles_kubeconfig"))
-    # kubectl is the control plane component's (installed earlier in the run)
-    (nodes,) = prepared_facts(_nodes_request())
-    wanted = wanted_labels(
-        kubelet_hosts(), dict(setting("node_roles_labels") or {}), list(setting("node_roles_ignore") or [])
-    )
-    label_nodes(
-        name="Role labels on the nodes",
-        kubectl=kubectl,
-        kubeconfig=kubeconfig,
-        labels=missing_labels(wanted, nodes.get("nodes") or {}),
-        wait=int(setting("node_roles_wait")),
-    )
-
-
-def should_run(settings: _Mapping[str, Any]) -> bool:
+def should_run(settings: Mapping[str, Any]) -> bool:
     return bool(settings["node_roles_enabled"]) and topology.is_first_control_plane(host, host.state.inventory)
 
 
-def _fact_requests(settings: _Mapping[str, Any]) -> list[FactRequest]:
-    return fact_requests()
+def fact_requests(settings: Mapping[str, Any]) -> list[FactRequest]:
+    """What :func:`node_roles` reads: the nodes and their labels (kubectl as admin.conf)."""
+    kubeconfig = layout.kubeconfig_file(settings, "admin")
+    return [(KubernetesNodes, {"kubectl": kubernetes_binaries.binary_path("kubectl"), "kubeconfig": kubeconfig})]
+
+
+@deploy("Node role labels")
+def node_roles() -> None:
+    settings = Settings()
+    # kubectl is the control plane component's (installed earlier in the run)
+    (nodes,) = prepared_facts(*fact_requests(settings))
+    wanted = wanted_labels(
+        topology.kubelet_hosts(host.state.inventory),
+        dict(settings["node_roles_labels"] or {}),
+        list(settings["node_roles_ignore"] or []),
+    )
+    label_nodes(
+        name="Role labels on the nodes",
+        kubectl=kubernetes_binaries.binary_path("kubectl"),
+        kubeconfig=layout.kubeconfig_file(settings, "admin"),
+        labels=missing_labels(wanted, nodes.get("nodes") or {}),
+        wait=int(settings["node_roles_wait"]),
+    )
 
 
 COMPONENT = Component(
@@ -127,5 +132,6 @@ COMPONENT = Component(
     defaults=DEFAULTS,
     deploy=node_roles,
     should_run=should_run,
-    fact_requests=_fact_requests,
+    fact_requests=fact_requests,
+    checks=(check,),
 )

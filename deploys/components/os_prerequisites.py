@@ -11,7 +11,8 @@ each node, but global keys (kernel.*, vm.*, fs.*) are the one shared kernel's.
 
 from __future__ import annotations
 
-from collections.abc import Mapping as _Mapping
+import re
+from collections.abc import Mapping
 from typing import Any
 
 from pyinfra import host
@@ -20,7 +21,8 @@ from pyinfra.facts.deb import DebPackages
 
 from deploys.component import Component
 from deploys.operations import managed
-from deploys.prepare import FactRequest, component_data, prepared_fact, prepared_facts, require, setting
+from deploys.prepare import FactRequest, prepared_facts
+from deploys.settings import Settings, require
 from facts.files import FileStates
 from facts.kernel import BUILTIN, LOADABLE, LOADED, MISSING, KernelFeatures
 from facts.platform import Platform
@@ -59,6 +61,49 @@ DEFAULTS: dict[str, Any] = {
 
 TYPES: dict[str, type | tuple[type, ...]] = {}
 REQUIRED: set[str] = set()
+CHOICES: dict[str, tuple[Any, ...]] = {"chrony_sync_in_container": ("no", "yes")}
+
+_MODULE = re.compile(r"[A-Za-z0-9_-]+")
+_SYSCTL_KEY = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_./-]*")  # "/" stands for "." in interface names
+_NTP_SOURCE = re.compile(r"[A-Za-z0-9][A-Za-z0-9.:-]*")  # a hostname, an IPv4 or a bare IPv6 address
+_CHRONY_OPTIONS = re.compile(r"[A-Za-z0-9 ._-]*")  # words such as "iburst minpoll 4 nts"
+_UNQUOTED = re.compile(r'[^"\\\n]*')  # fits between the double quotes of /etc/default/chrony
+
+
+def check(settings: Mapping[str, Any]) -> list[str]:
+    """Formats of what goes into modprobe, the sysctl file and chrony's files (pure: no host needed)."""
+    problems = []
+    supported = settings["supported_os"]
+    if not isinstance(supported, Mapping) or not all(isinstance(v, list | tuple) for v in supported.values()):
+        problems.append(f"supported_os={supported!r}: a mapping of os-release ID -> list of VERSION_IDs")
+    for name in settings["kernel_modules"] or []:
+        if not _MODULE.fullmatch(str(name)):
+            problems.append(f"kernel_modules: {name!r} is not a kernel module name")
+    sysctls = settings["kubernetes_sysctls"]
+    if not isinstance(sysctls, Mapping):
+        problems.append(f"kubernetes_sysctls={sysctls!r}: a mapping of sysctl key -> value")
+    else:
+        for key, value in sysctls.items():
+            if not _SYSCTL_KEY.fullmatch(str(key)):
+                problems.append(f"kubernetes_sysctls: {key!r} is not a sysctl key")
+            elif not isinstance(value, int | str) or isinstance(value, bool) or "\n" in str(value):
+                problems.append(f"kubernetes_sysctls[{key!r}]={value!r}: a single-line number or string")
+    if not settings["chrony_enabled"]:
+        return problems
+    servers, pools = list(settings["chrony_servers"] or []), list(settings["chrony_pools"] or [])
+    if not servers and not pools:
+        problems.append("chrony_servers=[]: chrony_enabled needs chrony_servers or chrony_pools (both are empty)")
+    for key, sources in (("chrony_servers", servers), ("chrony_pools", pools)):
+        for source in sources:
+            if not _NTP_SOURCE.fullmatch(str(source)):
+                problems.append(f"{key}: {source!r} is not a hostname or IP address")
+    options = settings["chrony_server_options"]
+    if not _CHRONY_OPTIONS.fullmatch(str(options)):
+        problems.append(f"chrony_server_options={options!r}: chrony server options (words, such as iburst)")
+    daemon_opts = settings["chrony_daemon_opts"]
+    if not _UNQUOTED.fullmatch(str(daemon_opts)):
+        problems.append(f"chrony_daemon_opts={daemon_opts!r}: chronyd options without quotes or line breaks")
+    return problems
 
 
 @operation()
@@ -103,38 +148,40 @@ def modules_to_persist(features: dict[str, str]) -> list[str]:
     return sorted(name for name, status in features.items() if status in (LOADABLE, LOADED))
 
 
-def _requests(data: dict[str, Any]) -> list[FactRequest]:
+def should_run(settings: Mapping[str, Any]) -> bool:
+    return bool(settings["os_prerequisites_enabled"])
+
+
+def fact_requests(settings: Mapping[str, Any]) -> list[FactRequest]:
+    """What :func:`os_prerequisites` reads at prepare time (node.py reads it with other components' facts)."""
     # Every path this component may manage (the modules file only matters when a module is loadable, but
     # reading it costs nothing here): with the other facts below, ONE remote command.
-    paths = [data["kubernetes_sysctl_file"], data["kernel_modules_file"]]
-    if data["chrony_enabled"]:
-        paths += [data["chrony_config_file"], data["chrony_defaults_file"]]
+    paths = [settings["kubernetes_sysctl_file"], settings["kernel_modules_file"]]
+    if settings["chrony_enabled"]:
+        paths += [settings["chrony_config_file"], settings["chrony_defaults_file"]]
     requests: list[FactRequest] = [
-        (KernelFeatures, {"names": list(data["kernel_modules"])}),
+        Platform,
+        (KernelFeatures, {"names": list(settings["kernel_modules"])}),
         (FileStates, managed.snapshot_files_kwargs(paths)),
-        (SysctlValues, {"keys": sorted(dict(data["kubernetes_sysctls"]))}),
+        (SysctlValues, {"keys": sorted(dict(settings["kubernetes_sysctls"]))}),
         DebPackages,
     ]
-    if data["swap_disabled"]:
+    if settings["swap_disabled"]:
         requests.append(Swap)
-    if data["chrony_enabled"]:
+    if settings["chrony_enabled"]:
         requests.append((SystemdUnits, {"units": [unit_name("chrony")]}))
     return requests
 
 
-def fact_requests() -> list[FactRequest]:
-    """What :func:`os_prerequisites` reads at prepare time (node.py reads it with other components' facts)."""
-    data = component_data(DEFAULTS)
-    return _requests(data) if data["os_prerequisites_enabled"] else []
-
-
-@deploy("OS prerequisites", data_defaults=DEFAULTS)
+@deploy("OS prerequisites")
 def os_prerequisites() -> None:
-    check_supported_os(prepared_fact(Platform), setting("supported_os"))
+    settings = Settings()
+    platform, features, files, sysctl_values, packages_installed, *rest = prepared_facts(*fact_requests(settings))
+    # The OS and the kernel's features are facts the run cannot change: refused here, not in check().
+    check_supported_os(platform, settings["supported_os"])
 
-    modules = list(setting("kernel_modules"))
-    sysctls = dict(setting("kubernetes_sysctls"))
-    features, files, sysctl_values, packages_installed, *rest = prepared_facts(*_requests(component_data(DEFAULTS)))
+    modules = list(settings["kernel_modules"])
+    sysctls = dict(settings["kubernetes_sysctls"])
     missing = [name for name in modules if features.get(name, MISSING) == MISSING]
     require(
         not missing,
@@ -145,8 +192,8 @@ def os_prerequisites() -> None:
     if builtin:
         host.noop(f"built into the kernel, nothing to load: {', '.join(builtin)}")
 
-    packages = list(setting("os_packages"))
-    if setting("chrony_enabled"):
+    packages = list(settings["os_packages"])
+    if settings["chrony_enabled"]:
         packages.append("chrony")
 
     persist = modules_to_persist(features)
@@ -161,7 +208,7 @@ def os_prerequisites() -> None:
         managed.template(
             name="Persist kernel modules to load at boot",
             src="etc/modules-load.d/kubernetes.conf.j2",
-            dest=setting("kernel_modules_file"),
+            dest=settings["kernel_modules_file"],
             context={"modules": persist},
             current=files,
         )
@@ -169,7 +216,7 @@ def os_prerequisites() -> None:
     managed.template(
         name="Persist Kubernetes sysctls",
         src="etc/sysctl.d/90-kubernetes.conf.j2",
-        dest=setting("kubernetes_sysctl_file"),
+        dest=settings["kubernetes_sysctl_file"],
         context={"sysctls": sorted(sysctls.items())},
         current=files,
     )
@@ -179,28 +226,27 @@ def os_prerequisites() -> None:
         current=sysctl_values,
     )
 
-    if setting("swap_disabled"):
+    if settings["swap_disabled"]:
         swap = rest.pop(0)
         swap_off(name="Disable swap", active=swap["active"], fstab_lines=swap["fstab"])
 
-    if setting("chrony_enabled"):
-        servers = list(setting("chrony_servers"))
-        pools = list(setting("chrony_pools"))
-        require(bool(servers or pools), "chrony_enabled but neither chrony_servers nor chrony_pools is set")
+    if settings["chrony_enabled"]:
+        servers = list(settings["chrony_servers"] or [])
+        pools = list(settings["chrony_pools"] or [])
         config = managed.template(
             name="Configure chrony",
             src="etc/chrony/chrony.conf.j2",
-            dest=setting("chrony_config_file"),
-            context={"servers": servers, "pools": pools, "server_options": setting("chrony_server_options")},
+            dest=settings["chrony_config_file"],
+            context={"servers": servers, "pools": pools, "server_options": settings["chrony_server_options"]},
             current=files,
         )
         options = managed.template(
             name="Configure chronyd options",
             src="etc/default/chrony.j2",
-            dest=setting("chrony_defaults_file"),
+            dest=settings["chrony_defaults_file"],
             context={
-                "daemon_opts": setting("chrony_daemon_opts"),
-                "sync_in_container": setting("chrony_sync_in_container"),
+                "daemon_opts": settings["chrony_daemon_opts"],
+                "sync_in_container": settings["chrony_sync_in_container"],
             },
             current=files,
         )
@@ -212,18 +258,12 @@ def os_prerequisites() -> None:
         )
 
 
-def should_run(settings: _Mapping[str, Any]) -> bool:
-    return bool(settings["os_prerequisites_enabled"])
-
-
-def _fact_requests(settings: _Mapping[str, Any]) -> list[FactRequest]:
-    return fact_requests()
-
-
 COMPONENT = Component(
     name="os_prerequisites",
     defaults=DEFAULTS,
     deploy=os_prerequisites,
     should_run=should_run,
-    fact_requests=_fact_requests,
+    fact_requests=fact_requests,
+    choices=CHOICES,
+    checks=(check,),
 )

@@ -9,10 +9,15 @@ their sha256 differs from what the host has (one batched fact for all paths):
   ``pki_install_ca_key``), apiserver serving and client certificates, the service-account key pair,
   front-proxy client, ``admin.conf``, ``controller-manager.conf``, ``scheduler.conf``;
 * ``etcd``: the etcd CA certificate, this member's server and peer certificates, the healthcheck client;
-* every node (roles in ``pki_node_roles``): the cluster CA, ``kubelet.conf`` (its own client certificate),
-  its kubelet serving certificate, ``kube-proxy.conf``.
+* every node (roles in ``cluster_node_roles``): the cluster CA, ``kubelet.conf`` (its own client
+  certificate), its kubelet serving certificate, ``kube-proxy.conf``.
 
-Directories 0700 (``/etc/kubernetes`` 0755), keys and kubeconfigs 0600, certificates ``pki_cert_mode``, all
+Certificates and keys go under ``kubernetes_pki_dir``, kubeconfigs under ``kubernetes_config_dir``, with
+kubeadm's names (``spectra.pki.layout``, where every component that reads one finds its path). Certificates
+name each host at its ``spectra.topology.node_address``. Kubeconfigs point at the node-local balancer
+(``apiserver_local_address``) unless ``pki_kubeconfig_server``/``pki_kubeconfig_servers`` say otherwise.
+
+Directories 0700 (the config directory 0755), keys and kubeconfigs 0600, certificates ``pki_cert_mode``, all
 root-owned (CIS 1.1.x). A host that already holds a *different* CA stops the run unless
 ``pki_allow_ca_change``: a PKI directory that was lost and regenerated would otherwise silently replace the
 cluster's trust root.
@@ -21,12 +26,12 @@ cluster's trust root.
 from __future__ import annotations
 
 import datetime as dt
-import posixpath
-from collections.abc import Callable, Iterable
-from collections.abc import Mapping as _Mapping
+import re
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 from weakref import WeakKeyDictionary
 
 from pyinfra import host, logger
@@ -34,54 +39,45 @@ from pyinfra.api import DeployError, deploy
 
 from deploys.component import Component
 from deploys.operations import managed
-from deploys.prepare import prepared_facts
-from deploys.settings import owners, require, setting
+from deploys.prepare import FactRequest, prepared_facts
+from deploys.settings import Settings, setting
 from facts.certificates import Certificates
 from facts.files import FileStates
+from spectra import cluster_settings, topology
 from spectra import pki as pki_lib
-from spectra import topology
-from spectra.pki.kubeconfig import kubeconfig_specs
+from spectra.pki import layout
 from spectra.pki.x509 import KEY_ALGORITHMS, PKIError, PrivateKey, fingerprint, load_cert, new_key
 
 DEFAULTS: dict[str, Any] = {
-    "pki_enabled": True,  # on the hosts whose roles need it (deploys/cluster.py)
+    "pki_enabled": True,  # on the hosts whose roles need it (control_plane, etcd, cluster_node_roles)
     # PKI directory on the machine running pyinfra, where the CA keys live (mode 0700, keys 0600).
     # None: ~/.local/share/spectra/pki/<cluster_name> ($XDG_DATA_HOME respected). Back it up (README).
     "pki_dir": None,
     "pki_apiserver_sans": [],  # more apiserver SANs: load-balancer address and name, public DNS names
-    "pki_kubeconfig_server": "https://127.0.0.1:6443",  # apiserver URL in kubeconfigs: the node-local balancer
+    # apiserver URL in every kubeconfig; None: https://<apiserver_local_address>, the node-local balancer
+    "pki_kubeconfig_server": None,
     "pki_kubeconfig_servers": {},  # per-kubeconfig URL (admin, controller-manager, scheduler, kube-proxy, kubelet)
     "pki_key_algorithm": "rsa-2048",  # CA and leaf keys: rsa-2048 (kubeadm's default) or ecdsa-p256
     "pki_ca_days": 3650,  # validity of a new CA; an existing CA is never replaced
     "pki_leaf_days": 365,  # validity of leaf certificates
     "pki_renew_before_days": 30,  # reissue a leaf that expires within this many days
-    "pki_node_roles": ["control_plane", "workers"],  # hosts with one of these roles run a kubelet
-    # this host's address in its certificates; None: host data private_ip, else ssh_hostname
-    "pki_node_address": None,
     "pki_install_ca_key": True,  # cluster CA key on control planes (controller-manager signs kubelet CSRs)
     "pki_allow_ca_change": False,  # let a host's installed CA be replaced by the PKI directory's one
-    "pki_remote_dir": "/etc/kubernetes/pki",  # certificates and keys on the hosts
-    "pki_kubeconfig_dir": "/etc/kubernetes",  # kubeconfigs on the hosts
     "pki_cert_mode": "0600",  # certificate files on hosts: CIS 1.1.20 and 4.1.7 want 0600 (root reads them all)
 }
 
-TYPES: dict[str, type | tuple[type, ...]] = {"pki_dir": str, "pki_node_address": str}
+TYPES: dict[str, type | tuple[type, ...]] = {"pki_dir": str, "pki_kubeconfig_server": str}
 REQUIRED: set[str] = set()
+CHOICES: dict[str, tuple[Any, ...]] = {"pki_key_algorithm": KEY_ALGORITHMS}
 
-# Settings that shape certificates every host shares: they must be the same on every host of the inventory.
-CLUSTER_SETTINGS = (
-    "pki_dir",
-    "cluster_domain",
-    "cluster_service_cidr",
-    "pki_apiserver_sans",
-    "pki_key_algorithm",
-    "pki_ca_days",
-    "pki_leaf_days",
-    "pki_renew_before_days",
-    "pki_node_roles",
-)
+# The PKI's own settings that shape certificates every host shares; with the cluster-wide settings they must
+# be the same on every host of the inventory.
+SHARED_SETTINGS = ("pki_dir", "pki_apiserver_sans", "pki_key_algorithm", "pki_ca_days", "pki_leaf_days",
+                   "pki_renew_before_days")  # fmt: skip
+CLUSTER_SETTINGS = (*cluster_settings.CLUSTER_WIDE, *SHARED_SETTINGS)
 
 KEY_MODE = "0600"
+_CERT_MODE = re.compile(r"^0?[0-7]{3}$")
 
 # Seams for tests: the time every check is made at, and how keys are made.
 utcnow: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC)  # noqa: E731
@@ -90,54 +86,75 @@ key_factory: Callable[[str], PrivateKey] = new_key
 _RUNS: WeakKeyDictionary[Any, dict[tuple[Path, pki_lib.ClusterSpec], pki_lib.Pki]] = WeakKeyDictionary()
 
 
-def cluster_hosts() -> list[Any]:
-    """Every host of the inventory (with ``--limit`` too: certificates name the whole cluster)."""
-    return list(host.state.inventory)
+def _is_whole(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
 
 
-def _get(member: Any, key: str) -> Any:
-    return setting(key, member)
+def _is_https_url(value: Any) -> bool:
+    parts = urlsplit(str(value))
+    return parts.scheme == "https" and bool(parts.netloc)
 
 
-def member_address(member: Any) -> str | None:
-    """The address a host is reached at inside the cluster: ``pki_node_address``, ``private_ip``, ``ssh_hostname``."""
-    for key in ("pki_node_address", "private_ip", "ssh_hostname"):
-        value = member.data.get(key)
-        if value:
-            return str(value)
-    return None
-
-
-def _roles(member: Any) -> set[str]:
-    return {str(role) for role in (member.data.get("roles") or [])}
+def check(settings: Mapping[str, Any]) -> list[str]:
+    """Formats and rules of the PKI settings (pure: ``spectra validate`` runs it too)."""
+    problems = []
+    servers = settings["pki_kubeconfig_servers"] or {}
+    if not isinstance(servers, Mapping):
+        problems.append(f"pki_kubeconfig_servers={servers!r}: a mapping of kubeconfig name -> https:// URL")
+        servers = {}
+    unknown = sorted(set(servers) - set(layout.KUBECONFIG_FILES))
+    if unknown:
+        known = ", ".join(layout.KUBECONFIG_FILES)
+        problems.append(f"pki_kubeconfig_servers: unknown kubeconfigs {unknown} (known: {known})")
+    urls = {"pki_kubeconfig_server": settings["pki_kubeconfig_server"]}
+    urls.update({f"pki_kubeconfig_servers[{kind!r}]": url for kind, url in servers.items()})
+    for key, url in urls.items():
+        if url is not None and not _is_https_url(url):
+            problems.append(f"{key}={url!r}: an https:// URL such as https://10.0.0.10:6443")
+    days = {key: settings[key] for key in ("pki_ca_days", "pki_leaf_days", "pki_renew_before_days")}
+    for key, value in days.items():
+        if not _is_whole(value) or value < 0:
+            problems.append(f"{key}={value!r}: a whole number of days")
+    if all(_is_whole(value) and value >= 0 for value in days.values()):
+        if days["pki_renew_before_days"] >= days["pki_leaf_days"]:
+            problems.append(
+                f"pki_renew_before_days={days['pki_renew_before_days']}: the renewal window must be shorter than "
+                f"pki_leaf_days ({days['pki_leaf_days']}), or every run would reissue every certificate"
+            )
+        if days["pki_ca_days"] <= days["pki_leaf_days"]:
+            problems.append(f"pki_ca_days={days['pki_ca_days']}: longer than pki_leaf_days ({days['pki_leaf_days']})")
+    sans = settings["pki_apiserver_sans"] or []
+    if not isinstance(sans, list | tuple) or not all(isinstance(san, str) and san for san in sans):
+        problems.append(f"pki_apiserver_sans={sans!r}: a list of DNS names and IP addresses")
+    mode = str(settings["pki_cert_mode"])
+    if not _CERT_MODE.match(mode) or int(mode, 8) & 0o133:
+        problems.append(f"pki_cert_mode={mode!r}: an octal mode such as 0600 or 0644 (no execute, owner-only write)")
+    return problems
 
 
 def cluster_spec(members: Iterable[Any]) -> tuple[Path, pki_lib.ClusterSpec]:
-    """The PKI directory and the cluster description, the same whichever host asks."""
-    hosts = sorted(members, key=lambda member: member.name)
+    """The PKI directory and the cluster description, the same whichever host asks (``members``: the whole
+    inventory, also under ``--limit``: certificates name every host)."""
+    hosts = topology.by_name(members)
     values: dict[str, Any] = {}
     for key in CLUSTER_SETTINGS:
         seen: dict[str, list[str]] = {}
         for member in hosts:
-            seen.setdefault(repr(_get(member, key)), []).append(member.name)
+            seen.setdefault(repr(setting(key, member)), []).append(member.name)
         if len(seen) > 1:
             detail = "; ".join(f"{', '.join(names)}: {value}" for value, names in seen.items())
             raise DeployError(f"{key} must be the same on every host (it shapes shared certificates): {detail}")
-        values[key] = _get(hosts[0], key) if hosts else owners()[key].default
-    names = {str(member.data.get("cluster_name") or "kubernetes") for member in hosts}
-    if len(names) > 1:
-        raise DeployError(f"one inventory, one cluster: hosts have cluster_name {sorted(names)}")
-    name = names.pop() if names else "kubernetes"
-    node_roles = set(values["pki_node_roles"] or [])
+        values[key] = setting(key, hosts[0])
 
-    def members_with(roles: set[str]) -> tuple[pki_lib.Member, ...]:
-        return tuple(pki_lib.Member(m.name, member_address(m)) for m in hosts if _roles(m) & roles)
+    def described(chosen: Iterable[Any]) -> tuple[pki_lib.Member, ...]:
+        return tuple(pki_lib.Member(member.name, topology.node_address(member)) for member in chosen)
 
+    name = str(values["cluster_name"])
     spec = pki_lib.ClusterSpec(
         name=name,
-        control_plane=members_with({"control_plane"}),
-        etcd=members_with({"etcd"}),
-        nodes=members_with(node_roles),
+        control_plane=described(topology.control_planes(hosts)),
+        etcd=described(topology.with_role(hosts, topology.ETCD)),
+        nodes=described(topology.kubelet_hosts(hosts)),
         cluster_domain=str(values["cluster_domain"]),
         service_cidr=str(values["cluster_service_cidr"]),
         apiserver_sans=tuple(str(san) for san in values["pki_apiserver_sans"] or []),
@@ -166,6 +183,14 @@ def cluster_pki(directory: Path, spec: pki_lib.ClusterSpec) -> pki_lib.Pki:
     return run[(directory, spec)]
 
 
+def kubeconfig_servers(settings: Mapping[str, Any]) -> dict[str, str]:
+    """The apiserver URL of each kubeconfig: its ``pki_kubeconfig_servers`` entry, else ``pki_kubeconfig_server``,
+    else the node-local balancer (``apiserver_local_address``)."""
+    default = settings["pki_kubeconfig_server"] or cluster_settings.kubeconfig_server(settings)
+    overrides = dict(settings["pki_kubeconfig_servers"] or {})
+    return {kind: str(overrides.get(kind, default)) for kind in layout.KUBECONFIG_FILES}
+
+
 @dataclass(frozen=True)
 class RemoteFile:
     path: str
@@ -175,23 +200,19 @@ class RemoteFile:
 
 
 def host_files(
-    pki: pki_lib.Pki,
-    name: str,
-    roles: Iterable[str],
-    node_roles: Iterable[str],
-    remote_dir: str,
-    kubeconfig_dir: str,
-    servers: dict[str, str],
-    install_ca_key: bool,
-    cert_mode: str,
+    pki: pki_lib.Pki, name: str, roles: Iterable[str], is_node: bool, settings: Mapping[str, Any]
 ) -> tuple[dict[str, str], list[RemoteFile]]:
-    """The directories (path -> mode, parents first) and files a host with ``roles`` gets (pure: no facts)."""
+    """The directories (path -> mode, parents first) and files host ``name`` with ``roles`` gets (``is_node``:
+    it runs a kubelet). Pure: no facts."""
     roles = set(roles)
+    cert_mode = str(settings["pki_cert_mode"])
+    servers = kubeconfig_servers(settings)
+    pki_dir = str(settings["kubernetes_pki_dir"])
     files: dict[str, RemoteFile] = {}
-    directories = {kubeconfig_dir: "0755", remote_dir: "0700"}
+    directories = {str(settings["kubernetes_config_dir"]): "0755", pki_dir: "0700"}
 
     def put(relative: str, data: bytes, mode: str, ca: str | None = None) -> None:
-        path = posixpath.join(remote_dir, relative)
+        path = layout.pki_file(settings, relative)
         files[path] = RemoteFile(path, data, mode, ca)
 
     def pair(relative: str, id: str) -> None:
@@ -199,14 +220,12 @@ def host_files(
         put(f"{relative}.key", pki.key(id), KEY_MODE)
 
     def conf(kind: str) -> None:
-        spec = kubeconfig_specs(name)[kind]
-        text = pki_lib.render(pki, kind, servers[kind], node_name=name)
-        path = posixpath.join(kubeconfig_dir, spec.file)
-        files[path] = RemoteFile(path, text.encode(), KEY_MODE)
+        path = layout.kubeconfig_file(settings, kind)
+        files[path] = RemoteFile(path, pki_lib.render(pki, kind, servers[kind], node_name=name).encode(), KEY_MODE)
 
-    if "control_plane" in roles:
+    if topology.CONTROL_PLANE in roles:
         put("ca.crt", pki.cert("ca"), cert_mode, ca="ca")
-        if install_ca_key:
+        if settings["pki_install_ca_key"]:
             put("ca.key", pki.key("ca"), KEY_MODE)
         put("front-proxy-ca.crt", pki.cert("front-proxy-ca"), cert_mode, ca="front-proxy-ca")
         put("etcd/ca.crt", pki.cert("etcd/ca"), cert_mode, ca="etcd/ca")
@@ -216,17 +235,17 @@ def host_files(
         put("sa.pub", pki.sa_pub_pem, cert_mode)
         for kind in ("admin", "controller-manager", "scheduler"):
             conf(kind)
-        directories[posixpath.join(remote_dir, "etcd")] = "0700"
-    if "etcd" in roles:
+        directories[layout.pki_file(settings, "etcd")] = "0700"
+    if topology.ETCD in roles:
         put("etcd/ca.crt", pki.cert("etcd/ca"), cert_mode, ca="etcd/ca")
         pair("etcd/server", f"etcd/{name}/server")
         pair("etcd/peer", f"etcd/{name}/peer")
         pair("etcd/healthcheck-client", "etcd/healthcheck-client")
-        directories[posixpath.join(remote_dir, "etcd")] = "0700"
-    if roles & set(node_roles):
+        directories[layout.pki_file(settings, "etcd")] = "0700"
+    if is_node:
         put("ca.crt", pki.cert("ca"), cert_mode, ca="ca")
         pair("kubelet/kubelet", f"nodes/{name}/kubelet")
-        directories[posixpath.join(remote_dir, "kubelet")] = "0700"
+        directories[layout.pki_file(settings, "kubelet")] = "0700"
         conf("kubelet")
         conf("kube-proxy")
     if not files:
@@ -235,7 +254,7 @@ def host_files(
     return ordered, sorted(files.values(), key=lambda file: file.path)
 
 
-def _check_installed_cas(files: list[RemoteFile], installed: dict[str, Any], pki: pki_lib.Pki) -> None:
+def _check_installed_cas(files: list[RemoteFile], installed: dict[str, Any], pki: pki_lib.Pki, allow: bool) -> None:
     for file in files:
         if file.ca is None:
             continue
@@ -249,7 +268,7 @@ def _check_installed_cas(files: list[RemoteFile], installed: dict[str, Any], pki
             f"{file.path} holds another CA ({state.get('subject')}, sha256 fingerprint "
             f"{state.get('fingerprint') or state.get('error')}) than {pki.directory}/{file.ca}.crt ({wanted})"
         )
-        if setting("pki_allow_ca_change"):
+        if allow:
             logger.warning(f"{host.name}: {message}: replacing it (pki_allow_ca_change)")
             continue
         created = pki.authorities[file.ca].created
@@ -265,44 +284,38 @@ def _check_installed_cas(files: list[RemoteFile], installed: dict[str, Any], pki
         )
 
 
-@deploy("Cluster PKI", data_defaults=DEFAULTS)
-def cluster_pki_files() -> None:
-    if not setting("pki_enabled"):
-        host.noop("cluster PKI disabled (pki_enabled=False)")
-        return
-    require(setting("pki_key_algorithm") in KEY_ALGORITHMS, f"pki_key_algorithm must be one of {KEY_ALGORITHMS}")
-    roles = _roles(host)
-    node_roles = list(setting("pki_node_roles") or [])
-    if not roles & {"control_plane", "etcd", *node_roles}:
-        host.noop(f"no cluster role ({', '.join(sorted(roles)) or 'none'}): no certificates")
-        return
-    directory, spec = cluster_spec(cluster_hosts())
-    pki = cluster_pki(directory, spec)
-    default_server = str(setting("pki_kubeconfig_server"))
-    overrides = dict(setting("pki_kubeconfig_servers") or {})
-    unknown = set(overrides) - set(kubeconfig_specs(host.name))
-    require(not unknown, f"pki_kubeconfig_servers: unknown kubeconfigs {sorted(unknown)}")
-    servers = {kind: str(overrides.get(kind, default_server)) for kind in kubeconfig_specs(host.name)}
-    for kind, url in servers.items():
-        require(url.startswith("https://"), f"kubeconfig server for {kind} must be an https:// URL, not {url!r}")
+def _plan(settings: Mapping[str, Any]) -> tuple[pki_lib.Pki, dict[str, str], list[RemoteFile]]:
+    """The run's PKI (made once, whichever host asks first) and what this host gets of it."""
+    pki = cluster_pki(*cluster_spec(host.state.inventory))
+    directories, files = host_files(pki, host.name, topology.roles(host), topology.runs_kubelet(host), settings)
+    return pki, directories, files
 
-    directories, files = host_files(
-        pki,
-        host.name,
-        roles,
-        node_roles,
-        remote_dir=str(setting("pki_remote_dir")).rstrip("/"),
-        kubeconfig_dir=str(setting("pki_kubeconfig_dir")).rstrip("/"),
-        servers=servers,
-        install_ca_key=bool(setting("pki_install_ca_key")),
-        cert_mode=str(setting("pki_cert_mode")),
-    )
-    ca_paths = [file.path for file in files if file.ca]
-    current, installed = prepared_facts(
+
+def _requests(directories: dict[str, str], files: list[RemoteFile]) -> list[FactRequest]:
+    return [
         (FileStates, managed.snapshot_files_kwargs([*directories, *(file.path for file in files)])),
-        (Certificates, {"paths": ca_paths}),
+        (Certificates, {"paths": [file.path for file in files if file.ca]}),
+    ]
+
+
+def should_run(settings: Mapping[str, Any]) -> bool:
+    return bool(settings["pki_enabled"]) and topology.has_role(
+        host, topology.CONTROL_PLANE, topology.ETCD, *topology.node_roles(host)
     )
-    _check_installed_cas(files, installed, pki)
+
+
+def fact_requests(settings: Mapping[str, Any]) -> list[FactRequest]:
+    """What :func:`cluster_pki_files` reads: the state of every file and directory, the installed CAs."""
+    _, directories, files = _plan(settings)
+    return _requests(directories, files)
+
+
+@deploy("Cluster PKI")
+def cluster_pki_files() -> None:
+    settings = Settings()
+    pki, directories, files = _plan(settings)
+    current, installed = prepared_facts(*_requests(directories, files))
+    _check_installed_cas(files, installed, pki, allow=bool(settings["pki_allow_ca_change"]))
 
     for path, mode in directories.items():
         managed.directory(name=f"Directory {path}", path=path, mode=mode, current=current)
@@ -310,15 +323,12 @@ def cluster_pki_files() -> None:
         managed.content(name=f"Install {file.path}", dest=file.path, data=file.data, mode=file.mode, current=current)
 
 
-def should_run(settings: _Mapping[str, Any]) -> bool:
-    return bool(settings["pki_enabled"]) and topology.has_role(
-        host, topology.CONTROL_PLANE, topology.ETCD, *topology.node_roles(host)
-    )
-
-
 COMPONENT = Component(
     name="pki",
     defaults=DEFAULTS,
     deploy=cluster_pki_files,
     should_run=should_run,
+    fact_requests=fact_requests,
+    choices=CHOICES,
+    checks=(check,),
 )

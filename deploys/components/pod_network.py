@@ -7,6 +7,8 @@ subnet with source/destination checks off) — the same assumption kubenet and F
 Where nodes are in different subnets, route the pod ranges in the network instead (cloud route tables)
 and set ``pod_network_routes_enabled`` to False.
 
+* Nodes: every host that runs a kubelet (``spectra.topology.kubelet_hosts``), at its ``spectra.topology``
+  address; the pod network is the cluster setting ``pod_network_cidr``.
 * Pod ranges: ``pod_cidr`` host data, else derived from the node's address: the node range index is
   the low bits of its IPv4 address (``10.244.0.0/16`` with /24 ranges: 198.18.0.12 -> 10.244.12.0/24),
   so it never changes when nodes are added. Two nodes with the same range stop the run and name both.
@@ -21,7 +23,8 @@ from __future__ import annotations
 
 import ipaddress
 import json
-from collections.abc import Mapping as _Mapping
+import re
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from pyinfra import host
@@ -29,12 +32,13 @@ from pyinfra.api import DeployError, QuoteString, StringCommand, deploy
 
 from deploys.component import Component
 from deploys.operations.config_files import ConfigFile, config_files, config_state_kwargs
-from deploys.prepare import FactRequest, component_data, prepared_facts, require, setting
+from deploys.prepare import FactRequest, prepared_facts
+from deploys.settings import Settings, require, setting
 from facts.config_state import ConfigState
 from spectra import topology
 
 DEFAULTS: dict[str, Any] = {
-    "pod_network_enabled": True,  # run this component (on hosts that run a kubelet: pki_node_roles)
+    "pod_network_enabled": True,  # run this component (on hosts that run a kubelet: cluster_node_roles)
     "pod_network_node_prefix": 24,  # size of each node's range
     "pod_cidr": None,  # this node's range (host data); None: derived from its address (see above)
     "pod_network_bridge": "cni0",  # the Linux bridge pods are attached to
@@ -53,18 +57,41 @@ ROUTES_UNIT = f"/etc/systemd/system/{ROUTES_SERVICE}"
 NAT_RULES = "/etc/nftables.d/spectra-pod-nat.nft"
 NAT_TABLE = "spectra_pod_nat"
 
-
-def _roles(member: Any) -> set[str]:
-    return {str(role) for role in (member.data.get("roles") or [])}
+_INTERFACE = re.compile(r"^[A-Za-z0-9_.-]{1,15}$")
 
 
-def node_address(member: Any) -> str | None:
-    """The address other nodes reach ``member`` at (the PKI's order: pki_node_address, private_ip, ssh_hostname)."""
-    for key in ("pki_node_address", "private_ip", "ssh_hostname"):
-        value = member.data.get(key)
-        if value:
-            return str(value)
-    return None
+def check(settings: Mapping[str, Any]) -> list[str]:
+    """This host's pod network settings (pure: ``spectra validate`` runs it too; ranges that overlap between
+    hosts are found at prepare, from the inventory)."""
+    problems = []
+    prefix = settings["pod_network_node_prefix"]
+    try:
+        cluster = ipaddress.ip_network(str(settings["pod_network_cidr"]), strict=True)
+    except ValueError:
+        cluster = None  # the cluster settings' check names it
+    if not isinstance(prefix, int) or isinstance(prefix, bool):
+        problems.append(f"pod_network_node_prefix={prefix!r}: a prefix length such as 24")
+    elif cluster is not None and not cluster.prefixlen < prefix <= cluster.max_prefixlen - 2:
+        problems.append(f"pod_network_node_prefix={prefix}: longer than pod_network_cidr {cluster} and at most "
+                        f"{cluster.max_prefixlen - 2}")  # fmt: skip
+    given = settings["pod_cidr"]
+    if given:
+        try:
+            network = ipaddress.ip_network(str(given), strict=True)
+        except ValueError as error:
+            problems.append(f"pod_cidr={given!r}: {error}")
+        else:
+            if cluster is not None and not network.subnet_of(cluster):  # type: ignore[arg-type]
+                problems.append(f"pod_cidr={given!r}: not inside pod_network_cidr {cluster}")
+    if not _INTERFACE.match(str(settings["pod_network_bridge"])):
+        problems.append(f"pod_network_bridge={settings['pod_network_bridge']!r}: an interface name (15 characters)")
+    mtu = settings["pod_network_mtu"]
+    if not isinstance(mtu, int) or isinstance(mtu, bool) or not 576 <= mtu <= 65535:
+        problems.append(f"pod_network_mtu={mtu!r}: a whole number from 576 to 65535")
+    config = str(settings["pod_network_config_file"])
+    if not (config.startswith("/") and config.endswith(".conflist")):
+        problems.append(f"pod_network_config_file={config!r}: an absolute path ending in .conflist")
+    return problems
 
 
 def derived_pod_cidr(address: str, cluster_cidr: str, node_prefix: int) -> str:
@@ -83,7 +110,7 @@ def derived_pod_cidr(address: str, cluster_cidr: str, node_prefix: int) -> str:
 
 def node_pod_cidr(member: Any, cluster_cidr: str, node_prefix: int) -> str:
     """``member``'s pod range: its ``pod_cidr`` (checked to lie inside the pod network) or the derived one."""
-    given = member.data.get("pod_cidr")
+    given = setting("pod_cidr", member)
     if given:
         try:
             network = ipaddress.ip_network(str(given), strict=True)
@@ -92,7 +119,7 @@ def node_pod_cidr(member: Any, cluster_cidr: str, node_prefix: int) -> str:
         if not network.subnet_of(ipaddress.ip_network(cluster_cidr)):  # type: ignore[arg-type]
             raise DeployError(f"{member.name}: pod_cidr {network} is not inside pod_network_cidr {cluster_cidr}")
         return str(network)
-    address = node_address(member)
+    address = topology.node_address(member)
     if address is None:
         raise DeployError(f"{member.name}: no address to derive a pod range from: set pod_cidr")
     try:
@@ -101,28 +128,22 @@ def node_pod_cidr(member: Any, cluster_cidr: str, node_prefix: int) -> str:
         raise DeployError(f"{member.name}: {error}") from None
 
 
-def pod_ranges(members: list[Any], cluster_cidr: str, node_prefix: int) -> dict[str, tuple[str, str]]:
-    """name -> (pod range, node address) for every host that runs a kubelet; overlapping ranges are refused."""
+def pod_ranges(members: Iterable[Any], cluster_cidr: str, node_prefix: int) -> dict[str, tuple[str, str]]:
+    """name -> (pod range, node address) for each of ``members`` (the hosts that run a kubelet); overlapping
+    ranges are refused."""
     ranges: dict[str, tuple[str, str]] = {}
-    for member in sorted(members, key=lambda m: m.name):
+    for member in topology.by_name(members):
         cidr = node_pod_cidr(member, cluster_cidr, node_prefix)
         for other, (taken, _) in ranges.items():
             if ipaddress.ip_network(cidr).overlaps(ipaddress.ip_network(taken)):
                 raise DeployError(
                     f"pod ranges overlap: {other} {taken} and {member.name} {cidr}: set pod_cidr on one of them"
                 )
-        ranges[member.name] = (cidr, str(node_address(member)))
+        try:
+            ranges[member.name] = (cidr, topology.require_address(member, "a route to its pod range"))
+        except topology.TopologyError as error:
+            raise DeployError(str(error)) from None
     return ranges
-
-
-def kubelet_hosts() -> list[Any]:
-    """Every inventory host (not only this run's --limit) with a role in ``pki_node_roles``."""
-    node_roles = set(host.data.get("pki_node_roles") or ["control_plane", "workers"])
-    return [member for member in host.state.inventory if _roles(member) & node_roles]
-
-
-def runs_kubelet() -> bool:
-    return bool(_roles(host) & set(host.data.get("pki_node_roles") or ["control_plane", "workers"]))
 
 
 def cni_config(name: str, bridge: str, pod_cidr: str, mtu: int) -> str:
@@ -197,25 +218,27 @@ def nft_check(path: str) -> StringCommand:
     return StringCommand("nft", "-c", "-f", QuoteString(path))
 
 
-def file_sets(data: dict[str, Any], ranges: dict[str, tuple[str, str]], name: str) -> dict[str, list[ConfigFile]]:
+def file_sets(
+    settings: Mapping[str, Any], ranges: dict[str, tuple[str, str]], name: str
+) -> dict[str, list[ConfigFile]]:
     """The component's files in three sets, each converged (and acted on) by one ``config_files`` operation."""
-    cluster_cidr = str(data["pod_network_cidr"])
+    cluster_cidr = str(settings["pod_network_cidr"])
     own_cidr = ranges[name][0]
     sets: dict[str, list[ConfigFile]] = {
         "cni": [
             ConfigFile(
-                str(data["pod_network_config_file"]),
-                cni_config("spectra", str(data["pod_network_bridge"]), own_cidr, int(data["pod_network_mtu"])),
+                str(settings["pod_network_config_file"]),
+                cni_config("spectra", str(settings["pod_network_bridge"]), own_cidr, int(settings["pod_network_mtu"])),
             )
         ]
     }
-    if data["pod_network_routes_enabled"]:
+    if settings["pod_network_routes_enabled"]:
         others = sorted((cidr, via) for other, (cidr, via) in ranges.items() if other != name)
         sets["routes"] = [
             ConfigFile(ROUTES_SCRIPT, routes_script(others), mode="0755"),
             ConfigFile(ROUTES_UNIT, routes_unit()),
         ]
-    if data["pod_network_masquerade"]:
+    if settings["pod_network_masquerade"]:
         sets["nat"] = [ConfigFile(NAT_RULES, nat_rules(cluster_cidr), mode="0600", validate=nft_check)]
     return sets
 
@@ -224,36 +247,32 @@ def _units(kind: str) -> list[str]:
     return [ROUTES_SERVICE] if kind == "routes" else []
 
 
-def _ranges(data: dict[str, Any]) -> dict[str, tuple[str, str]]:
-    cluster_cidr = str(data["pod_network_cidr"])
-    try:
-        ipaddress.ip_network(cluster_cidr, strict=True)
-    except ValueError as error:
-        raise DeployError(f"{host.name}: pod_network_cidr {cluster_cidr!r}: {error}") from None
-    ranges = pod_ranges(kubelet_hosts(), cluster_cidr, int(data["pod_network_node_prefix"]))
+def _ranges(settings: Mapping[str, Any]) -> dict[str, tuple[str, str]]:
+    """Every kubelet host's pod range (the whole inventory, also under --limit: routes name every node)."""
+    kubelet_hosts = topology.kubelet_hosts(host.state.inventory)
+    ranges = pod_ranges(kubelet_hosts, str(settings["pod_network_cidr"]), int(settings["pod_network_node_prefix"]))
     require(host.name in ranges, "pod network: this host is not among the inventory's kubelet hosts")
     return ranges
 
 
-def fact_requests() -> list[FactRequest]:
-    data = {**component_data(DEFAULTS), "pod_network_cidr": setting("pod_network_cidr")}
-    if not data["pod_network_enabled"] or not runs_kubelet():
-        return []
-    sets = file_sets(data, _ranges(data), host.name)
+def should_run(settings: Mapping[str, Any]) -> bool:
+    return bool(settings["pod_network_enabled"]) and topology.runs_kubelet(host)
+
+
+def fact_requests(settings: Mapping[str, Any]) -> list[FactRequest]:
+    """What :func:`pod_network` reads: the state of each of its file sets (files and units)."""
+    sets = file_sets(settings, _ranges(settings), host.name)
     return [
         (ConfigState, config_state_kwargs(files, enabled_units=_units(kind), running_units=_units(kind)))
         for kind, files in sets.items()
     ]
 
 
-@deploy("Pod network", data_defaults=DEFAULTS)
+@deploy("Pod network")
 def pod_network() -> None:
-    if not setting("pod_network_enabled") or not runs_kubelet():
-        host.noop("pod network: not a Kubernetes node here (pod_network_enabled, pki_node_roles)")
-        return
-    data = {**component_data(DEFAULTS), "pod_network_cidr": setting("pod_network_cidr")}
-    sets = file_sets(data, _ranges(data), host.name)
-    states = dict(zip(sets, prepared_facts(*fact_requests()), strict=True))
+    settings = Settings()
+    sets = file_sets(settings, _ranges(settings), host.name)
+    states = dict(zip(sets, prepared_facts(*fact_requests(settings)), strict=True))
 
     config_files(name="CNI bridge network config", files=sets["cni"], current=states["cni"])
     if "routes" in sets:
@@ -275,18 +294,11 @@ def pod_network() -> None:
         )
 
 
-def should_run(settings: _Mapping[str, Any]) -> bool:
-    return bool(settings["pod_network_enabled"]) and topology.runs_kubelet(host)
-
-
-def _fact_requests(settings: _Mapping[str, Any]) -> list[FactRequest]:
-    return fact_requests()
-
-
 COMPONENT = Component(
     name="pod_network",
     defaults=DEFAULTS,
     deploy=pod_network,
     should_run=should_run,
-    fact_requests=_fact_requests,
+    fact_requests=fact_requests,
+    checks=(check,),
 )

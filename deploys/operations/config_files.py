@@ -26,36 +26,22 @@ import posixpath
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from io import StringIO
-from pathlib import Path
 from typing import Any
 
-import jinja2
 from pyinfra import host
 from pyinfra.api import FileUploadCommand, QuoteString, StringCommand, operation
 from pyinfra.api.command import PyinfraCommand
 
 from deploys.operations.managed import fresh
-from deploys.templating import BYTECODE_CACHE
+from deploys.templating import render
 from facts.config_state import ConfigState
 from facts.files import normalise_mode
 from facts.systemd import unit_name
 
-TEMPLATES_DIR = Path(__file__).resolve().parents[2] / "templates"
-
-_ENV = jinja2.Environment(
-    loader=jinja2.FileSystemLoader(str(TEMPLATES_DIR)),
-    undefined=jinja2.StrictUndefined,
-    keep_trailing_newline=True,
-    trim_blocks=True,
-    lstrip_blocks=True,
-    autoescape=False,
-    bytecode_cache=BYTECODE_CACHE,
-)
-
 
 def render_template(relative_path: str, **context: Any) -> str:
-    """Render ``templates/<relative_path>`` with ``context``; unknown variables are errors."""
-    return _ENV.get_template(relative_path).render(**context)
+    """Render ``templates/<relative_path>`` with ``context`` (deploys.templating: the one Jinja environment)."""
+    return render(relative_path, **context)
 
 
 Validator = Callable[[str], StringCommand]

@@ -145,7 +145,7 @@ def _record_keys(directory: Path, pki: Pki) -> None:
     pki.keys_in_use.add(hashlib.sha256(pki.sa_key_pem).hexdigest())
     text = "".join(f"{digest}\n" for digest in sorted(pki.keys_in_use)).encode()
     if _read(directory / VALIDATED_KEYS) != text:
-        _write(directory / VALIDATED_KEYS, text, KEY_MODE)
+        write_atomic(directory / VALIDATED_KEYS, text, KEY_MODE)
 
 
 def _utc(now: dt.datetime | None) -> dt.datetime:
@@ -162,7 +162,7 @@ def _ensure_dir(path: Path) -> None:
         path.chmod(DIR_MODE)
 
 
-def _write(path: Path, data: bytes, mode: int) -> None:
+def write_atomic(path: Path, data: bytes, mode: int) -> None:
     """Write atomically with ``mode`` from the start (a key is never readable by others, not even briefly)."""
     _ensure_dir(path.parent)
     temp = path.with_name(f".{path.name}.tmp{os.getpid()}")
@@ -224,8 +224,8 @@ def _authority(directory: Path, id: str, cluster: ClusterSpec, now: dt.datetime,
         private = keys(cluster.key_algorithm)
         cert = make_ca(CAS[id], private, now, cluster.ca_days)
         authority = Authority(id, cert, private, cert_pem(cert), key_pem(private), created=True)
-        _write(key_path, authority.key_pem, KEY_MODE)
-        _write(crt_path, authority.cert_pem, CERT_MODE)
+        write_atomic(key_path, authority.key_pem, KEY_MODE)
+        write_atomic(crt_path, authority.cert_pem, CERT_MODE)
         pki.changes.append(f"created {id} (CA, valid until {cert.not_valid_after_utc:%Y-%m-%d})")
         pki.authorities[id] = authority
         return
@@ -260,7 +260,7 @@ def _service_account(directory: Path, keys: KeyFactory, pki: Pki) -> None:
     if existing is None:
         private = keys(SA_KEY_ALGORITHM)
         pki.sa_key_pem = key_pem(private)
-        _write(key_path, pki.sa_key_pem, KEY_MODE)
+        write_atomic(key_path, pki.sa_key_pem, KEY_MODE)
         pki.changes.append(f"created sa.key ({SA_KEY_ALGORITHM})")
     else:
         try:
@@ -271,7 +271,7 @@ def _service_account(directory: Path, keys: KeyFactory, pki: Pki) -> None:
         _fix_mode(key_path, KEY_MODE)
     pki.sa_pub_pem = public_pem(private)
     if _read(pub_path) != pki.sa_pub_pem:
-        _write(pub_path, pki.sa_pub_pem, CERT_MODE)
+        write_atomic(pub_path, pki.sa_pub_pem, CERT_MODE)
 
 
 def _leaf(directory: Path, spec: LeafSpec, cluster: ClusterSpec, now: dt.datetime, keys: KeyFactory, pki: Pki) -> None:
@@ -297,8 +297,8 @@ def _leaf(directory: Path, spec: LeafSpec, cluster: ClusterSpec, now: dt.datetim
     private = keys(cluster.key_algorithm)
     cert = issue(spec, private, ca.cert, ca.key, now, cluster.leaf_days)
     leaf = Leaf(spec, cert, cert_pem(cert), key_pem(private), reason)
-    _write(key_path, leaf.key_pem, KEY_MODE)
-    _write(crt_path, leaf.cert_pem, CERT_MODE)
+    write_atomic(key_path, leaf.key_pem, KEY_MODE)
+    write_atomic(crt_path, leaf.cert_pem, CERT_MODE)
     pki.changes.append(f"issued {spec.id}: {reason}")
     pki.leaves[spec.id] = leaf
 

@@ -29,7 +29,7 @@ PKI = f"{ROOT}/pki"
 
 
 def deploy(pki_dir: Path, result_file: Path) -> tuple[subprocess.CompletedProcess[str], dict[str, Any]]:
-    data = {"pki_enabled": "True", "pki_dir": str(pki_dir), "pki_remote_dir": PKI, "pki_kubeconfig_dir": ROOT}
+    data = {"pki_enabled": "True", "pki_dir": str(pki_dir), "kubernetes_pki_dir": PKI, "kubernetes_config_dir": ROOT}
     args = [arg for key, value in data.items() for arg in ("--data", f"{key}={value}")]
     env = dict(os.environ, SPECTRA_RESULT_FILE=str(result_file))
     result = subprocess.run(

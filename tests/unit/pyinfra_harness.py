@@ -28,7 +28,8 @@ command generator is run once, the way the execute stage runs it. ``_if`` condit
 evaluated (they need executed operations); ``OpResult.has_if`` tells an operation has one.
 Several facts read as one (``facts.combined.Facts``) are answered part by part from ``facts`` and count as
 one read. A fact that is read but not given raises ``MissingFact`` naming it and its arguments, so a test
-states every fact the code under test depends on.
+states every fact the code under test depends on. The pyinfra internals this needs (contexts, the host's
+fact and noop methods, the prepared operations) go through :mod:`spectra.pyinfra_compat`.
 """
 
 from __future__ import annotations
@@ -40,13 +41,21 @@ from inspect import getcallargs
 from io import BytesIO, StringIO
 from typing import Any
 
-from pyinfra.api import Config, Inventory, State
-from pyinfra.api.command import FileUploadCommand, FunctionCommand, PyinfraCommand, StringCommand
-from pyinfra.api.facts import FactBase, ShortFactBase
-from pyinfra.api.host import Host
-from pyinfra.context import ctx_config, ctx_host, ctx_state
+from pyinfra.api import (
+    Config,
+    FactBase,
+    FileUploadCommand,
+    FunctionCommand,
+    Host,
+    Inventory,
+    ShortFactBase,
+    State,
+    StringCommand,
+)
+from pyinfra.api.command import PyinfraCommand
 
 from facts.combined import Facts
+from spectra import pyinfra_compat
 
 HOSTNAME = "testhost"
 COMBINED = "facts.combined.Facts"
@@ -208,28 +217,24 @@ def run_deploy(
         return answer(name, call_kwargs)
 
     def noop(description: str) -> None:
-        noops.setdefault(host.current_op_hash, []).append(description)
+        noops.setdefault(pyinfra_compat.current_op_hash(host), []).append(description)
 
-    host.get_fact = get_fact  # type: ignore[method-assign,assignment]
-    host.noop = noop  # type: ignore[method-assign]
+    pyinfra_compat.answer_facts_and_noops(host, get_fact, noop)
 
-    with ctx_config.use(state.config), ctx_state.use(state), ctx_host.use(host):
+    with pyinfra_compat.host_context(state, host, config=state.config):
         func(*args, **kwargs)
 
         ops: list[OpResult] = []
         uploads: dict[str, str] = {}
-        for op_hash in host.op_hash_order:
-            op_meta = state.get_op_meta(op_hash)
-            op_data = state.get_op_data_for_host(host, op_hash)
-            name = sorted(op_meta.names)[0] if op_meta.names else op_hash
+        for op in pyinfra_compat.prepared_operations(state, [host])[host]:
             result = OpResult(
-                name=name,
-                has_if=bool(op_data.global_arguments.get("_if")),
-                global_arguments=dict(op_data.global_arguments),
+                name=op.names[0] if op.names else op.op_hash,
+                has_if=bool(op.global_arguments.get("_if")),
+                global_arguments=dict(op.global_arguments),
             )
-            for command in op_data.command_generator():
+            for command in op.command_generator():
                 result.commands.append(_command_to_text(command, uploads))
-            result.noops = noops.get(op_hash, [])
+            result.noops = noops.get(op.op_hash, [])
             ops.append(result)
 
     return Result(ops=ops, uploads=uploads, fact_reads=fact_reads, host=host, state=state)

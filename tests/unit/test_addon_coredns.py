@@ -7,7 +7,8 @@ from typing import Any
 import pytest
 import yaml
 
-from deploys.addons import AddonError, render_addon
+from deploys.addons import AddonError, addon_problems, render_addon
+from deploys.components import coredns
 
 pytestmark = pytest.mark.unit
 
@@ -169,6 +170,20 @@ def test_host_data_objects_work_like_dicts() -> None:
 def test_bad_settings_are_refused_naming_the_setting(data: dict[str, Any], message: str) -> None:
     with pytest.raises(AddonError, match=message):
         render_addon("coredns", data)
+
+
+def test_checks_are_pure_and_name_every_bad_value() -> None:
+    good = dict(coredns.DEFAULTS)
+    assert coredns.check(good) == [] and addon_problems("coredns", good) == []
+    bad = {**good, "coredns_replicas": 0, "coredns_memory_limit": "lots", "coredns_forward_to": ["8.8.8.8 {"]}
+    assert coredns.check(bad) == [
+        "coredns_replicas=0: a whole number of at least 1",
+        "coredns_forward_to='8.8.8.8 {': an address (10.0.0.2, 10.0.0.2:53, tls://1.1.1.1) or a path"
+        " (/etc/resolv.conf)",
+        "coredns_memory_limit='lots': a Kubernetes quantity such as 100m or 70Mi",
+    ]
+    with pytest.raises(AddonError, match="coredns_replicas=0: .*; coredns_forward_to="):
+        render_addon("coredns", bad)
 
 
 def test_dual_stack_service_range_accepts_an_ipv6_dns_address() -> None:

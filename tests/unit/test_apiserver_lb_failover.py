@@ -4,19 +4,28 @@ the checks take a dead one out goes to another one."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+from typing import Any
+
 import pytest
-from pyinfra.api import DeployError
 
 from deploys.components import apiserver_lb
+from deploys.settings import Settings
 
 pytestmark = pytest.mark.unit
 
 SERVERS = [["cp1", "10.0.0.11:6443"], ["cp2", "10.0.0.12:6443"], ["cp3", "10.0.0.13:6443"]]
 
 
-def backend(**settings: object) -> list[str]:
-    data = {**apiserver_lb.DEFAULTS, "apiserver_lb_servers": SERVERS, **settings}
-    text = apiserver_lb.haproxy_config(data, apiserver_lb.backend_servers(data))
+@dataclass
+class Node:
+    name: str
+    data: dict[str, Any] = field(default_factory=dict)
+
+
+def backend(**values: object) -> list[str]:
+    settings = Settings(Node("w1", {"apiserver_lb_servers": SERVERS, **values}))
+    text = apiserver_lb.haproxy_config(settings, apiserver_lb.backend_servers(settings, []))
     lines = text.split("\nbackend kube-apiservers\n", 1)[1].splitlines()
     return [line.strip() for line in lines if line.strip() and not line.strip().startswith("#")]
 
@@ -47,5 +56,5 @@ def test_tcp_check_only_connects() -> None:
 
 
 def test_unknown_check_is_refused() -> None:
-    with pytest.raises(DeployError, match="apiserver_lb_check must be one of readyz, tcp"):
-        backend(apiserver_lb_check="http")
+    settings = Settings(Node("w1", {"apiserver_lb_check": "http"}))
+    assert apiserver_lb.COMPONENT.problems(settings) == ["apiserver_lb_check='http': not one of 'readyz', 'tcp'"]

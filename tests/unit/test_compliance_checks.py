@@ -1,51 +1,74 @@
-"""The check registry and the decisions of compliance/probes.py on recorded host output."""
+"""The check registry, and the checks' decisions on fake hosts (facts in, outcomes out)."""
 
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
-from compliance import checks, probes
-from compliance.probes import FileStat, HostContext, Listener, Probe
+from compliance import checks
+from compliance.checks import cis_worker, os_baseline, services, ssh
+from compliance.context import CONTEXT_KEYS, HostContext
+from compliance.listeners import Listener, exposed_listeners, parse_ss
+from compliance.model import Outcome, failed
+from compliance.modes import FileExpectation
+from compliance.probe import Probe, SshReader
+from tests.unit.compliance_fakes import (
+    SS_CONTROL_PLANE,
+    FakeNode,
+    Result,
+    converged_control_plane,
+    file,
+    probe,
+    unit,
+)
 
 pytestmark = pytest.mark.unit
 
-SS_OUTPUT = """\
-udp UNCONN 0      0      127.0.0.1:323   0.0.0.0:* users:(("chronyd",pid=613,fd=5))
-udp UNCONN 0      0          [::1]:323      [::]:* users:(("chronyd",pid=613,fd=6))
-tcp LISTEN 0      128      0.0.0.0:22    0.0.0.0:* users:(("sshd",pid=79,fd=3))
-tcp LISTEN 0      4096   127.0.0.1:46659 0.0.0.0:* users:(("containerd",pid=1579,fd=11))
-tcp LISTEN 0      128         [::]:22       [::]:* users:(("sshd",pid=79,fd=4))
-tcp LISTEN 0      4096           *:9100        *:* users:(("node_exporter",pid=1653,fd=3))
-"""
-
-SSHD_T = """\
-kexalgorithms sntrup761x25519-sha512@openssh.com,curve25519-sha256,diffie-hellman-group16-sha512
-ciphers chacha20-poly1305@openssh.com,aes256-gcm@openssh.com,aes128-ctr
-macs hmac-sha2-512-etm@openssh.com,umac-128-etm@openssh.com
-passwordauthentication no
-kbdinteractiveauthentication no
-permitrootlogin without-password
-permitemptypasswords no
-maxauthtries 3
-x11forwarding no
-hostbasedauthentication no
-ignorerhosts yes
-"""
+IDS = [
+    "SPX-OS-001", "SPX-OS-002", "SPX-OS-003", "SPX-OS-004", "SPX-OS-005", "SPX-OS-006", "SPX-OS-007", "SPX-OS-008",
+    "SPX-OS-009", "SPX-OS-010", "SPX-OS-020", "SPX-OS-021", "SPX-OS-022", "SPX-OS-023", "SPX-OS-024", "SPX-OS-030",
+    "SPX-OS-031", "SPX-OS-040", "SPX-OS-041",
+    "SPX-SSH-001", "SPX-SSH-002", "SPX-SSH-003", "SPX-SSH-004", "SPX-SSH-005", "SPX-SSH-006", "SPX-SSH-007",
+    "SPX-SSH-008", "SPX-SSH-009", "SPX-SSH-010",
+    "SPX-SVC-001", "SPX-SVC-002", "SPX-SVC-003", "SPX-SVC-004", "SPX-SVC-005", "SPX-SVC-006", "SPX-SVC-007",
+    "SPX-SVC-010", "SPX-SVC-011",
+    "4.1.1", "4.1.2", "4.1.3", "4.1.4", "4.1.5", "4.1.6", "4.1.7", "4.1.8", "4.1.9", "4.1.10",
+    "4.2.1", "4.2.2", "4.2.3", "4.2.4", "4.2.5", "4.2.6", "4.2.10", "4.3.1",
+    "1.1.1", "1.1.2", "1.1.3", "1.1.4", "1.1.5", "1.1.6", "1.1.7", "1.1.8", "1.1.11", "1.1.12", "1.1.13", "1.1.14",
+    "1.1.15", "1.1.16", "1.1.17", "1.1.18", "1.1.19", "1.1.20", "1.1.21",
+]  # fmt: skip
 
 
-def test_ids_are_unique_stable_and_every_check_is_implemented() -> None:
-    ids = checks.check_ids()
-    assert len(ids) == len(set(ids))
-    assert set(probes.CHECK_FUNCTIONS) == set(ids)
-    for check in checks.CHECKS:
-        assert re.fullmatch(r"SPX-(OS|SSH|SVC)-\d{3}|[14]\.\d\.\d+", check.id), check.id
-        assert check.section in checks.SECTIONS
-        for text in (check.title, check.rationale, check.fix):
-            assert text.strip() and "\n" not in text, check.id
-        assert bool(check.reference) == check.section.startswith("cis"), check.id
+def outcomes(target: Probe) -> dict[str, Outcome]:
+    return {check.id: check.run(target) for check in checks.CHECKS}
+
+
+def failing(target: Probe) -> dict[str, str]:
+    return {check_id: outcome.reason for check_id, outcome in outcomes(target).items() if outcome.status == "fail"}
+
+
+# --- the registry -----------------------------------------------------------------------------------
+
+
+def test_the_registry_lists_the_75_checks_in_report_order() -> None:
+    assert checks.check_ids() == IDS
+    assert list(checks.BY_ID) == IDS
+
+
+def test_each_check_is_one_complete_record_in_its_sections_module() -> None:
+    for module in checks.MODULES:
+        assert module.SECTION in checks.SECTIONS
+        for check in module.CHECKS:
+            assert check.section == module.SECTION, check.id
+            assert re.fullmatch(r"SPX-(OS|SSH|SVC)-\d{3}|[14]\.\d\.\d+", check.id), check.id
+            for text in (check.title, check.rationale, check.fix):
+                assert text.strip() and "\n" not in text, check.id
+            assert bool(check.reference) == check.section.startswith("cis"), check.id
+            assert callable(check.evaluate), check.id
+    assert list(checks.SECTIONS) == ["os", "ssh", "services", "cis-worker", "cis-control-plane"]
 
 
 def test_registry_covers_the_cis_numbers_it_claims() -> None:
@@ -56,170 +79,249 @@ def test_registry_covers_the_cis_numbers_it_claims() -> None:
         checks.get("9.9.9")
 
 
+# --- whole hosts ------------------------------------------------------------------------------------
+
+
+def test_a_converged_control_plane_passes_every_check() -> None:
+    results = outcomes(probe(converged_control_plane()))
+    assert {check_id: outcome.status for check_id, outcome in results.items()} == dict.fromkeys(IDS, "pass")
+    assert results["SPX-SVC-011"].reason == (
+        "22/tcp: sshd, 2379/tcp: etcd, 2380/tcp: etcd, 6443/tcp: kube-apiserver, 9100/tcp: node_exporter, "
+        "10250/tcp: kubelet"
+    )
+
+
+def test_on_a_worker_the_control_plane_checks_are_out_of_scope_and_its_ports_unexpected() -> None:
+    results = outcomes(probe(converged_control_plane(), roles=["workers"]))
+    assert results["1.1.1"].status == "not_applicable" and results["1.1.1"].reason.startswith("not a control_plane")
+    assert results["1.1.11"].reason == "not a control_plane or etcd host"
+    assert results["SPX-SVC-010"] == failed(
+        "also listening beyond loopback: tcp 10.0.0.11:6443 (kube-apiserver), tcp 10.0.0.11:2379 (etcd), "
+        "tcp 10.0.0.11:2380 (etcd)"
+    )
+
+
+def _with(node: FakeNode, **changes: Any) -> FakeNode:
+    for name, value in changes.items():
+        getattr(node, name).update(value)
+    return node
+
+
+def test_broken_hosts_are_caught_with_the_right_ids_and_reasons() -> None:
+    shadow = _with(converged_control_plane(), files={"/etc/shadow": file("644", group="shadow")})
+    assert failing(probe(shadow)) == {"SPX-OS-021": "/etc/shadow is 0644 (want 0640 or stricter)"}
+
+    extra = SS_CONTROL_PLANE + 'tcp LISTEN 0 5 0.0.0.0:8081 0.0.0.0:* users:(("python3",pid=9,fd=3))\n'
+    listener = _with(converged_control_plane(), commands={"ss -Htulnp": Result(extra)})
+    assert failing(probe(listener)) == {"SPX-SVC-010": "also listening beyond loopback: tcp 0.0.0.0:8081 (python3)"}
+
+    sshd = converged_control_plane()
+    sshd.commands["sshd -T"] = Result(
+        sshd.commands["sshd -T"].stdout.replace("passwordauthentication no", "passwordauthentication yes")
+    )
+    assert failing(probe(sshd)) == {"SPX-SSH-004": "passwordauthentication yes (want no)"}
+
+    config = converged_control_plane()
+    config.files["/var/lib/kubelet/config.yaml"]["mode"] = "644"
+    assert failing(probe(config)) == {"4.1.9": "/var/lib/kubelet/config.yaml is 0644 (want 0600 or stricter)"}
+
+    redirects = _with(converged_control_plane(), sysctls={"net.ipv4.conf.all.accept_redirects": "1"})
+    assert failing(probe(redirects)) == {"SPX-OS-003": "net.ipv4.conf.all.accept_redirects = 1 (want 0)"}
+
+
+def test_reads_are_batched_and_cached_per_host() -> None:
+    node = FakeNode(sysctls={"net.ipv4.ip_forward": "1"})
+    target = probe(node)
+    for check in os_baseline.NETWORK_SYSCTLS:
+        check.run(target)
+    assert node.calls == ["SysctlValues"]
+
+    node = converged_control_plane()
+    outcomes(probe(node))
+    # units: at most one read per module that asks (OS for auditd, services, control plane); every other kind
+    # of read once, files once per set of paths
+    assert node.calls.count("SystemdUnits") <= 3
+    others = [call for call in node.calls if call not in ("SystemdUnits", "FileStates")]
+    assert len(others) == len(set(others)), others
+
+
+class RecordingData(dict[str, Any]):
+    """Host data that remembers every key read."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.read: set[str] = set()
+
+    def get(self, key: str, default: Any = None) -> Any:  # type: ignore[override]
+        self.read.add(key)
+        return super().get(key, default)
+
+    def __iter__(self) -> Iterator[str]:
+        raise AssertionError("checks read keys by name")
+
+
+def test_checks_read_only_the_settings_compliance_copies_from_the_inventory() -> None:
+    context = HostContext("n1", ["control_plane", "etcd"])
+    context.data = RecordingData(context.data)
+    outcomes(Probe(converged_control_plane(), context))
+    assert context.data.read <= set(CONTEXT_KEYS), sorted(context.data.read - set(CONTEXT_KEYS))
+
+
+# --- single decisions ---------------------------------------------------------------------------------
+
+
 def test_listeners_parsed_and_only_ssh_and_node_exporter_exposed() -> None:
-    listeners = probes.parse_ss(SS_OUTPUT)
-    assert Listener("tcp", "", 9100, "node_exporter") not in listeners
+    listeners = parse_ss(SS_CONTROL_PLANE)
     assert Listener("tcp", "*", 9100, "node_exporter") in listeners
     assert Listener("tcp", "::", 22, "sshd") in listeners
-    assert probes.exposed_listeners(listeners, [22, 9100]) == []
-    extra = probes.parse_ss('tcp LISTEN 0 5 0.0.0.0:8081 0.0.0.0:* users:(("python3",pid=9,fd=3))\n')
-    assert [str(item) for item in probes.exposed_listeners(listeners + extra, [22, 9100])] == [
-        "tcp 0.0.0.0:8081 (python3)"
-    ]
-    scoped = probes.parse_ss("udp UNCONN 0 0 [fe80::1%eth0]:546 [::]:*\n")
+    local = [item for item in listeners if item.port in (22, 9100, 323, 46659)]
+    assert exposed_listeners(local, [22, 9100]) == []
+    extra = parse_ss('tcp LISTEN 0 5 0.0.0.0:8081 0.0.0.0:* users:(("python3",pid=9,fd=3))\n')
+    assert [str(item) for item in exposed_listeners(local + extra, [22, 9100])] == ["tcp 0.0.0.0:8081 (python3)"]
+    scoped = parse_ss("udp UNCONN 0 0 [fe80::1%eth0]:546 [::]:*\n")
     assert scoped == [Listener("udp", "fe80::1", 546, "")] and not scoped[0].loopback
 
 
 def test_port_owners() -> None:
-    listeners = probes.parse_ss(SS_OUTPUT)
-    assert probes.evaluate_port_owners(listeners, {22: "sshd", 9100: "node_exporter"}).status == "pass"
-    impostor = probes.parse_ss('tcp LISTEN 0 5 0.0.0.0:9100 0.0.0.0:* users:(("nc",pid=9,fd=3))\n')
-    outcome = probes.evaluate_port_owners(impostor, {9100: "node_exporter", 22: "sshd"})
+    listeners = parse_ss(SS_CONTROL_PLANE)
+    assert services.evaluate_port_owners(listeners, {22: "sshd", 9100: "node_exporter"}).status == "pass"
+    impostor = parse_ss('tcp LISTEN 0 5 0.0.0.0:9100 0.0.0.0:* users:(("nc",pid=9,fd=3))\n')
+    outcome = services.evaluate_port_owners(impostor, {9100: "node_exporter", 22: "sshd"})
     assert outcome.status == "fail" and "held by nc" in outcome.reason and "nothing listens on 22/tcp" in outcome.reason
-
-
-def test_expected_listeners_by_role() -> None:
-    worker = probes.HostContext("w", roles=["workers"])
-    assert probes.expected_listeners(worker) == {22: "sshd", 9100: "node_exporter", 10250: "kubelet"}
-    control = probes.HostContext("cp", roles=["control_plane", "etcd"])
-    assert probes.expected_listeners(control) == {
-        22: "sshd", 2379: "etcd", 2380: "etcd", 6443: "kube-apiserver", 9100: "node_exporter", 10250: "kubelet",
-    }  # fmt: skip
-    plain = probes.HostContext("m", roles=["monitoring"])
-    assert probes.expected_listeners(plain) == {22: "sshd", 9100: "node_exporter"}
     # the node-local balancer holds 127.0.0.1:6443 on a control plane: only the exposed holder counts
-    both = probes.parse_ss(
-        'tcp LISTEN 0 5 127.0.0.1:6443 0.0.0.0:* users:(("haproxy",pid=7,fd=8))\n'
-        'tcp LISTEN 0 5 10.0.0.11:6443 0.0.0.0:* users:(("kube-apiserver",pid=8,fd=5))\n'
-    )
-    assert probes.evaluate_port_owners(both, {6443: "kube-apiserver"}).status == "pass"
+    assert services.evaluate_port_owners(listeners, {6443: "kube-apiserver"}).status == "pass"
 
 
 def test_sysctls() -> None:
-    values = probes.parse_sysctl("net.ipv4.ip_forward = 1\nnet.ipv4.conf.all.rp_filter = 2\n")
-    assert probes.evaluate_sysctls(values, probes.SYSCTL_RULES["SPX-OS-001"]).status == "pass"
-    assert probes.evaluate_sysctls(values, probes.SYSCTL_RULES["SPX-OS-006"]).status == "pass"
-    off = probes.evaluate_sysctls({"net.ipv4.ip_forward": "0"}, probes.SYSCTL_RULES["SPX-OS-001"])
-    assert off == probes.failed("net.ipv4.ip_forward = 0 (want 1)")
-    missing = probes.evaluate_sysctls({}, probes.SYSCTL_RULES["SPX-OS-002"])
-    assert "net.bridge.bridge-nf-call-iptables is not present" in missing.reason
+    values = {"net.ipv4.ip_forward": "1", "net.ipv4.conf.all.rp_filter": "2"}
+    assert os_baseline.evaluate_sysctls(values, {"net.ipv4.conf.all.rp_filter": ("1", "2")}).status == "pass"
+    off = os_baseline.evaluate_sysctls({"net.ipv4.ip_forward": "0"}, {"net.ipv4.ip_forward": ("1",)})
+    assert off == failed("net.ipv4.ip_forward = 0 (want 1)")
+    missing = checks.run_check("SPX-OS-002", probe(FakeNode(sysctls={"net.bridge.bridge-nf-call-ip6tables": "1"})))
+    assert missing == failed("net.bridge.bridge-nf-call-iptables is not present in this kernel")
 
 
 def test_sshd_baseline() -> None:
-    settings = probes.parse_sshd_config(SSHD_T)
-    for check_id, (keyword, patterns) in probes.SSH_ALGORITHMS.items():
-        assert probes.evaluate_algorithms(settings, keyword, patterns).status == "pass", check_id
-    weak = probes.evaluate_algorithms({"macs": "hmac-sha2-256,hmac-sha1,umac-64@openssh.com"}, "macs", probes.WEAK_MACS)
+    weak = ssh.evaluate_algorithms({"macs": "hmac-sha2-256,hmac-sha1,umac-64@openssh.com"}, "macs", ssh.WEAK_MACS)
     assert weak.reason == "macs offers hmac-sha1, umac-64@openssh.com"
-    cbc = probes.evaluate_algorithms({"ciphers": "aes128-ctr,aes256-cbc"}, "ciphers", probes.WEAK_CIPHERS)
+    cbc = ssh.evaluate_algorithms({"ciphers": "aes128-ctr,aes256-cbc"}, "ciphers", ssh.WEAK_CIPHERS)
     assert cbc.status == "fail"
-    kex = probes.evaluate_algorithms({"kexalgorithms": "diffie-hellman-group14-sha1"}, "kexalgorithms", probes.WEAK_KEX)
+    kex = ssh.evaluate_algorithms({"kexalgorithms": "diffie-hellman-group14-sha1"}, "kexalgorithms", ssh.WEAK_KEX)
     assert kex.status == "fail"
-    root = probes.evaluate_sshd_setting(settings, "permitrootlogin", ("prohibit-password", "without-password"))
-    assert root.status == "pass"
-    password = probes.evaluate_sshd_setting({"passwordauthentication": "yes"}, "passwordauthentication", ("no",))
+    password = ssh.evaluate_sshd_setting({"passwordauthentication": "yes"}, "passwordauthentication", ("no",))
     assert password.reason == "passwordauthentication yes (want no)"
+    tries = converged_control_plane()
+    tries.commands["sshd -T"] = Result("maxauthtries 6\n")
+    assert checks.run_check("SPX-SSH-008", probe(tries)) == failed("maxauthtries 6 (want 4 or less)")
 
 
 def test_modes_are_at_most_and_owners_exact() -> None:
-    shadow = FileStat("/etc/shadow", 0o640, "root", "shadow", "regular file")
-    assert probes.evaluate_files([shadow], 0o640, "root", ["shadow"]).status == "pass"
-    strict = FileStat("/etc/shadow", 0o600, "root", "shadow", "regular file")
-    assert probes.evaluate_files([strict], 0o640).status == "pass"
-    loose = probes.evaluate_files([FileStat("/etc/shadow", 0o644, "root", "shadow", "regular file")], 0o640)
+    shadow = {"/etc/shadow": file("640", group="shadow")}
+    assert FileExpectation(0o640, "root", ("shadow",)).evaluate(shadow).status == "pass"
+    assert FileExpectation(0o640).evaluate({"/etc/shadow": file("600", group="shadow")}).status == "pass"
+    loose = FileExpectation(0o640).evaluate({"/etc/shadow": file("644")})
     assert loose.reason == "/etc/shadow is 0644 (want 0640 or stricter)"
-    foreign = FileStat("/x", 0o600, "nobody", "root", "regular file")
-    owned = probes.evaluate_files([foreign], user="root", groups=["root"])
+    owned = FileExpectation(user="root", groups=("root",)).evaluate({"/x": file(user="nobody")})
     assert owned.reason == "/x is owned by user nobody (want root)"
-    stats = probes.parse_stat("600\troot\troot\tregular file\t/etc/kubernetes/pki/ca.key\n")
-    assert stats["/etc/kubernetes/pki/ca.key"].mode == 0o600
+    dangling = FileExpectation(0o600).evaluate({"/x": file("", "", "", type="link")})
+    assert dangling.reason == "/x is a dangling symbolic link"
 
 
-def test_kubelet_config_settings() -> None:
-    good = {
-        "authentication": {"anonymous": {"enabled": False}, "x509": {"clientCAFile": "/etc/kubernetes/pki/ca.crt"}},
-        "authorization": {"mode": "Webhook"},
-        "readOnlyPort": 0,
-    }
-    for check_id in ("4.2.1", "4.2.2", "4.2.3", "4.2.4", "4.2.5", "4.2.6", "4.2.10"):
-        assert probes.evaluate_kubelet_config(check_id, good, "c.yaml").status == "pass", check_id
-    bad = {"authentication": {"anonymous": {"enabled": True}}, "authorization": {"mode": "AlwaysAllow"},
-           "readOnlyPort": 10255, "streamingConnectionIdleTimeout": "0", "makeIPTablesUtilChains": False,
-           "rotateCertificates": False}  # fmt: skip
-    for check_id in ("4.2.1", "4.2.2", "4.2.3", "4.2.4", "4.2.5", "4.2.6", "4.2.10"):
-        assert probes.evaluate_kubelet_config(check_id, bad, "c.yaml").status == "fail", check_id
-    assert probes.evaluate_proxy_metrics({"metricsBindAddress": "0.0.0.0:10249"}, "p").status == "fail"
-    assert probes.evaluate_proxy_metrics({"metricsBindAddress": "127.0.0.1:10249"}, "p").status == "pass"
-    assert probes.evaluate_proxy_metrics({}, "p").status == "pass"
+GOOD_KUBELET = """\
+authentication: {anonymous: {enabled: false}, x509: {clientCAFile: /etc/kubernetes/pki/ca.crt}}
+authorization: {mode: Webhook}
+readOnlyPort: 0
+"""
+BAD_KUBELET = """\
+authentication: {anonymous: {enabled: true}}
+authorization: {mode: AlwaysAllow}
+readOnlyPort: 10255
+streamingConnectionIdleTimeout: "0"
+makeIPTablesUtilChains: false
+rotateCertificates: false
+"""
+KUBELET_SETTINGS = ("4.2.1", "4.2.2", "4.2.3", "4.2.4", "4.2.5", "4.2.6", "4.2.10")
 
 
-class FakeResult:
-    def __init__(self, stdout: str = "", rc: int = 0) -> None:
-        self.stdout, self.stderr, self.rc = stdout, "", rc
+@pytest.mark.parametrize(("content", "status"), [(GOOD_KUBELET, "pass"), (BAD_KUBELET, "fail")])
+def test_kubelet_config_settings(content: str, status: str) -> None:
+    node = FakeNode(files={cis_worker.KUBELET_CONFIG: file("600", content=content)})
+    for check_id in KUBELET_SETTINGS:
+        assert checks.run_check(check_id, probe(node)).status == status, check_id
 
 
-class FakeHost:
-    """A testinfra-like host answering commands by their first word."""
-
-    def __init__(self, answers: dict[str, str]) -> None:
-        self.answers = answers
-        self.commands: list[str] = []
-
-    def run(self, command: str) -> FakeResult:
-        self.commands.append(command)
-        for prefix, output in self.answers.items():
-            if command.startswith(prefix):
-                return FakeResult(output)
-        return FakeResult("")
-
-
-UNITS_ABSENT = "\n\n".join(
-    f"Id={name}\nLoadState=not-found\nActiveState=inactive\nUnitFileState=" for name in probes.ALL_UNITS
-)
-
-
-def _probe(answers: dict[str, str], roles: list[str] | None = None, **data: Any) -> Probe:
-    return Probe(FakeHost({"systemctl show": UNITS_ABSENT, **answers}), HostContext("n1", roles or [], [], data))
+def test_kube_proxy_metrics() -> None:
+    assert cis_worker.evaluate_proxy_metrics({"metricsBindAddress": "0.0.0.0:10249"}, "p").status == "fail"
+    assert cis_worker.evaluate_proxy_metrics({"metricsBindAddress": "127.0.0.1:10249"}, "p").status == "pass"
+    assert cis_worker.evaluate_proxy_metrics({"metricsBindAddress": "[::1]:10249"}, "p").status == "pass"
+    assert cis_worker.evaluate_proxy_metrics({}, "p").status == "pass"
 
 
 def test_fluentd_not_applicable_only_when_disabled_for_the_host() -> None:
-    absent = {"dpkg-query": "openssh-server\tii \n"}
-    assert probes.run_check("SPX-SVC-006", _probe(absent, fluentd_enabled=False)).status == "not_applicable"
-    enabled = probes.run_check("SPX-SVC-006", _probe(absent))  # the deploy's default is on
-    assert enabled == probes.failed("fluentd_enabled is true for this host but fluent-package is not installed")
+    absent = FakeNode(packages={"openssh-server"})
+    assert checks.run_check("SPX-SVC-006", probe(absent, fluentd_enabled=False)).status == "not_applicable"
+    enabled = checks.run_check("SPX-SVC-006", probe(absent))  # the deploy's default is on
+    assert enabled == failed("fluentd_enabled is true for this host but fluent-package is not installed")
 
 
 def test_kubernetes_files_absent_are_not_applicable_present_are_checked() -> None:
-    probe = _probe({}, roles=["control_plane", "etcd"])
+    empty = probe(FakeNode())
     for check_id in ("4.1.1", "4.1.5", "4.1.9", "4.2.1", "4.3.1", "1.1.1", "1.1.11", "1.1.19", "SPX-SVC-007"):
-        outcome = probes.run_check(check_id, probe)
+        outcome = checks.run_check(check_id, empty)
         assert outcome.status == "not_applicable", (check_id, outcome)
-    assert "no kubelet.service" in probes.run_check("4.1.9", probe).reason
-    worker = probes.run_check("1.1.13", _probe({}, roles=["workers"]))
-    assert worker.reason.startswith("not a control_plane host")
+    assert "no kubelet.service" in checks.run_check("4.1.9", empty).reason
+    assert checks.run_check("1.1.13", probe(FakeNode(), roles=["workers"])).reason.startswith("not a control_plane")
 
-    present = _probe({"stat": "644\troot\troot\tregular file\t/var/lib/kubelet/config.yaml\n",
-                      "cat": "readOnlyPort: 10255\n"})  # fmt: skip
-    assert probes.run_check("4.1.9", present) == probes.failed(
-        "/var/lib/kubelet/config.yaml is 0644 (want 0600 or stricter)"
+    present = probe(FakeNode(files={cis_worker.KUBELET_CONFIG: file("644", content="readOnlyPort: 10255\n")}))
+    assert checks.run_check("4.1.9", present) == failed("/var/lib/kubelet/config.yaml is 0644 (want 0600 or stricter)")
+    assert checks.run_check("4.1.10", present).status == "pass"
+    assert checks.run_check("4.2.4", present).status == "fail"
+
+
+def test_drop_ins_of_the_kubelet_unit_are_checked_by_glob() -> None:
+    node = converged_control_plane()
+    node.files["/etc/systemd/system/kubelet.service.d/20-extra.conf"] = file("644")
+    assert failing(probe(node)) == {
+        "4.1.1": "/etc/systemd/system/kubelet.service.d/20-extra.conf is 0644 (want 0600 or stricter)"
+    }
+
+
+def test_installed_components_missing_their_files_fail() -> None:
+    kubelet = probe(FakeNode(units={"kubelet.service": unit()}))
+    assert checks.run_check("4.1.5", kubelet) == failed(
+        "/etc/kubernetes/kubelet.conf missing although kubelet.service is installed"
     )
-    assert probes.run_check("4.1.10", present).status == "pass"
-    assert probes.run_check("4.2.4", present).status == "fail"
+    assert checks.run_check("4.1.9", kubelet).status == "not_applicable"  # "if the config file is used"
+    assert checks.run_check("4.2.1", kubelet).status == "fail"
+    etcd = probe(FakeNode(units={"etcd.service": unit()}))
+    assert checks.run_check("1.1.11", etcd) == failed("/var/lib/etcd missing although etcd is installed here")
+    control_plane = probe(FakeNode(units={"kube-apiserver.service": unit()}))
+    assert checks.run_check("1.1.19", control_plane) == failed(
+        "/etc/kubernetes/pki missing although the control plane is installed here"
+    )
 
 
-def test_kubelet_installed_but_its_kubeconfig_missing_fails() -> None:
-    units = UNITS_ABSENT.replace("Id=kubelet.service\nLoadState=not-found", "Id=kubelet.service\nLoadState=loaded")
-    probe = Probe(FakeHost({"systemctl show": units}), HostContext("n1"))
-    assert probes.run_check("4.1.5", probe).status == "fail"
-    assert probes.run_check("4.1.9", probe).status == "not_applicable"  # "if the config file is used"
+def test_services_must_be_active_now_and_at_boot() -> None:
+    node = converged_control_plane()
+    node.units["chrony.service"] = unit(active="activating", enabled="disabled")
+    del node.units["containerd.service"]
+    assert failing(probe(node)) == {
+        "SPX-SVC-001": "containerd.service is not installed",
+        "SPX-SVC-003": "chrony.service is activating; chrony.service is disabled at boot",
+    }
 
 
 def test_loaded_audit_rules_are_not_applicable_in_a_container_only() -> None:
-    container = probes.run_check("SPX-OS-041", _probe({"systemd-detect-virt": "systemd-nspawn\n"}))
+    node = converged_control_plane()
+    node.container = "systemd-nspawn"
+    container = checks.run_check("SPX-OS-041", probe(node))
     assert container.status == "not_applicable" and "systemd-nspawn container" in container.reason
-    answers = {"systemd-detect-virt": "none\n", "cat": "-w /etc/passwd -p wa -k identity\n", "auditctl": "No rules\n"}
-    vm = probes.run_check("SPX-OS-041", _probe(answers))
-    assert vm.status == "fail" and "identity" in vm.reason
+    unloaded = converged_control_plane()
+    unloaded.commands["auditctl -l"] = Result("No rules\n")
+    assert failing(probe(unloaded)) == {
+        "SPX-OS-041": "rules with keys identity, kubernetes from /etc/audit/rules.d/60-spectra-kubernetes.rules "
+        "are not loaded"
+    }
 
 
 def test_an_error_reading_the_host_fails_the_check_with_the_cause() -> None:
@@ -227,38 +329,20 @@ def test_an_error_reading_the_host_fails_the_check_with_the_cause() -> None:
         def run(self, command: str) -> Any:
             raise RuntimeError("ssh: connect to host 10.0.0.1 port 22: No route to host")
 
-    outcome = probes.run_check("SPX-SSH-004", Probe(Broken(), HostContext("n1")))
+    outcome = checks.run_check("SPX-SSH-004", Probe(SshReader(Broken(), "n1"), HostContext("n1")))
     assert outcome.status == "fail" and "No route to host" in outcome.reason
 
 
-def test_reads_are_batched_and_cached_per_host() -> None:
-    host = FakeHost({"sysctl": "net.ipv4.ip_forward = 1\n"})
-    probe = Probe(host, HostContext("n1"))
-    for check_id in probes.SYSCTL_RULES:
-        probes.run_check(check_id, probe)
-    assert [command.split()[0] for command in host.commands] == ["sysctl"]
-
-
 def test_an_unreachable_host_is_tried_once_then_every_check_fails_with_the_ssh_error() -> None:
-    class Unreachable:
-        calls = 0
-
-        def run(self, command: str) -> Any:
-            Unreachable.calls += 1
-            raise RuntimeError(FakeResult("", 255).__class__)  # not a CommandResult: re-raised as is
-
     class NoRoute:
         calls = 0
 
         def run(self, command: str) -> Any:
             NoRoute.calls += 1
-            result = FakeResult("", 255)
-            result.stderr = "ssh: connect to host 10.0.0.1 port 22: No route to host\n"
-            raise RuntimeError(result)
+            raise RuntimeError(Result("", 255, "ssh: connect to host 10.0.0.1 port 22: No route to host\n"))
 
-    probe = Probe(NoRoute(), HostContext("n1"))
-    outcomes = [probes.run_check(check_id, probe) for check_id in ("SPX-SSH-004", "SPX-OS-001", "SPX-SVC-001")]
+    target = Probe(SshReader(NoRoute(), "n1"), HostContext("n1"))
+    results = [checks.run_check(check_id, target) for check_id in ("SPX-SSH-004", "SPX-OS-001", "SPX-SVC-001")]
     assert NoRoute.calls == 1
     reason = "cannot reach n1 over ssh: ssh: connect to host 10.0.0.1 port 22: No route to host"
-    assert {o.reason for o in outcomes} == {reason}
-    assert probes.run_check("SPX-OS-001", Probe(Unreachable(), HostContext("n1"))).status == "fail"
+    assert {outcome.reason for outcome in results} == {reason}

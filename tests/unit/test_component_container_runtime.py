@@ -1,13 +1,17 @@
 from __future__ import annotations
 
+import re
+from typing import Any
+
 import pytest
 from pyinfra.api import DeployError
 
-from deploys.components.container_runtime import container_runtime
+from deploys.components.container_runtime import COMPONENT, container_runtime
+from deploys.settings import owners
 from facts.cgroup import CgroupVersion
 from facts.systemd import SystemdUnits
 from tests.unit.component_facts import RUNNING, files_from_uploads, fresh
-from tests.unit.pyinfra_harness import run_deploy
+from tests.unit.pyinfra_harness import run_component, run_deploy
 
 pytestmark = pytest.mark.unit
 
@@ -99,3 +103,51 @@ def test_upstream_downloads_verified() -> None:
     unit = result.uploads["/etc/systemd/system/.containerd.service.spectra-new"]
     assert "ExecStart=/usr/local/bin/containerd" in unit
     assert result.op("containerd running").commands[0] == "systemctl daemon-reload"
+
+
+def test_component_reads_everything_in_one_command() -> None:
+    result = run_component(COMPONENT, facts=fresh())
+    assert len(result.fact_reads) == 1
+    assert result.commands == run_deploy(container_runtime, facts=fresh()).commands
+
+
+UPSTREAM = {"container_runtime_install_method": "upstream"}
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        ({"container_runtime_install_method": "snap"}, "container_runtime_install_method='snap': not one of"),
+        (
+            {"containerd_registry_auths": {"registry.example": {"user": "u", "password": "hunter2"}}},
+            "containerd_registry_auths['registry.example']: unknown keys ['user']",
+        ),
+        ({"containerd_registry_auths": {"registry.example": "hunter2"}}, "containerd_registry_auths['registry.exa"),
+        ({"containerd_registry_mirrors": {"../../etc": ["https://m"]}}, "'../../etc' is not a registry host"),
+        ({"containerd_registry_mirrors": {"docker.io": "https://m"}}, "containerd_registry_mirrors['docker.io']="),
+        ({"containerd_registry_mirrors": {"docker.io": ["m.example"]}}, "a list of http(s) URLs"),
+        ({"containerd_registry_servers": {"docker.io": "registry-1.docker.io"}}, "['docker.io']='registry-1."),
+        ({**UPSTREAM, "runc_download_url": "https://m/runc.{architecture}"}, "runc_download_url='https://m/runc."),
+        ({**UPSTREAM, "containerd_sha256": {"1.7.22": {"amd64": "abc"}}}, "containerd_sha256['1.7.22']['amd64']"),
+        ({**UPSTREAM, "cni_plugins_sha256": {"1.5.1": "c" * 64}}, "cni_plugins_sha256={'1.5.1'"),
+    ],
+)
+def test_bad_settings_refused_before_any_fact_or_operation(data: dict[str, Any], message: str) -> None:
+    # no fact is given: reading one before the refusal would fail with MissingFact instead
+    with pytest.raises(DeployError, match=re.escape(message)) as error:
+        run_component(COMPONENT, facts={}, data=data)
+    assert "hunter2" not in str(error.value)  # credentials are named, never shown
+
+
+def test_checks_are_pure_and_download_settings_matter_for_upstream_only() -> None:
+    defaults = {key: owner.default for key, owner in owners().items()}
+    assert COMPONENT.problems(defaults) == []
+    assert COMPONENT.problems({**defaults, **UPSTREAM}) == []  # no sums yet: the host's architecture decides
+    assert COMPONENT.problems({**defaults, "runc_download_url": "{nothing}"}) == []
+    lab_mirrors = {"registry.k8s.io": ["http://198.18.0.1:5000"], "docker.io": ["http://198.18.0.1:5000"]}
+    assert COMPONENT.problems({**defaults, "containerd_registry_mirrors": lab_mirrors}) == []
+
+
+def test_switched_off_reads_nothing_and_does_nothing() -> None:
+    result = run_component(COMPONENT, facts={}, data={"container_runtime_enabled": False})
+    assert result.fact_reads == [] and result.ops == []

@@ -2,7 +2,6 @@ from __future__ import annotations
 
 import base64
 import hashlib
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -13,13 +12,15 @@ from pyinfra.api import DeployError, OperationError
 from deploys import checksums
 from deploys.components import control_plane as cp
 from deploys.components import pki as pki_component
+from deploys.components.control_plane_rbac import BOOTSTRAP_DIR, RBAC_BINDINGS
+from deploys.components.control_plane_secrets import ENCRYPTION_KEY_FILE
 from deploys.operations.download import stamp_path
 from facts.files import FileStates
 from facts.kubernetes import ClusterRoleBindings
 from facts.systemd import SystemdUnits
 from tests.unit.component_facts import RUNNING, fresh
 from tests.unit.pki_support import NOW, key_factory
-from tests.unit.pyinfra_harness import HOSTNAME, Result, run_deploy
+from tests.unit.pyinfra_harness import Result, run_component
 
 pytestmark = pytest.mark.unit
 
@@ -36,29 +37,11 @@ OK_BINDINGS: dict[str, Any] = {
     "message": "",
     "bindings": {
         name: {"role": f"ClusterRole/{role}", "subjects": [f"Group:{group}"]}
-        for name, (role, group) in cp.RBAC_BINDINGS.items()
+        for name, (role, group) in RBAC_BINDINGS.items()
     },
 }
 
 FORBIDDEN = {"state": "forbidden", "bindings": {}, "message": "Error from server (Forbidden): ..."}
-
-
-@dataclass
-class Member:
-    name: str
-    data: dict[str, Any] = field(default_factory=dict)
-
-
-class FakeInventory:
-    def __init__(self, groups: dict[str, list[Member]]) -> None:
-        self.groups = groups
-
-    def get_group(self, name: str, default: Any = None) -> list[Member]:
-        return self.groups.get(name, default or [])
-
-
-def cluster(monkeypatch: pytest.MonkeyPatch, control_plane: list[Member], etcd: list[Member]) -> None:
-    monkeypatch.setattr(cp, "inventory", FakeInventory({"control_plane": control_plane, "etcd": etcd}))
 
 
 @pytest.fixture(autouse=True)
@@ -68,9 +51,6 @@ def setup(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.setattr(checksums, "KUBERNETES_TABLE", table)
     monkeypatch.setattr(pki_component, "key_factory", key_factory())
     monkeypatch.setattr(pki_component, "utcnow", lambda: NOW)
-    monkeypatch.setattr(pki_component, "cluster_hosts", lambda: list(pki_component.host.state.inventory))
-    me = Member(HOSTNAME, {"ssh_hostname": "10.0.0.11"})
-    cluster(monkeypatch, [me], [me])
     return tmp_path / "pki"
 
 
@@ -82,6 +62,9 @@ def base(pki_dir: Path) -> dict[str, Any]:
         "pki_dir": str(pki_dir),
         "pki_key_algorithm": "ecdsa-p256",
     }
+
+
+KUBERNETES_DIRS = ("/etc/kubernetes/", "/srv/k8s/")  # kubernetes_config_dir: the default and test_settings_...
 
 
 # the PKI's files on the host, each with its own sum
@@ -96,14 +79,23 @@ def pki_file(path: str) -> dict[str, Any]:
 
 
 def with_pki(paths: list[str], **_: Any) -> dict[str, Any]:
-    return {path: pki_file(path) if path.startswith("/etc/kubernetes/") and not path.endswith(".yaml") else None
+    return {path: pki_file(path) if path.startswith(KUBERNETES_DIRS) and not path.endswith(".yaml") else None
             for path in paths}  # fmt: skip
 
 
-def deploy(pki_dir: Path, data: dict[str, Any] | None = None, facts: dict[Any, Any] | None = None) -> Result:
+def deploy(
+    pki_dir: Path,
+    data: dict[str, Any] | None = None,
+    facts: dict[Any, Any] | None = None,
+    others: dict[str, dict[str, Any]] | None = None,
+) -> Result:
+    """The component as an entry file runs it; ``others``: more inventory hosts, with this one's shared settings."""
     # a first run: admin.conf's identity has no rights yet when the bindings are read (after the apiserver started)
     given = fresh({FileStates: with_pki, ClusterRoleBindings: lambda **_: FORBIDDEN, **(facts or {})})
-    return run_deploy(cp.control_plane, facts=given, data={**base(pki_dir), **(data or {})})
+    settings = {**base(pki_dir), **(data or {})}
+    shared = {key: value for key, value in settings.items() if key in pki_component.CLUSTER_SETTINGS}
+    inventory = {name: {**shared, **values} for name, values in (others or {}).items()}
+    return run_component(cp.COMPONENT, facts=given, data=settings, others=inventory)
 
 
 def flags(unit: str) -> dict[str, str]:
@@ -117,11 +109,56 @@ def flags(unit: str) -> dict[str, str]:
 
 
 def test_disabled_or_not_a_control_plane(setup: Path) -> None:
-    data = {"roles": ["control_plane"], "ssh_hostname": "10.0.0.11", "control_plane_enabled": False}
-    result = run_deploy(cp.control_plane, facts=fresh(), data=data)
+    result = deploy(setup, {"control_plane_enabled": False})
     assert result.commands == [] and result.fact_reads == []
     result = deploy(setup, {"roles": ["workers", "etcd"]})
     assert result.commands == [] and result.fact_reads == []
+
+
+CIPHERS = ",".join(cp.DEFAULTS["control_plane_tls_cipher_suites"])
+APISERVER_FLAGS = {
+    "advertise-address": "10.0.0.11",
+    "bind-address": "10.0.0.11",  # never 127.0.0.1: the balancer's
+    "secure-port": "6443",
+    "authentication-config": "/etc/kubernetes/authentication-config.yaml",
+    "authorization-mode": "Node,RBAC",
+    "enable-admission-plugins": "NodeRestriction",
+    "allow-privileged": "true",
+    "profiling": "false",
+    "client-ca-file": f"{PKI}/ca.crt",
+    "tls-cert-file": f"{PKI}/apiserver.crt",
+    "tls-private-key-file": f"{PKI}/apiserver.key",
+    "tls-min-version": "VersionTLS12",
+    "tls-cipher-suites": CIPHERS,
+    "kubelet-certificate-authority": f"{PKI}/ca.crt",
+    "kubelet-client-certificate": f"{PKI}/apiserver-kubelet-client.crt",
+    "kubelet-client-key": f"{PKI}/apiserver-kubelet-client.key",
+    "kubelet-preferred-address-types": "InternalIP,ExternalIP,Hostname",
+    "etcd-servers": "https://10.0.0.11:2379",
+    "etcd-cafile": f"{PKI}/etcd/ca.crt",
+    "etcd-certfile": f"{PKI}/apiserver-etcd-client.crt",
+    "etcd-keyfile": f"{PKI}/apiserver-etcd-client.key",
+    "encryption-provider-config": "/etc/kubernetes/encryption-config.yaml",
+    "service-cluster-ip-range": "10.96.0.0/12",
+    "service-node-port-range": "30000-32767",  # the cluster setting cluster_nodeport_range
+    "service-account-issuer": "https://kubernetes.default.svc.cluster.local",
+    "service-account-key-file": f"{PKI}/sa.pub",
+    "service-account-signing-key-file": f"{PKI}/sa.key",
+    "service-account-lookup": "true",
+    "requestheader-client-ca-file": f"{PKI}/front-proxy-ca.crt",
+    "requestheader-allowed-names": "front-proxy-client",
+    "requestheader-extra-headers-prefix": "X-Remote-Extra-",
+    "requestheader-group-headers": "X-Remote-Group",
+    "requestheader-username-headers": "X-Remote-User",
+    "proxy-client-cert-file": f"{PKI}/front-proxy-client.crt",
+    "proxy-client-key-file": f"{PKI}/front-proxy-client.key",
+    "shutdown-watch-termination-grace-period": "5s",  # a restart does not wait 60 s for watches
+    "audit-policy-file": "/etc/kubernetes/audit-policy.yaml",
+    "audit-log-path": "/var/log/kubernetes/audit/audit.log",
+    "audit-log-maxage": "30",
+    "audit-log-maxbackup": "10",
+    "audit-log-maxsize": "100",
+}
 
 
 def test_apiserver_flags(setup: Path) -> None:
@@ -129,53 +166,37 @@ def test_apiserver_flags(setup: Path) -> None:
     unit = result.uploads[UNIT.format("kube-apiserver")]
     assert "ExecStart=/usr/local/bin/kube-apiserver \\\n    --advertise-address=10.0.0.11 \\\n" in unit
     got = flags(unit)
-    assert got["bind-address"] == got["advertise-address"] == "10.0.0.11"  # never 127.0.0.1: the balancer's
-    assert got["secure-port"] == "6443"
-    assert got["authorization-mode"] == "Node,RBAC"
-    assert got["enable-admission-plugins"] == "NodeRestriction"
-    assert got["profiling"] == "false"
-    assert "anonymous-auth" not in got  # the authentication configuration limits anonymous access to health paths
-    assert got["authentication-config"] == "/etc/kubernetes/authentication-config.yaml"
-    assert got["audit-log-path"] == "/var/log/kubernetes/audit/audit.log"
-    assert (got["audit-log-maxage"], got["audit-log-maxbackup"], got["audit-log-maxsize"]) == ("30", "10", "100")
-    assert got["audit-policy-file"] == "/etc/kubernetes/audit-policy.yaml"
-    assert got["encryption-provider-config"] == "/etc/kubernetes/encryption-config.yaml"
-    assert got["kubelet-certificate-authority"] == f"{PKI}/ca.crt"
-    assert got["kubelet-client-certificate"] == f"{PKI}/apiserver-kubelet-client.crt"
-    assert got["tls-min-version"] == "VersionTLS12"
+    assert list(got.items()) == list(APISERVER_FLAGS.items())  # every flag, in order
     assert "TLS_RSA_" not in got["tls-cipher-suites"] and "CBC" not in got["tls-cipher-suites"]
-    assert got["service-account-issuer"] == "https://kubernetes.default.svc.cluster.local"
-    assert got["service-account-key-file"] == f"{PKI}/sa.pub"
-    assert got["service-account-signing-key-file"] == f"{PKI}/sa.key"
-    assert got["requestheader-client-ca-file"] == f"{PKI}/front-proxy-ca.crt"
-    assert got["requestheader-allowed-names"] == "front-proxy-client"
-    assert got["proxy-client-cert-file"] == f"{PKI}/front-proxy-client.crt"
-    assert got["etcd-servers"] == "https://10.0.0.11:2379"
-    assert got["etcd-cafile"] == f"{PKI}/etcd/ca.crt"
-    assert got["etcd-certfile"] == f"{PKI}/apiserver-etcd-client.crt"
-    assert got["service-cluster-ip-range"] == "10.96.0.0/12"
-    assert got["shutdown-watch-termination-grace-period"] == "5s"  # a restart does not wait 60 s for watches
     assert "ReadWritePaths=/var/log/kubernetes/audit" in unit and "CapabilityBoundingSet=\n" in unit
 
 
 def test_controller_manager_and_scheduler_flags(setup: Path) -> None:
     result = deploy(setup)
     cm = flags(result.uploads[UNIT.format("kube-controller-manager")])
-    assert cm["kubeconfig"] == cm["authentication-kubeconfig"] == "/etc/kubernetes/controller-manager.conf"
-    assert cm["bind-address"] == "127.0.0.1"
-    assert cm["use-service-account-credentials"] == "true"
-    assert cm["cluster-signing-cert-file"] == f"{PKI}/ca.crt" and cm["cluster-signing-key-file"] == f"{PKI}/ca.key"
-    assert cm["root-ca-file"] == f"{PKI}/ca.crt"
-    assert cm["service-account-private-key-file"] == f"{PKI}/sa.key"
-    assert cm["allocate-node-cidrs"] == "false"
-    assert cm["controllers"] == "*,bootstrapsigner,tokencleaner"
-    assert cm["leader-elect"] == "true" and cm["profiling"] == "false"
-    assert cm["terminated-pod-gc-threshold"] == "1000"
-    assert cm["cluster-name"] == "kubernetes"
+    kubeconfig = "/etc/kubernetes/controller-manager.conf"
+    assert list(cm.items()) == list({
+        "kubeconfig": kubeconfig, "authentication-kubeconfig": kubeconfig, "authorization-kubeconfig": kubeconfig,
+        "bind-address": "127.0.0.1",
+        "secure-port": "10257",  # the cluster setting controller_manager_port
+        "tls-min-version": "VersionTLS12", "tls-cipher-suites": CIPHERS,
+        "client-ca-file": f"{PKI}/ca.crt", "requestheader-client-ca-file": f"{PKI}/front-proxy-ca.crt",
+        "cluster-name": "kubernetes", "root-ca-file": f"{PKI}/ca.crt",
+        "service-account-private-key-file": f"{PKI}/sa.key", "use-service-account-credentials": "true",
+        "service-cluster-ip-range": "10.96.0.0/12", "allocate-node-cidrs": "false",
+        "controllers": "*,bootstrapsigner,tokencleaner", "leader-elect": "true", "profiling": "false",
+        "terminated-pod-gc-threshold": "1000",
+        "cluster-signing-cert-file": f"{PKI}/ca.crt", "cluster-signing-key-file": f"{PKI}/ca.key",
+    }.items())  # fmt: skip
     scheduler = flags(result.uploads[UNIT.format("kube-scheduler")])
-    assert scheduler["kubeconfig"] == "/etc/kubernetes/scheduler.conf"
-    assert scheduler["bind-address"] == "127.0.0.1"
-    assert scheduler["leader-elect"] == "true" and scheduler["profiling"] == "false"
+    kubeconfig = "/etc/kubernetes/scheduler.conf"
+    assert list(scheduler.items()) == list({
+        "kubeconfig": kubeconfig, "authentication-kubeconfig": kubeconfig, "authorization-kubeconfig": kubeconfig,
+        "bind-address": "127.0.0.1",
+        "secure-port": "10259",  # the cluster setting scheduler_port
+        "tls-min-version": "VersionTLS12", "tls-cipher-suites": CIPHERS,
+        "leader-elect": "true", "profiling": "false",
+    }.items())  # fmt: skip
 
 
 def test_without_the_ca_key_no_csr_signing(setup: Path) -> None:
@@ -184,24 +205,44 @@ def test_without_the_ca_key_no_csr_signing(setup: Path) -> None:
     assert "cluster-signing-key-file" not in cm
 
 
-def test_settings_and_extra_args(setup: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_settings_and_extra_args(setup: Path) -> None:
     data = {
-        "control_plane_apiserver_port": 7443,
+        "apiserver_port": 7443,
+        "controller_manager_port": 11257,
+        "scheduler_port": 11259,
+        "cluster_nodeport_range": "31000-31999",
         "cluster_service_cidr": "10.32.0.0/16",
+        "cluster_dns_ip": "10.32.0.10",
         "cluster_domain": "k8s.example",
+        "kubernetes_pki_dir": "/srv/k8s/pki",
+        "kubernetes_config_dir": "/srv/k8s",
         "control_plane_apiserver_extra_args": {"--event-ttl": "2h", "profiling": False},
         "control_plane_scheduler_extra_args": {"v": 2},
         "control_plane_audit_log_dir": "/srv/audit",
-        "pki_node_address": "10.1.0.5",
     }
     result = deploy(setup, data)
     api = flags(result.uploads[UNIT.format("kube-apiserver")])
-    assert api["secure-port"] == "7443" and api["bind-address"] == "10.1.0.5"
+    assert api["secure-port"] == "7443" and api["service-node-port-range"] == "31000-31999"
     assert api["service-cluster-ip-range"] == "10.32.0.0/16"
     assert api["service-account-issuer"] == "https://kubernetes.default.svc.k8s.example"
     assert api["event-ttl"] == "2h" and api["audit-log-path"] == "/srv/audit/audit.log"
-    assert flags(result.uploads[UNIT.format("kube-scheduler")])["v"] == "2"
+    assert api["client-ca-file"] == "/srv/k8s/pki/ca.crt"
+    assert api["authentication-config"] == "/srv/k8s/authentication-config.yaml"
+    scheduler = flags(result.uploads[UNIT.format("kube-scheduler")])
+    assert scheduler["v"] == "2" and scheduler["secure-port"] == "11259"
+    assert scheduler["kubeconfig"] == "/srv/k8s/scheduler.conf"
+    assert flags(result.uploads[UNIT.format("kube-controller-manager")])["secure-port"] == "11257"
     assert result.op("Audit log directory").commands[-1] == "chmod 700 /srv/audit"
+    assert "/srv/k8s/.encryption-config.yaml.spectra-new" in result.uploads
+
+
+def test_node_address_is_the_apiserver_address(setup: Path) -> None:
+    where = {"node_address": "10.9.0.11", "private_ip": "10.0.0.99", "ssh_hostname": "203.0.113.11"}
+    result = deploy(setup, where)
+    api = flags(result.uploads[UNIT.format("kube-apiserver")])
+    assert api["bind-address"] == api["advertise-address"] == "10.9.0.11"
+    assert api["etcd-servers"] == "https://10.9.0.11:2379"  # this host is also the etcd member
+    assert "--server https://10.9.0.11:6443" in result.op("kube-apiserver ready").commands[0]
 
 
 def test_flag_values_are_escaped_for_systemd(setup: Path) -> None:
@@ -210,33 +251,50 @@ def test_flag_values_are_escaped_for_systemd(setup: Path) -> None:
     assert "--x=100%% \\" in unit and '"--y=a b"' in unit
 
 
-def test_three_etcd_members(setup: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    me = Member(HOSTNAME, {"ssh_hostname": "10.0.0.11"})
-    etcd = [
-        Member("etcd-c", {"ssh_hostname": "10.0.0.23", "etcd_client_port": 12379}),
-        Member("etcd-a", {"ssh_hostname": "bastion", "private_ip": "10.0.0.21"}),
-        Member("etcd-b", {"etcd_address": "fd00::22"}),
-    ]
-    cluster(monkeypatch, [me], etcd)
-    api = flags(deploy(setup).uploads[UNIT.format("kube-apiserver")])
-    assert api["etcd-servers"] == "https://10.0.0.21:2379,https://[fd00::22]:2379,https://10.0.0.23:12379"
+def test_three_etcd_members(setup: Path) -> None:
+    etcd = {
+        "etcd-c": {"roles": ["etcd"], "ssh_hostname": "10.0.0.23"},
+        "etcd-a": {"roles": ["etcd"], "ssh_hostname": "bastion", "private_ip": "10.0.0.21"},
+        "etcd-b": {"roles": ["etcd"], "node_address": "fd00::22"},
+    }
+    api = flags(deploy(setup, others=etcd).uploads[UNIT.format("kube-apiserver")])
+    expected = "https://10.0.0.21:2379,https://[fd00::22]:2379,https://10.0.0.23:2379,https://10.0.0.11:2379"
+    assert api["etcd-servers"] == expected  # every member by name, this host (testhost) last
 
 
-def test_no_etcd_members_refused(setup: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    cluster(monkeypatch, [Member(HOSTNAME)], [])
-    with pytest.raises(DeployError, match="no etcd servers: the inventory group etcd is empty"):
-        deploy(setup)
+def test_no_etcd_members_refused(setup: Path) -> None:
+    with pytest.raises(DeployError, match="no etcd servers: no inventory host has the etcd role"):
+        deploy(setup, {"roles": ["control_plane"]})
     # external etcd: the servers given
-    api = flags(
-        deploy(setup, {"control_plane_etcd_servers": ["https://ext:2379"]}).uploads[UNIT.format("kube-apiserver")]
-    )
+    external = {"roles": ["control_plane"], "control_plane_etcd_servers": ["https://ext:2379"]}
+    api = flags(deploy(setup, external).uploads[UNIT.format("kube-apiserver")])
     assert api["etcd-servers"] == "https://ext:2379"
 
 
 @pytest.mark.parametrize("address", ["127.0.0.1", "0.0.0.0", "cp1.example.com"])
 def test_apiserver_address_must_be_a_routable_ip(setup: Path, address: str) -> None:
-    with pytest.raises(DeployError, match="must not bind|binds to an IP address"):
-        deploy(setup, {"pki_node_address": address})
+    with pytest.raises(DeployError, match="must not bind|is not an IP address for the apiserver's bind address"):
+        deploy(setup, {"node_address": address})
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        ({"control_plane_encryption_provider": "aesgcm"},
+         "control_plane_encryption_provider='aesgcm': not one of 'secretbox', 'aescbc'"),
+        ({"control_plane_tls_min_version": "VersionTLS10"}, "control_plane_tls_min_version='VersionTLS10': not one"),
+        ({"control_plane_apiserver_extra_args": {"bad flag": "x"}}, "['bad flag'] are not flag names"),
+        ({"control_plane_anonymous_paths": ["readyz"]}, "control_plane_anonymous_paths=['readyz']: a list of URL"),
+        ({"control_plane_etcd_servers": ["http://ext:2379"]}, "control_plane_etcd_servers=['http://ext:2379']"),
+        ({"control_plane_shutdown_watch_grace_period": "5"}, "control_plane_shutdown_watch_grace_period='5'"),
+        ({"kubernetes_version": "1.36.3"}, "kubernetes_version='1.36.3': a release tag like v1.36.3"),
+    ],
+)  # fmt: skip
+def test_bad_settings_refused_before_anything(setup: Path, data: dict[str, Any], message: str) -> None:
+    with pytest.raises(DeployError, match="invalid settings") as error:
+        deploy(setup, data)
+    assert message in str(error.value)
+    assert not setup.exists()  # neither the PKI nor the encryption key was made
 
 
 def test_missing_kubernetes_sums_refused(setup: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -297,13 +355,11 @@ def test_config_files(setup: Path) -> None:
         deploy(setup, {"control_plane_encryption_provider": "aescbc"}).uploads[CONFIGS["encryption"]]
     )
     assert list(aescbc["resources"][0]["providers"][0]) == ["aescbc"]
-    with pytest.raises(DeployError, match="control_plane_encryption_provider must be one of"):
-        deploy(setup, {"control_plane_encryption_provider": "aesgcm"})
 
 
 def test_encryption_key_made_once_and_reused(setup: Path) -> None:
     first = deploy(setup).uploads[CONFIGS["encryption"]]
-    path = setup / cp.ENCRYPTION_KEY_FILE
+    path = setup / ENCRYPTION_KEY_FILE
     assert path.stat().st_mode & 0o777 == 0o600
     written = path.read_text()
     assert len(base64.b64decode(written)) == 32 and written.strip() in first
@@ -314,10 +370,10 @@ def test_encryption_key_made_once_and_reused(setup: Path) -> None:
 
 def test_broken_encryption_key_is_never_replaced(setup: Path) -> None:
     setup.mkdir(parents=True)
-    (setup / cp.ENCRYPTION_KEY_FILE).write_text("c2hvcnQ=\n")
+    (setup / ENCRYPTION_KEY_FILE).write_text("c2hvcnQ=\n")
     with pytest.raises(DeployError, match="does not hold a base64 32-byte key: restore it"):
         deploy(setup)
-    assert (setup / cp.ENCRYPTION_KEY_FILE).read_text() == "c2hvcnQ=\n"
+    assert (setup / ENCRYPTION_KEY_FILE).read_text() == "c2hvcnQ=\n"
 
 
 def test_fresh_install_starts_and_waits(setup: Path) -> None:
@@ -453,14 +509,14 @@ def test_rbac_bootstrap_when_missing(setup: Path) -> None:
     first = deploy(setup)
     second = deploy(setup, facts=converged(first, FORBIDDEN))
     commands = second.op("RBAC bindings").commands
-    assert commands[0] == f"rm -rf {cp.BOOTSTRAP_DIR} && install -d -m 0700 {cp.BOOTSTRAP_DIR}"
-    assert commands[1] == f"install -m 0600 /dev/null {cp.BOOTSTRAP_DIR}/super-admin.conf"
+    assert commands[0] == f"rm -rf {BOOTSTRAP_DIR} && install -d -m 0700 {BOOTSTRAP_DIR}"
+    assert commands[1] == f"install -m 0600 /dev/null {BOOTSTRAP_DIR}/super-admin.conf"
     assert commands[-1].startswith("sh -c 'trap '\"'\"'rm -rf \"$2\"'\"'\"' EXIT;")
-    assert commands[-1].endswith(f"spectra-rbac /usr/local/bin/kubectl {cp.BOOTSTRAP_DIR} https://10.0.0.11:6443")
-    super_admin = yaml.safe_load(second.uploads[f"{cp.BOOTSTRAP_DIR}/super-admin.conf"])
+    assert commands[-1].endswith(f"spectra-rbac /usr/local/bin/kubectl {BOOTSTRAP_DIR} https://10.0.0.11:6443")
+    super_admin = yaml.safe_load(second.uploads[f"{BOOTSTRAP_DIR}/super-admin.conf"])
     assert super_admin["users"][0]["name"] == "kubernetes-super-admin"
     assert super_admin["clusters"][0]["cluster"]["server"] == "https://10.0.0.11:6443"
-    manifest = list(yaml.safe_load_all(second.uploads[f"{cp.BOOTSTRAP_DIR}/rbac.yaml"]))
+    manifest = list(yaml.safe_load_all(second.uploads[f"{BOOTSTRAP_DIR}/rbac.yaml"]))
     assert [(doc["metadata"]["name"], doc["roleRef"]["name"], doc["subjects"][0]["name"]) for doc in manifest] == [
         ("kubeadm:cluster-admins", "cluster-admin", "kubeadm:cluster-admins"),
         ("kubeadm:node-autoapprove-certificate-rotation",
@@ -472,13 +528,13 @@ def test_rbac_bootstrap_only_the_missing_binding(setup: Path) -> None:
     first = deploy(setup)
     partial = {**OK_BINDINGS, "bindings": {"kubeadm:cluster-admins": OK_BINDINGS["bindings"]["kubeadm:cluster-admins"]}}
     second = deploy(setup, facts=converged(first, partial))
-    manifest = list(yaml.safe_load_all(second.uploads[f"{cp.BOOTSTRAP_DIR}/rbac.yaml"]))
+    manifest = list(yaml.safe_load_all(second.uploads[f"{BOOTSTRAP_DIR}/rbac.yaml"]))
     assert [doc["metadata"]["name"] for doc in manifest] == ["kubeadm:node-autoapprove-certificate-rotation"]
     # a binding to another role is not the one wanted
     wrong = {**OK_BINDINGS, "bindings": {**OK_BINDINGS["bindings"], "kubeadm:cluster-admins": {
         "role": "ClusterRole/view", "subjects": ["Group:kubeadm:cluster-admins"]}}}  # fmt: skip
     third = deploy(setup, facts=converged(first, wrong))
-    assert [d["metadata"]["name"] for d in yaml.safe_load_all(third.uploads[f"{cp.BOOTSTRAP_DIR}/rbac.yaml"])] == [
+    assert [d["metadata"]["name"] for d in yaml.safe_load_all(third.uploads[f"{BOOTSTRAP_DIR}/rbac.yaml"])] == [
         "kubeadm:cluster-admins"
     ]
 
@@ -490,10 +546,9 @@ def test_rbac_unreadable_fails(setup: Path) -> None:
         deploy(setup, facts=converged(first, down))
 
 
-def test_rbac_only_on_the_first_control_plane(setup: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    me = Member(HOSTNAME, {"ssh_hostname": "10.0.0.11"})
-    cluster(monkeypatch, [Member("cp-a", {"ssh_hostname": "10.0.0.10"}), me], [me])
-    result = deploy(setup)
+def test_rbac_only_on_the_first_control_plane(setup: Path) -> None:
+    first = {"cp-a": {"roles": ["control_plane", "etcd"], "ssh_hostname": "10.0.0.10"}}
+    result = deploy(setup, others=first)
     assert not result.has_op("RBAC bindings")
     assert "facts.kubernetes.ClusterRoleBindings" not in result.facts_read
     assert not (setup / "super-admin.crt").exists()
@@ -510,7 +565,7 @@ def installed_config(text: str) -> dict[Any, Any]:
 def test_host_with_another_encryption_key_stops(setup: Path) -> None:
     other = deploy(setup).uploads[CONFIGS["encryption"]]
     # the PKI directory lost its key file: a new key is made, but the host's Secrets are encrypted with the old one
-    (setup / cp.ENCRYPTION_KEY_FILE).unlink()
+    (setup / ENCRYPTION_KEY_FILE).unlink()
     with pytest.raises(DeployError, match=r"encryption-config.yaml holds another key than .*secrets-encryption.key"):
         deploy(setup, facts=installed_config(other))
     with pytest.raises(DeployError, match=r"encryption-config.yaml cannot be read"):
@@ -523,7 +578,7 @@ def test_host_with_another_encryption_key_stops(setup: Path) -> None:
 def test_host_with_the_same_key_passes(setup: Path) -> None:
     config = deploy(setup).uploads[CONFIGS["encryption"]]
     # a config written by an earlier version (other layout, same key) is simply rewritten
-    key = (setup / cp.ENCRYPTION_KEY_FILE).read_text().strip()
+    key = (setup / ENCRYPTION_KEY_FILE).read_text().strip()
     older = yaml.safe_dump({"resources": [{"resources": ["secrets"], "providers": [
         {"aescbc": {"keys": [{"name": "a", "secret": key}]}}, {"identity": {}}]}]})  # fmt: skip
     assert deploy(setup, facts=installed_config(older)).uploads[CONFIGS["encryption"]] == config

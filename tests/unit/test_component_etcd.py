@@ -1,7 +1,6 @@
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
@@ -14,7 +13,7 @@ from facts.files import FileStates
 from facts.platform import Platform
 from facts.systemd import SystemdUnits
 from tests.unit.component_facts import BOOKWORM, RUNNING, fresh
-from tests.unit.pyinfra_harness import HOSTNAME, run_deploy
+from tests.unit.pyinfra_harness import run_component, run_deploy
 
 pytestmark = pytest.mark.unit
 
@@ -32,33 +31,11 @@ BASE = {
 }
 
 
-@dataclass
-class Member:
-    name: str
-    data: dict[str, Any] = field(default_factory=dict)
-
-
-class FakeInventory:
-    def __init__(self, members: list[Member]) -> None:
-        self.members = members
-
-    def get_group(self, name: str, default: Any = None) -> list[Member]:
-        return self.members if name == "etcd" else (default or [])
-
-
-@pytest.fixture
-def one_member(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(etcd_module, "inventory", FakeInventory([Member(HOSTNAME, {"ssh_hostname": "10.0.0.11"})]))
-
-
-@pytest.fixture
-def three_members(monkeypatch: pytest.MonkeyPatch) -> None:
-    members = [
-        Member("etcd-c", {"ssh_hostname": "10.0.0.13"}),
-        Member(HOSTNAME, {"ssh_hostname": "10.0.0.11"}),
-        Member("etcd-b", {"ssh_hostname": "bastion.example", "private_ip": "10.0.0.12"}),
-    ]
-    monkeypatch.setattr(etcd_module, "inventory", FakeInventory(members))
+# The other etcd members of a three-member cluster (name -> host data), sorted apart from the harness's host
+THREE_MEMBERS: dict[str, dict[str, Any]] = {
+    "etcd-c": {"roles": ["etcd"], "ssh_hostname": "10.0.0.13"},
+    "etcd-b": {"roles": ["etcd"], "ssh_hostname": "bastion.example", "private_ip": "10.0.0.12"},
+}
 
 
 PKI = "/etc/kubernetes/pki/etcd"
@@ -75,22 +52,25 @@ def with_certs(paths: list[str], **_: Any) -> dict[str, Any]:
     return {path: CERTS.get(path) for path in paths}
 
 
-def deploy(data: dict[str, Any] | None = None, facts: dict[Any, Any] | None = None) -> Any:
-    return run_deploy(etcd, facts=fresh({FileStates: with_certs, **(facts or {})}), data={**BASE, **(data or {})})
+def deploy(
+    data: dict[str, Any] | None = None, facts: dict[Any, Any] | None = None, others: dict[str, Any] | None = None
+) -> Any:
+    """The component as an entry file runs it (settings checked, its gate, its facts in one command)."""
+    given = fresh({FileStates: with_certs, **(facts or {})})
+    return run_component(etcd_module.COMPONENT, facts=given, data={**BASE, **(data or {})}, others=others)
 
 
-def test_disabled_does_nothing(one_member: None) -> None:
-    data = {"roles": ["etcd"], "ssh_hostname": "10.0.0.11", "etcd_enabled": False}
-    result = run_deploy(etcd, facts=fresh(), data=data)
+def test_disabled_does_nothing() -> None:
+    result = deploy({"roles": ["etcd"], "etcd_enabled": False})
     assert result.commands == [] and result.fact_reads == []
 
 
-def test_not_an_etcd_host(one_member: None) -> None:
+def test_not_an_etcd_host() -> None:
     result = deploy({"roles": ["workers"]})
     assert result.commands == [] and result.fact_reads == []
 
 
-def test_fresh_install_commands(one_member: None) -> None:
+def test_fresh_install_commands() -> None:
     result = deploy()
     assert "useradd --system" in result.op("System user etcd").commands[0]
     url = "https://github.com/etcd-io/etcd/releases/download/v3.6.16/etcd-v3.6.16-linux-amd64.tar.gz"
@@ -111,11 +91,11 @@ def test_fresh_install_commands(one_member: None) -> None:
     timer = result.op("etcd snapshot timer running").commands
     assert timer == ["systemctl start etcd-snapshot.timer", "systemctl enable etcd-snapshot.timer"]
     # one remote command for everything the component decides on (Platform, file and unit states)
-    assert len(result.fact_reads) == 2
-    assert {name for name, _ in result.fact_reads} == {"facts.platform.Platform", "facts.combined.Facts"}
+    assert [name for name, _ in result.fact_reads] == ["facts.combined.Facts"]
+    assert result.facts_read == ["facts.platform.Platform", "facts.files.FileStates", "facts.systemd.SystemdUnits"]
 
 
-def test_unit_file(one_member: None) -> None:
+def test_unit_file() -> None:
     unit = deploy().uploads[UNIT]
     for line in [
         "Type=notify",
@@ -143,13 +123,13 @@ def test_unit_file(one_member: None) -> None:
     assert "http://" not in unit.replace("--listen-metrics-urls=http://127.0.0.1:2381", "")
 
 
-def test_custom_paths_and_ports(one_member: None) -> None:
+def test_custom_paths_and_ports() -> None:
     data = {
         "etcd_cert_file": "/srv/pki/member.pem",
         "etcd_client_port": 12379,
         "etcd_peer_port": 12380,
         "etcd_data_dir": "/data/etcd",
-        "etcd_address": "192.168.5.5",
+        "node_address": "192.168.5.5",
     }
     member = {"/srv/pki/member.pem": {**ROOT_FILE, "sha256": "3" * 64}}
     files = {FileStates: lambda paths, **_: {path: {**CERTS, **member}.get(path) for path in paths}}
@@ -160,8 +140,8 @@ def test_custom_paths_and_ports(one_member: None) -> None:
     assert "ReadWritePaths=/data/etcd" in unit
 
 
-def test_three_member_cluster(three_members: None) -> None:
-    unit = deploy().uploads[UNIT]
+def test_three_member_cluster() -> None:
+    unit = deploy(others=THREE_MEMBERS).uploads[UNIT]
     # sorted by name; private_ip before ssh_hostname, as the PKI puts it in the SANs
     expected = "etcd-b=https://10.0.0.12:2380,etcd-c=https://10.0.0.13:2380,testhost=https://10.0.0.11:2380"
     assert f"--initial-cluster={expected} \\" in unit
@@ -172,26 +152,39 @@ def test_initial_cluster_ipv6() -> None:
     assert initial_cluster([("a", "fd00::1")], 2380) == "a=https://[fd00::1]:2380"
 
 
-def test_host_not_in_etcd_group_refused(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(etcd_module, "inventory", FakeInventory([Member("other", {"ssh_hostname": "10.0.0.2"})]))
-    with pytest.raises(DeployError, match="not in the inventory group etcd"):
-        deploy()
+def test_node_address_wins_in_every_url() -> None:
+    where = {"node_address": "10.9.0.11", "private_ip": "10.0.0.99", "ssh_hostname": "203.0.113.11"}
+    unit = deploy(
+        where, others={"etcd-b": {"roles": ["etcd"], "node_address": "10.9.0.12", "private_ip": "10.0.0.98"}}
+    ).uploads[UNIT]
+    assert "--listen-client-urls=https://10.9.0.11:2379,https://127.0.0.1:2379 \\" in unit
+    assert "--advertise-client-urls=https://10.9.0.11:2379 \\" in unit
+    assert "--listen-peer-urls=https://10.9.0.11:2380 \\" in unit
+    assert "--initial-cluster=etcd-b=https://10.9.0.12:2380,testhost=https://10.9.0.11:2380 \\" in unit
+    assert not any(other in unit for other in ("10.0.0.99", "10.0.0.98", "203.0.113.11"))
 
 
-def test_refused_without_sums(one_member: None) -> None:
+def test_members_need_an_address_and_this_one_an_ip() -> None:
+    with pytest.raises(DeployError, match="etcd: etcd-b has no address"):
+        deploy(others={"etcd-b": {"roles": ["etcd"]}})
+    with pytest.raises(DeployError, match="'etcd1.example' is not an IP address for etcd's listen URLs"):
+        deploy({"node_address": "etcd1.example"})
+
+
+def test_refused_without_sums() -> None:
     with pytest.raises(DeployError, match=r"no sha256 for etcd 3.6.16 on amd64: fill etcd_sha256\['3.6.16'\]"):
         run_deploy(etcd, facts=fresh(), data={**BASE, "etcd_sha256": {}})
     # the shipped defaults hold no invented sums: the production path refuses until they are filled in
     assert etcd_module.DEFAULTS["etcd_sha256"] == {}
 
 
-def test_arm64_sum(one_member: None) -> None:
+def test_arm64_sum() -> None:
     result = deploy(facts={Platform: {**BOOKWORM, "arch": "arm64"}})
     download = result.op("Install etcd 3.6.16").commands[0]
     assert f"etcd-v3.6.16-linux-arm64.tar.gz /usr/local/bin/etcd {ARM}" in download
 
 
-def test_snapshot_units_and_script(one_member: None) -> None:
+def test_snapshot_units_and_script() -> None:
     result = deploy({"etcd_snapshot_keep": 3, "etcd_snapshot_schedule": "hourly", "etcd_snapshot_dir": "/bk"})
     service = result.uploads[SNAP_SERVICE]
     assert "Type=oneshot" in service and "User=etcd" in service
@@ -204,14 +197,25 @@ def test_snapshot_units_and_script(one_member: None) -> None:
     assert 'tail -n +"$((keep + 1))"' in script
 
 
-def test_snapshots_off(one_member: None) -> None:
+def test_snapshots_off() -> None:
     result = deploy({"etcd_snapshot_enabled": False})
     assert SNAP_SERVICE not in result.uploads and not result.has_op("etcd snapshot timer")
 
 
-def test_keep_must_be_positive(one_member: None) -> None:
-    with pytest.raises(DeployError, match="etcd_snapshot_keep"):
-        deploy({"etcd_snapshot_keep": 0})
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        ({"etcd_snapshot_keep": 0}, "etcd_snapshot_keep=0: a whole number of at least 1"),
+        ({"etcd_version": "v3.6.16"}, "etcd_version='v3.6.16': a release version"),
+        ({"etcd_metrics_port": 2379}, "etcd_metrics_port=2379: the same port as etcd_client_port"),
+        ({"etcd_cert_file": "pki/server.crt"}, "etcd_cert_file='pki/server.crt': an absolute path"),
+        ({"etcd_sha256": {"3.6.16": {"amd64": "nope"}}}, "etcd_sha256: {version: {arch: sha256}}"),
+    ],
+)
+def test_bad_settings_refused_before_anything(data: dict[str, Any], message: str) -> None:
+    with pytest.raises(DeployError, match="invalid settings") as error:
+        deploy(data)
+    assert message in str(error.value)
 
 
 def _converged(first: Any) -> dict[Any, Any]:
@@ -258,16 +262,16 @@ def _converged(first: Any) -> dict[Any, Any]:
     }
 
 
-def test_converged_is_noop(one_member: None) -> None:
+def test_converged_is_noop() -> None:
     first = deploy()
     second = deploy(facts=_converged(first))
     # the health check runs only after the service operation changed something (its _if)
     assert [command for op in second.ops if not op.has_if for command in op.commands] == []
     assert second.op("etcd endpoint health").has_if
-    assert len(second.fact_reads) == 2  # Platform + one combined read of files and units
+    assert len(second.fact_reads) == 1  # one combined read of the platform, files and units
 
 
-def test_changed_unit_restarts_and_checks_health(one_member: None) -> None:
+def test_changed_unit_restarts_and_checks_health() -> None:
     first = deploy()
     second = deploy({"etcd_cluster_token": "other"}, facts=_converged(first))
     assert second.op("etcd systemd unit").changed
@@ -278,7 +282,7 @@ def test_changed_unit_restarts_and_checks_health(one_member: None) -> None:
     assert second.op("etcd endpoint health").has_if
 
 
-def test_changed_binary_restarts_without_reload(one_member: None) -> None:
+def test_changed_binary_restarts_without_reload() -> None:
     first = deploy()
     new = "c" * 64
     second = deploy({"etcd_sha256": {"3.6.16": {"amd64": new}}}, facts=_converged(first))
@@ -286,14 +290,14 @@ def test_changed_binary_restarts_without_reload(one_member: None) -> None:
     assert second.op("etcd running and enabled").commands == ["systemctl restart etcd.service"]
 
 
-def test_first_start_records_the_tls_files(one_member: None) -> None:
+def test_first_start_records_the_tls_files() -> None:
     op = deploy().op("etcd restarted on new TLS files")
     assert op.commands[0] == "systemctl try-restart etcd.service"
     stamp = [path for path in deploy().uploads if "etcd-credentials.sha256" in path]
     assert stamp and deploy().uploads[stamp[0]] == STAMP_TEXT
 
 
-def test_reissued_certificate_restarts_etcd(one_member: None) -> None:
+def test_reissued_certificate_restarts_etcd() -> None:
     first = deploy()
     facts = _converged(first)
     converged_files = facts[FileStates]
@@ -312,6 +316,6 @@ def test_reissued_certificate_restarts_etcd(one_member: None) -> None:
     assert f"{'9' * 64}  {PKI}/server.crt" in stamp
 
 
-def test_missing_tls_files_fail_naming_them(one_member: None) -> None:
+def test_missing_tls_files_fail_naming_them() -> None:
     with pytest.raises(OperationError, match=r"TLS files missing on the host: .*/server.key \(install the PKI"):
         deploy(facts={FileStates: lambda paths, **_: {path: None for path in paths}})

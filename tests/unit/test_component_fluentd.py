@@ -11,13 +11,14 @@ import re
 from typing import Any
 
 import pytest
-from pyinfra.api import DeployError
+from pyinfra.api import DeployError, OperationError
 
-from deploys.components.fluentd import fluentd
+from deploys.components.fluentd import COMPONENT, fluentd
 from deploys.operations.config_files import render_template
+from deploys.settings import owners
 from facts.config_state import ConfigState
 from facts.fluentd import FluentPackageState
-from tests.unit.pyinfra_harness import run_deploy
+from tests.unit.pyinfra_harness import run_component, run_deploy
 
 pytestmark = pytest.mark.unit
 
@@ -255,15 +256,77 @@ def test_key_sha_pin_is_checked() -> None:
     assert "trixie" in op.commands[0]
 
 
-def test_required_and_invalid_settings() -> None:
-    with pytest.raises(DeployError, match="fluentd_elasticsearch_hosts"):
-        run_deploy(fluentd, facts={}, data={"fluentd_kubernetes_url": "https://x:6443"})
-    with pytest.raises(DeployError, match="retry"):
-        run(fluentd_buffer_retry_max_times=0)
-    with pytest.raises(DeployError, match="overflow"):
-        run(fluentd_buffer_overflow_action="explode")
-    with pytest.raises(DeployError, match="host or host:port"):
-        run(fluentd_elasticsearch_hosts=["es 1"])
+def refused(**data: Any) -> None:
+    """Run the component as node.py does: refused before any fact or operation (no fact is given, so reading
+    one would fail with MissingFact instead)."""
+    run_component(COMPONENT, facts={}, data={**DATA, **data})
+
+
+def test_required_settings() -> None:
+    with pytest.raises(DeployError, match=re.escape("fluentd_elasticsearch_hosts=None: must be set")):
+        run_component(COMPONENT, facts={}, data={"fluentd_kubernetes_url": "https://x:6443"})
+    with pytest.raises(DeployError, match=re.escape("fluentd_kubernetes_url=None: must be set")):
+        refused(fluentd_kubernetes_url=None)
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        ({"fluentd_buffer_retry_max_times": 0}, "fluentd_buffer_retry_max_times=0: an integer, 1 or more"),
+        ({"fluentd_buffer_flush_threads": "2"}, "fluentd_buffer_flush_threads='2': an integer, 1 or more"),
+        ({"fluentd_concat_flush_interval": -1}, "fluentd_concat_flush_interval=-1: an integer, 0 or more"),
+        ({"fluentd_buffer_overflow_action": "explode"}, "fluentd_buffer_overflow_action='explode': not one of"),
+        ({"fluentd_elasticsearch_scheme": "ftp"}, "fluentd_elasticsearch_scheme='ftp': not one of 'https', 'http'"),
+        ({"fluentd_log_level": "verbose"}, "fluentd_log_level='verbose': not one of"),
+        ({"fluentd_elasticsearch_hosts": ["es 1"]}, "fluentd_elasticsearch_hosts: 'es 1' must be host or host:port"),
+        ({"fluentd_elasticsearch_hosts": "es-1:9200"}, "fluentd_elasticsearch_hosts='es-1:9200': a list of host"),
+        ({"fluentd_kubernetes_url": "http://10.0.0.10:6443"}, "fluentd_kubernetes_url='http://10.0.0.10:6443'"),
+        ({"fluentd_state_dir": "/var/log/fluent d"}, "fluentd_state_dir='/var/log/fluent d': may not contain"),
+        ({"fluentd_buffer_chunk_limit_size": "8 MB"}, "fluentd_buffer_chunk_limit_size='8 MB': a size"),
+        ({"fluentd_buffer_retry_timeout": "1 hour"}, "fluentd_buffer_retry_timeout='1 hour': a duration"),
+        ({"fluentd_elasticsearch_password": None}, "fluentd_elasticsearch_user and fluentd_elasticsearch_password"),
+        ({"fluentd_journal_units": []}, "fluentd_journal_units=[]: a non-empty list of unit names"),
+        ({"fluentd_gems": {"fluent-plugin-concat": ">= 2"}}, "fluentd_gems: 'fluent-plugin-concat' '>= 2' is not"),
+        ({"fluentd_apt_repository_url": "ftp://mirror/{codename}/"}, "fluentd_apt_repository_url='ftp://mirror/"),
+        ({"fluentd_apt_key_url": "https://mirror/key?a b"}, "fluentd_apt_key_url='https://mirror/key?a b'"),
+        ({"fluentd_apt_suite": "Book Worm"}, "fluentd_apt_suite='Book Worm': a plain word"),
+        ({"fluentd_apt_key_sha256": "A" * 64}, "fluentd_apt_key_sha256='AAAA"),
+        ({"fluentd_codename": "bookworm\n"}, "fluentd_codename='bookworm\\n': a Debian codename"),
+    ],
+)
+def test_bad_settings_refused_before_any_fact_or_operation(data: dict[str, Any], message: str) -> None:
+    with pytest.raises(DeployError, match=re.escape(message)):
+        refused(**data)
+
+
+def test_password_with_a_line_break_is_refused_without_showing_it() -> None:
+    with pytest.raises(DeployError, match="fluentd_elasticsearch_password: may not contain line breaks") as error:
+        refused(fluentd_elasticsearch_password="hunter2\nX=1")
+    assert "hunter2" not in str(error.value)
+
+
+def test_checks_are_pure() -> None:
+    """`spectra validate` runs them on plain data, with no host and no pyinfra context."""
+    defaults = {key: owner.default for key, owner in owners().items()}
+    assert COMPONENT.problems({**defaults, **DATA}) == []
+    assert COMPONENT.problems({**defaults, "fluentd_enabled": False}) == []  # required only when switched on
+
+
+def test_switched_off_reads_nothing_and_does_nothing() -> None:
+    result = run_component(COMPONENT, facts={}, data={"fluentd_enabled": False})
+    assert result.fact_reads == [] and result.ops == []
+
+
+def test_component_produces_what_the_deploy_does() -> None:
+    facts = {FluentPackageState: INSTALLED, ConfigState: {"files": {}, "units": {}}}
+    assert run_component(COMPONENT, facts=facts, data=DATA).commands == run().commands
+
+
+def test_host_codename_that_breaks_the_repository_url_stops_the_operation() -> None:
+    """The host's codename is a fact: the check could only try a placeholder, the operation tries the real one."""
+    state: dict[str, Any] = {"files": {}, "codename": "bookworm backports", "package_version": None, "gems": {}}
+    with pytest.raises(OperationError, match="fluentd_apt_repository_url="):
+        run(state)
 
 
 def test_noop_config_when_files_match() -> None:

@@ -2,19 +2,23 @@
 
 from __future__ import annotations
 
+import re
+from typing import Any
+
 import pytest
 from pyinfra.api import DeployError
 from pyinfra.facts.deb import DebPackages
 
+from deploys.components import audit, auto_updates, file_permissions, hardening_sysctl
 from deploys.components.audit import audit_rules
-from deploys.components.auto_updates import auto_updates
-from deploys.components.file_permissions import file_permissions
+from deploys.components.file_permissions import file_permissions as file_permissions_deploy
 from deploys.components.hardening_sysctl import sysctl_hardening
+from deploys.settings import owners
 from facts.config_state import ConfigState
 from facts.files import FileStates
 from facts.security import AuditSupport
 from facts.sysctl import SysctlValues
-from tests.unit.pyinfra_harness import run_deploy
+from tests.unit.pyinfra_harness import run_component, run_deploy
 
 pytestmark = pytest.mark.unit
 
@@ -70,7 +74,7 @@ def test_sysctl_global_switch_and_forwarding_guard() -> None:
     values = sysctl_lines(result.uploads[SYSCTL_STAGED])
     assert not [key for key in values if not key.startswith("net.")]
     with pytest.raises(DeployError, match="Kubernetes needs net.ipv4.ip_forward=1"):
-        run_deploy(sysctl_hardening, facts={}, data={"hardening_sysctl_extra": {"net.ipv4.ip_forward": 0}})
+        run_component(hardening_sysctl.COMPONENT, facts={}, data={"hardening_sysctl_extra": {"net.ipv4.ip_forward": 0}})
 
 
 def converged_file_state() -> dict[str, object]:
@@ -156,14 +160,14 @@ def test_audit_in_container_writes_rules_but_loads_nothing() -> None:
 
 def test_audit_bad_watch_refused() -> None:
     with pytest.raises(DeployError, match="permissions"):
-        run_deploy(
-            audit_rules, facts={}, data={"audit_extra_watches": [{"path": "/x", "permissions": "z", "key": "k"}]}
+        run_component(
+            audit.COMPONENT, facts={}, data={"audit_extra_watches": [{"path": "/x", "permissions": "z", "key": "k"}]}
         )
 
 
 def test_auto_updates_security_only() -> None:
     result = run_deploy(
-        auto_updates,
+        auto_updates.auto_updates,
         facts={DebPackages: {"unattended-upgrades": {"2.9.1"}}, ConfigState: EMPTY},
     )
     text = result.uploads["/etc/apt/apt.conf.d/.52spectra-unattended-upgrades.spectra-new"]
@@ -178,7 +182,9 @@ def test_auto_updates_security_only() -> None:
     assert any(c.startswith("( apt-config -c /etc/apt/apt.conf.d/.52spectra") for c in result.commands)
     periodic = result.uploads["/etc/apt/apt.conf.d/.20auto-upgrades.spectra-new"]
     assert 'APT::Periodic::Unattended-Upgrade "1";' in periodic
-    reboot = run_deploy(auto_updates, facts={DebPackages: {}, ConfigState: EMPTY}, data={"auto_updates_reboot": True})
+    reboot = run_deploy(
+        auto_updates.auto_updates, facts={DebPackages: {}, ConfigState: EMPTY}, data={"auto_updates_reboot": True}
+    )
     assert 'Automatic-Reboot "true"' in reboot.uploads["/etc/apt/apt.conf.d/.52spectra-unattended-upgrades.spectra-new"]
 
 
@@ -188,7 +194,7 @@ def test_file_permissions_one_fact_and_only_differences() -> None:
         "/etc/passwd": {"type": "file", "mode": "644", "user": "root", "group": "root"},
         "/etc/cron.d": {"type": "directory", "mode": "755", "user": "root", "group": "root"},
     }
-    result = run_deploy(file_permissions, facts={FileStates: states})
+    result = run_deploy(file_permissions_deploy, facts={FileStates: states})
     assert result.commands == [
         "chmod 700 /etc/cron.d",
         "chown root:shadow /etc/shadow",
@@ -196,3 +202,77 @@ def test_file_permissions_one_fact_and_only_differences() -> None:
     ]
     assert len(result.fact_reads) == 1 and result.fact_reads[0][1]["sha256"] is False
     assert "/boot/grub/grub.cfg" in result.fact_reads[0][1]["paths"]  # missing paths are skipped, not created
+
+
+WATCH = {"path": "/etc/x", "permissions": "wa", "key": "x"}
+
+
+@pytest.mark.parametrize(
+    ("component", "data", "message"),
+    [
+        (
+            hardening_sysctl.COMPONENT,
+            {"hardening_sysctl_rp_filter": 3},
+            "hardening_sysctl_rp_filter=3: not one of 0, 1, 2",
+        ),
+        (
+            hardening_sysctl.COMPONENT,
+            {"hardening_sysctl_network": {"net.ipv6.conf.all.forwarding": "0"}},
+            "hardening_sysctl_network['net.ipv6.conf.all.forwarding']='0': refused, Kubernetes needs",
+        ),
+        (
+            hardening_sysctl.COMPONENT,
+            {"hardening_sysctl_extra": {"kernel.sysrq": "0\nkernel.panic = 0"}},
+            "hardening_sysctl_extra['kernel.sysrq']",
+        ),
+        (hardening_sysctl.COMPONENT, {"hardening_sysctl_extra": {"kernel sysrq": 0}}, "'kernel sysrq' is not a sysctl"),
+        (audit.COMPONENT, {"audit_rules_path": "/etc/audit/audit.rules"}, "audit_rules_path='/etc/audit/audit.rules'"),
+        (audit.COMPONENT, {"audit_extra_watches": [{**WATCH, "path": "/etc/../x"}]}, "path '/etc/../x' must be"),
+        (audit.COMPONENT, {"audit_extra_watches": [{**WATCH, "key": "a key"}]}, "key 'a key' must be a short word"),
+        (audit.COMPONENT, {"audit_extra_watches": [WATCH, WATCH]}, "/etc/x listed twice"),
+        (audit.COMPONENT, {"audit_extra_watches": ["/etc/x"]}, "'/etc/x' must be a mapping with path"),
+        (audit.COMPONENT, {"audit_create_directories": ["var/lib/x"]}, "audit_create_directories: 'var/lib/x'"),
+        (auto_updates.COMPONENT, {"auto_updates_reboot_time": "3:30"}, "auto_updates_reboot_time='3:30': HH:MM"),
+        (auto_updates.COMPONENT, {"auto_updates_reboot_time": "24:00"}, "auto_updates_reboot_time='24:00'"),
+        (auto_updates.COMPONENT, {"auto_updates_origins": ['origin=Debian";']}, "may not contain quotes"),
+        (auto_updates.COMPONENT, {"auto_updates_blacklist": ["kubelet\n"]}, "auto_updates_blacklist: 'kubelet\\n'"),
+        (auto_updates.COMPONENT, {"auto_updates_origins": []}, "auto_updates_origins=[]: at least one origin"),
+        (file_permissions.COMPONENT, {"file_permissions_extra": {"etc/x": ["600", "root", "root"]}}, "'etc/x' is not"),
+        (file_permissions.COMPONENT, {"file_permissions_extra": {"/etc/x": ["680", "root", "root"]}}, "octal mode"),
+        (file_permissions.COMPONENT, {"file_permissions_extra": {"/etc/x": "600"}}, "file_permissions_extra['/etc/x']"),
+        (file_permissions.COMPONENT, {"file_permissions_extra": {"/etc/x": ["600", "root"]}}, "[mode, user, group]"),
+        (file_permissions.COMPONENT, {"file_permissions_extra": {"/etc/x": ["600", "Root", "root"]}}, "account names"),
+    ],
+    ids=lambda value: getattr(value, "name", None),
+)
+def test_bad_settings_refused_before_any_fact_or_operation(component: Any, data: dict[str, Any], message: str) -> None:
+    # no fact is given: reading one before the refusal would fail with MissingFact instead
+    with pytest.raises(DeployError, match=re.escape(message)):
+        run_component(component, facts={}, data=data)
+
+
+COMPONENTS = [hardening_sysctl.COMPONENT, audit.COMPONENT, auto_updates.COMPONENT, file_permissions.COMPONENT]
+
+
+@pytest.mark.parametrize("component", COMPONENTS, ids=lambda component: component.name)
+def test_defaults_pass_the_checks_with_no_host(component: Any) -> None:
+    """`spectra validate` runs the checks on plain data, with no host and no pyinfra context."""
+    defaults = {key: owner.default for key, owner in owners().items()}
+    assert component.problems(defaults) == []
+
+
+@pytest.mark.parametrize("component", COMPONENTS, ids=lambda component: component.name)
+def test_switched_off_reads_nothing_and_does_nothing(component: Any) -> None:
+    assert component.switch
+    result = run_component(component, facts={}, data={component.switch: False})
+    assert result.fact_reads == [] and result.ops == []
+
+
+def test_file_permissions_extra_overrides_the_listed_entry() -> None:
+    entries = file_permissions.permission_entries(
+        {
+            "file_permissions": {"/etc/x": ["0600", "root", "root"]},
+            "file_permissions_extra": {"/etc/x": [640, "a", "b"]},
+        }
+    )
+    assert entries == {"/etc/x": ("640", "a", "b")}

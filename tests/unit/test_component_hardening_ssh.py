@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import hashlib
+import re
 from typing import Any
 
 import pytest
 from pyinfra.api import DeployError, OperationError
 
 from deploys.components import hardening_ssh
-from deploys.components.hardening_ssh import CIPHERS, KEX_COMMON, MACS, kex_for_version, ssh_hardening
+from deploys.components.hardening_ssh import CIPHERS, COMPONENT, KEX_COMMON, MACS, kex_for_version, ssh_hardening
+from deploys.settings import owners
 from facts.security import SshdState
-from tests.unit.pyinfra_harness import run_deploy
+from tests.unit.pyinfra_harness import run_component, run_deploy
 
 pytestmark = pytest.mark.unit
 
@@ -37,6 +39,12 @@ def sshd_state(dropin: dict[str, Any] | None = None, version: str = "1:9.2p1-2+d
 
 def run(state: dict[str, Any], **data: Any):
     return run_deploy(ssh_hardening, facts={SshdState: state}, data={"ssh_user": "root", **data})
+
+
+def refused(**data: Any) -> None:
+    """Run the component as node.py does with these settings: refused before any fact or operation (no fact
+    is given, so reading one would fail with MissingFact instead)."""
+    run_component(COMPONENT, facts={}, data={"ssh_user": "root", **data})
 
 
 def test_fresh_host_stages_validates_then_moves_then_reloads() -> None:
@@ -131,13 +139,13 @@ def test_main_file_override_is_reported() -> None:
 
 
 def test_refuses_root_lockout_when_connecting_as_root() -> None:
-    with pytest.raises(DeployError, match="ssh_permit_root_login='no' refused"):
-        run(sshd_state(), ssh_permit_root_login="no")
+    with pytest.raises(DeployError, match="ssh_permit_root_login='no': refused, this deploy connects as root"):
+        refused(ssh_permit_root_login="no")
 
 
 def test_refuses_root_lockout_when_login_user_unknown() -> None:
     with pytest.raises(DeployError, match="without ssh_user set"):
-        run_deploy(ssh_hardening, facts={SshdState: sshd_state()}, data={"ssh_permit_root_login": "no"})
+        run_component(COMPONENT, facts={}, data={"ssh_permit_root_login": "no"})
 
 
 def test_root_login_no_allowed_for_sudo_user_or_with_override() -> None:
@@ -149,17 +157,41 @@ def test_root_login_no_allowed_for_sudo_user_or_with_override() -> None:
 
 
 def test_refuses_to_disable_passwords_for_a_password_login() -> None:
-    with pytest.raises(DeployError, match="ssh_password"):
-        run(sshd_state(), ssh_password="secret")
+    with pytest.raises(DeployError, match="ssh_password is set") as error:
+        refused(ssh_password="secret")
+    assert "secret" not in str(error.value)
 
 
-def test_bad_values_refused() -> None:
-    with pytest.raises(DeployError, match="ssh_permit_root_login"):
-        run(sshd_state(), ssh_permit_root_login="yes")
-    with pytest.raises(DeployError, match="ssh_allow_tcp_forwarding"):
-        run(sshd_state(), ssh_allow_tcp_forwarding="sometimes")
-    with pytest.raises(DeployError, match="ssh_dropin_path"):
-        run(sshd_state(), ssh_dropin_path="/etc/ssh/sshd_config")
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        ({"ssh_permit_root_login": "yes"}, "ssh_permit_root_login='yes': not one of 'prohibit-password', 'no'"),
+        ({"ssh_allow_tcp_forwarding": "sometimes"}, "ssh_allow_tcp_forwarding='sometimes': not one of"),
+        ({"ssh_dropin_path": "/etc/ssh/sshd_config"}, "ssh_dropin_path='/etc/ssh/sshd_config': must be"),
+        ({"ssh_dropin_path": "/etc/ssh/sshd_config.d/x/y.conf"}, "ssh_dropin_path="),
+        ({"ssh_max_auth_tries": 0}, "ssh_max_auth_tries=0: a positive integer"),
+        ({"ssh_login_grace_time": "30"}, "ssh_login_grace_time='30': a positive integer"),
+        ({"ssh_client_alive_interval": True}, "ssh_client_alive_interval=True: a positive integer"),
+        ({"ssh_max_sessions": -1}, "ssh_max_sessions=-1: an integer, 0 or more"),
+        ({"ssh_log_level": "LOUD"}, "ssh_log_level='LOUD': one of QUIET"),
+        ({"ssh_max_startups": "10 30 60"}, "ssh_max_startups='10 30 60'"),
+        ({"ssh_ciphers": []}, "ssh_ciphers=[]: a list of algorithm names"),
+        ({"ssh_macs": ["hmac-sha2-512,none"]}, "ssh_macs: 'hmac-sha2-512,none' is not an algorithm name"),
+    ],
+)
+def test_bad_values_refused_before_any_fact_or_operation(data: dict[str, Any], message: str) -> None:
+    with pytest.raises(DeployError, match=re.escape(message)):
+        refused(**data)
+
+
+def test_checks_are_pure() -> None:
+    """`spectra validate` runs them on plain data, with no host and no pyinfra context."""
+    defaults = {key: owner.default for key, owner in owners().items()}
+    assert COMPONENT.problems(defaults) == []
+    assert COMPONENT.problems({**defaults, "ssh_log_level": "verbose", "ssh_kex_algorithms_mlkem": []}) == []
+    assert COMPONENT.problems({**defaults, "ssh_permit_root_login": "no", "ssh_user": "admin"}) == []
+    assert COMPONENT.problems({**defaults, "ssh_permit_root_login": "no", "ssh_allow_root_lockout": True}) == []
+    assert COMPONENT.problems({**defaults, "ssh_hardening_enabled": False, "ssh_max_auth_tries": 0}) == []
 
 
 def test_missing_openssh_server_is_an_error() -> None:
@@ -169,9 +201,15 @@ def test_missing_openssh_server_is_an_error() -> None:
         run(state)
 
 
-def test_disabled_does_nothing() -> None:
-    result = run(sshd_state(), ssh_hardening_enabled=False)
+def test_disabled_reads_nothing_and_does_nothing() -> None:
+    result = run_component(COMPONENT, facts={}, data={"ssh_hardening_enabled": False, "ssh_permit_root_login": "x"})
     assert result.ops == [] and result.fact_reads == []
+
+
+def test_component_reads_its_one_fact() -> None:
+    result = run_component(COMPONENT, facts={SshdState: sshd_state()}, data={"ssh_user": "root"})
+    assert result.fact_reads == [("facts.security.SshdState", {"dropin": DROPIN})]
+    assert result.commands == run(sshd_state()).commands
 
 
 def test_algorithms_are_supported_by_pyinfras_ssh_client() -> None:

@@ -123,8 +123,14 @@ def test_other_arch_and_version() -> None:
 def test_bad_setting_table_and_version() -> None:
     with pytest.raises(DeployError, match=r"kubernetes_sha256: v1.36.3/amd64/kubelet: 'nope'"):
         run(["kubelet"], {"kubernetes_sha256": {"v1.36.3": {"amd64": {"kubelet": "nope"}}}})
-    with pytest.raises(DeployError, match="kubernetes_version must be a release tag"):
-        run(["kubelet"], {"kubernetes_version": "1.36.3"})
+    # the same, and the version's format, checked without a host (the components that install binaries list it)
+    good = dict(kb.DEFAULTS)
+    assert kb.check(good) == []
+    problems = kb.check(
+        {**good, "kubernetes_version": "1.36.3", "kubernetes_sha256": {"v1.36.3": {"amd64": {"kubelet": "nope"}}}}
+    )
+    assert problems[0] == "kubernetes_version='1.36.3': a release tag like v1.36.3"
+    assert "kubernetes_sha256: v1.36.3/amd64/kubelet: 'nope'" in problems[1]
 
 
 def test_installed_binaries_are_noops() -> None:

@@ -17,13 +17,14 @@ from pyinfra.api import DeployError
 
 from deploys.components import apiserver_lb, cluster_addons, kube_proxy, kubelet, node_roles, pod_network
 from deploys.operations.download import stamp_path
+from deploys.settings import Settings
 from facts.cgroup import CgroupVersion
 from facts.config_state import ConfigState
 from facts.files import FileStates
 from facts.kubernetes_nodes import KubernetesNodes
 from facts.systemd import SystemdUnits
 from tests.unit.component_facts import RUNNING, files_from_uploads, fresh
-from tests.unit.pyinfra_harness import run_deploy
+from tests.unit.pyinfra_harness import run_component, run_deploy
 
 pytestmark = pytest.mark.unit
 
@@ -110,26 +111,88 @@ def test_pod_network_first_run_installs_and_starts_routes() -> None:
 
 
 def test_pod_network_skips_hosts_without_a_kubelet_role() -> None:
-    result = run_deploy(pod_network.pod_network, facts={}, data={**NODE, "roles": ["etcd"]})
+    result = run_component(pod_network.COMPONENT, facts={}, data={**NODE, "roles": ["etcd"]})
     assert result.commands == [] and result.fact_reads == []
+
+
+def test_pod_routes_follow_the_inventory_and_node_address() -> None:
+    others = {
+        "cp1": {"roles": ["control_plane", "etcd"], "node_address": "10.0.0.11", "ssh_hostname": "203.0.113.11"},
+        "mon1": {"roles": ["monitoring"], "ssh_hostname": "10.0.0.31"},  # runs no kubelet: no route
+    }
+    result = run_component(pod_network.COMPONENT, facts={ConfigState: empty_config_state}, data=NODE, others=others)
+    script = result.uploads["/usr/local/sbin/.spectra-pod-routes.spectra-new"]
+    assert script.splitlines()[3:] == ["ip route replace 10.244.11.0/24 via 10.0.0.11 proto static"]
+    conflist = json.loads(result.uploads["/etc/cni/net.d/.10-spectra-bridge.conflist.spectra-new"])
+    assert conflist["plugins"][0]["ipam"]["ranges"] == [[{"subnet": "10.244.12.0/24", "gateway": "10.244.12.1"}]]
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        ({"pod_network_node_prefix": 16}, "pod_network_node_prefix=16: longer than pod_network_cidr 10.244.0.0/16"),
+        ({"pod_cidr": "192.168.0.0/24"}, "pod_cidr='192.168.0.0/24': not inside pod_network_cidr"),
+        ({"pod_network_bridge": "a-very-long-bridge-name"}, "pod_network_bridge='a-very-long-bridge-name'"),
+    ],
+)
+def test_pod_network_bad_settings_refused(data: dict[str, Any], message: str) -> None:
+    with pytest.raises(DeployError, match="invalid settings") as error:
+        run_component(pod_network.COMPONENT, facts={}, data={**NODE, **data})
+    assert message in str(error.value)
 
 
 # --- local apiserver balancer --------------------------------------------------------------------------
 
 
+def settings_of(name: str, data: dict[str, Any]) -> Settings:
+    """A member's settings, every key with its owner's default (what a deploy reads)."""
+    return Settings(Member(name, data))
+
+
 def test_haproxy_config_lists_every_apiserver() -> None:
-    data = {**apiserver_lb.DEFAULTS, "apiserver_lb_servers": [["cp1", "10.0.0.11:6443"], ["cp2", "[fd00::2]:6443"]]}
-    text = apiserver_lb.haproxy_config(data, apiserver_lb.backend_servers(data))
+    servers = [["cp1", "10.0.0.11:6443"], ["cp2", "[fd00::2]:6443"]]
+    settings = settings_of("w1", {"apiserver_lb_servers": servers})
+    text = apiserver_lb.haproxy_config(settings, apiserver_lb.backend_servers(settings, []))
     assert "bind 127.0.0.1:6443" in text
     assert "server cp1 10.0.0.11:6443 check" in text and "server cp2 [fd00::2]:6443 check" in text
     assert "mode tcp" in text  # TLS passes through: client certificates reach the apiservers
 
 
-def test_balancer_first_run_installs_checks_and_starts() -> None:
-    data = {**NODE, "apiserver_lb_servers": [["cp1", "10.0.0.11:6443"]]}
-    result = run_deploy(
-        apiserver_lb.apiserver_lb, facts={ConfigState: empty_config_state, "deb.DebPackages": {}}, data=data
+def test_balancer_listens_on_apiserver_local_address_in_front_of_every_control_plane() -> None:
+    inventory = members(
+        ("cp2", "10.0.0.12", ["control_plane", "etcd"]),
+        ("w1", "10.0.1.21", ["workers"]),
+        ("cp1", "203.0.113.11", ["control_plane", "etcd"]),
+        cp1={"node_address": "10.0.0.11", "private_ip": "10.0.0.99"},
+        cp2={"node_address": "fd00::12"},
     )
+    settings = settings_of("w1", {"apiserver_local_address": "127.0.0.1:7443", "apiserver_port": 8443})
+    servers = apiserver_lb.backend_servers(settings, inventory)
+    assert servers == [("cp1", "10.0.0.11:8443"), ("cp2", "[fd00::12]:8443")]
+    text = apiserver_lb.haproxy_config(settings, servers)
+    assert "bind 127.0.0.1:7443" in text
+    assert "ca-file /etc/kubernetes/pki/ca.crt" in text  # the cluster CA, where the PKI installs it
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        ({"apiserver_lb_check": "http"}, "apiserver_lb_check='http': not one of 'readyz', 'tcp'"),
+        ({"apiserver_lb_check_interval": "2 seconds"}, "apiserver_lb_check_interval='2 seconds': an HAProxy time"),
+        ({"apiserver_lb_servers": [["cp1", "10.0.0.11"]]}, "apiserver_lb_servers: ['cp1', '10.0.0.11']"),
+    ],
+)
+def test_balancer_bad_settings_refused(data: dict[str, Any], message: str) -> None:
+    with pytest.raises(DeployError, match="invalid settings") as error:
+        run_component(apiserver_lb.COMPONENT, facts={}, data={**NODE, **data})
+    assert message in str(error.value)
+
+
+def test_balancer_first_run_installs_checks_and_starts() -> None:
+    others = {"cp1": {"roles": ["control_plane", "etcd"], "ssh_hostname": "10.0.0.11"}}
+    facts = {ConfigState: empty_config_state, "deb.DebPackages": {}}
+    result = run_component(apiserver_lb.COMPONENT, facts=facts, data=NODE, others=others)
+    assert "server cp1 10.0.0.11:6443 check" in result.uploads["/etc/haproxy/.haproxy.cfg.spectra-new"]
     assert "install --no-install-recommends haproxy" in result.op("Install HAProxy").commands[-1]
     commands = result.op("HAProxy: local").commands
     assert any(command.startswith("( haproxy -c -q -f /etc/haproxy/.haproxy.cfg.spectra-new )") for command in commands)
@@ -174,8 +237,22 @@ def test_kubelet_config_is_cis_aligned() -> None:
     assert config["rotateCertificates"] is True and config["protectKernelDefaults"] is True
     assert config["tlsCertFile"] == "/etc/kubernetes/pki/kubelet/kubelet.crt"
     assert config["cgroupDriver"] == "systemd" and "failCgroupV1" not in config
-    assert config["address"] == "10.0.0.12"
+    assert config["address"] == "10.0.0.12" and config["port"] == 10250
     assert config["clusterDNS"] == ["10.96.0.10"] and config["clusterDomain"] == "cluster.local"
+    ported = kubelet_config_of(kubelet_run({"kubelet_port": 11250, "kubernetes_pki_dir": "/srv/pki"}))
+    assert ported["port"] == 11250 and ported["tlsCertFile"] == "/srv/pki/kubelet/kubelet.crt"
+    assert ported["authentication"]["x509"]["clientCAFile"] == "/srv/pki/ca.crt"
+
+
+def test_kubelet_registers_at_node_address() -> None:
+    where = {"node_address": "10.9.0.12", "private_ip": "10.0.0.99", "ssh_hostname": "203.0.113.12"}
+    result = kubelet_run(where)
+    assert kubelet_config_of(result)["address"] == "10.9.0.12"
+    unit = result.uploads["/etc/systemd/system/.kubelet.service.spectra-new"]
+    assert "--node-ip=10.9.0.12" in unit and "--kubeconfig=/etc/kubernetes/kubelet.conf" in unit
+    assert not any(other in unit for other in ("10.0.0.99", "203.0.113.12"))
+    with pytest.raises(DeployError, match="'node2.example' is not an IP address for kubelet's node IP"):
+        kubelet_run({"node_address": "node2.example"})
 
 
 def test_kubelet_unit_registers_with_inventory_name_address_and_zone() -> None:
@@ -214,8 +291,9 @@ def test_kubelet_refuses_cgroup_v1_unless_allowed() -> None:
 
 
 def test_kubelet_may_not_set_role_labels() -> None:
-    with pytest.raises(DeployError, match="NodeRestriction"):
-        kubelet_run({"kubelet_node_labels": {"node-role.kubernetes.io/worker": ""}})
+    data = {**NODE, "kubernetes_sha256": SUMS, "kubelet_node_labels": {"node-role.kubernetes.io/worker": ""}}
+    with pytest.raises(DeployError, match="(?s)invalid settings:.*NodeRestriction"):
+        run_component(kubelet.COMPONENT, facts=fresh(), data=data)
 
 
 def test_kubelet_overrides_merge_deeply() -> None:
@@ -264,9 +342,13 @@ def test_kube_proxy_config() -> None:
     lab = run_deploy(kube_proxy.kube_proxy, facts=fresh(), data={**NODE, "kubernetes_sha256": SUMS,
                                                                   "kube_proxy_conntrack_max_per_core": 0})  # fmt: skip
     assert yaml.safe_load(lab.uploads["/var/lib/kube-proxy/.config.yaml.spectra-new"])["conntrack"] == {"maxPerCore": 0}
-    with pytest.raises(DeployError, match="kube_proxy_mode"):
-        run_deploy(
-            kube_proxy.kube_proxy, facts=fresh(), data={**NODE, "kubernetes_sha256": SUMS, "kube_proxy_mode": "ipvs"}
+    with pytest.raises(
+        DeployError, match="(?s)invalid settings:.*kube_proxy_mode='ipvs': not one of 'nftables', 'iptables'"
+    ):
+        run_component(kube_proxy.COMPONENT, facts=fresh(), data={**NODE, "kube_proxy_mode": "ipvs"})
+    with pytest.raises(DeployError, match="kube_proxy_metrics_bind_address='localhost:10249'"):
+        run_component(
+            kube_proxy.COMPONENT, facts=fresh(), data={**NODE, "kube_proxy_metrics_bind_address": "localhost:10249"}
         )
 
 
@@ -348,8 +430,13 @@ def test_addon_applied_when_changed_and_kept_only_after_rollout() -> None:
 
 
 def test_addons_only_from_the_first_control_plane_and_known_names() -> None:
-    assert run_deploy(cluster_addons.cluster_addons, facts={}, data={"roles": ["workers"]}).commands == []
+    assert run_component(cluster_addons.COMPONENT, facts={}, data={"roles": ["workers"]}).ops == []
+    later = run_component(cluster_addons.COMPONENT, facts={}, data={"roles": ["control_plane"]},
+                          others={"cp0": {"roles": ["control_plane"]}})  # fmt: skip
+    assert later.ops == [] and later.fact_reads == []
     with pytest.raises(DeployError, match="unknown addons \\['flannel'\\]"):
-        run_deploy(
-            cluster_addons.cluster_addons, facts={}, data={"roles": ["control_plane"], "cluster_addons": ["flannel"]}
+        run_component(
+            cluster_addons.COMPONENT, facts={}, data={"roles": ["control_plane"], "cluster_addons": ["flannel"]}
         )
+    with pytest.raises(DeployError, match="(?s)invalid settings:.*addon coredns: coredns_replicas=0"):
+        run_component(cluster_addons.COMPONENT, facts={}, data={"roles": ["control_plane"], "coredns_replicas": 0})

@@ -1,9 +1,13 @@
 from __future__ import annotations
 
+import re
+from typing import Any
+
 import pytest
 from pyinfra.api import DeployError
 
-from deploys.components.os_prerequisites import os_prerequisites
+from deploys.components.os_prerequisites import COMPONENT, os_prerequisites
+from deploys.settings import owners
 from facts.files import FileStates
 from facts.kernel import KernelFeatures
 from facts.platform import Platform
@@ -11,7 +15,7 @@ from facts.swap import Swap
 from facts.sysctl import SysctlValues
 from facts.systemd import SystemdUnits
 from tests.unit.component_facts import BOOKWORM, RUNNING, files_from_uploads, fresh
-from tests.unit.pyinfra_harness import run_deploy
+from tests.unit.pyinfra_harness import run_component, run_deploy
 
 pytestmark = pytest.mark.unit
 
@@ -104,3 +108,40 @@ def test_second_run_is_noop_and_cheap() -> None:
     # loaded modules (from .ko files) stay persisted: the file does not flip between runs
     assert second.has_op("Persist kernel modules")
     assert len(second.fact_reads) <= 8
+
+
+def test_component_reads_everything_in_one_command() -> None:
+    result = run_component(COMPONENT, facts=fresh())
+    assert len(result.fact_reads) == 1
+    assert result.commands == run_deploy(os_prerequisites, facts=fresh()).commands
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        ({"chrony_servers": [], "chrony_pools": []}, "chrony_enabled needs chrony_servers or chrony_pools"),
+        ({"chrony_servers": ["ntp 1.example"]}, "chrony_servers: 'ntp 1.example' is not a hostname or IP address"),
+        ({"chrony_pools": ["pool.example\nallow all"]}, "chrony_pools: 'pool.example\\nallow all' is not a"),
+        ({"chrony_server_options": "iburst\nallow"}, "chrony_server_options='iburst\\nallow'"),
+        ({"chrony_daemon_opts": '-F 1" -x'}, "chrony_daemon_opts='-F 1\" -x'"),
+        ({"chrony_sync_in_container": "true"}, "chrony_sync_in_container='true': not one of 'no', 'yes'"),
+        ({"kernel_modules": ["overlay", "br_netfilter; reboot"]}, "kernel_modules: 'br_netfilter; reboot' is not"),
+        ({"kubernetes_sysctls": {"net.ipv4.ip_forward": "1\nkernel.panic=0"}}, "kubernetes_sysctls['net.ipv4.ip"),
+        ({"supported_os": ["debian"]}, "supported_os=['debian']: a mapping"),
+    ],
+)
+def test_bad_settings_refused_before_any_fact_or_operation(data: dict[str, Any], message: str) -> None:
+    # no fact is given: reading one before the refusal would fail with MissingFact instead
+    with pytest.raises(DeployError, match=re.escape(message)):
+        run_component(COMPONENT, facts={}, data=data)
+
+
+def test_chrony_settings_unchecked_without_chrony() -> None:
+    defaults = {key: owner.default for key, owner in owners().items()}
+    assert COMPONENT.problems(defaults) == []
+    assert COMPONENT.problems({**defaults, "chrony_enabled": False, "chrony_pools": [], "chrony_servers": []}) == []
+
+
+def test_switched_off_reads_nothing_and_does_nothing() -> None:
+    result = run_component(COMPONENT, facts={}, data={"os_prerequisites_enabled": False})
+    assert result.fact_reads == [] and result.ops == []

@@ -2,6 +2,7 @@
 
 No Go build runs here: the binaries published below are small test files, and `go` is a stub script where
 its error handling is under test. The real build is checked by tests/lab/test_kubernetes_artifacts.py.
+Reading a release's published sums over HTTP (`spectra checksums kubernetes`) is in test_checksums_command.py.
 """
 
 from __future__ import annotations
@@ -192,10 +193,28 @@ def test_sha256_files_upstream_and_sha256sum_style(text: str) -> None:
     assert checksums.parse_sha256_file(text) == HEX_A
 
 
-@pytest.mark.parametrize("text", ["", "\n", "not-a-digest", "a" * 63, "<html>404</html>"])
+BAD_SUM_FILES = [
+    "",
+    "\n",
+    "not-a-digest",
+    "a" * 63,
+    "<html>404</html>",
+    f"{HEX_A}  kubelet\n{HEX_B}  kubectl\n",  # a list of sums, not the sum of one file
+    f"{HEX_A} kubelet extra",
+]
+
+
+@pytest.mark.parametrize("text", BAD_SUM_FILES)
 def test_bad_sha256_files_are_refused(text: str) -> None:
     with pytest.raises(ChecksumError):
         checksums.parse_sha256_file(text, "kubelet.sha256")
+
+
+def test_a_named_sha256_file_must_name_the_binary() -> None:
+    assert checksums.parse_sha256_file(f"{HEX_A} *kubelet", "f", "kubelet") == HEX_A
+    assert checksums.parse_sha256_file(HEX_A, "f", "kubelet") == HEX_A
+    with pytest.raises(ChecksumError, match="the sum of 'kubectl', not of 'kubelet'"):
+        checksums.parse_sha256_file(f"{HEX_A}  kubectl", "f", "kubelet")
 
 
 def test_table_round_trip_and_merge(tmp_path: Path) -> None:
@@ -226,7 +245,8 @@ def test_versions_sort_numerically(tmp_path: Path) -> None:
 
 
 def test_lookup_of_a_missing_entry_says_how_to_add_it() -> None:
-    with pytest.raises(ChecksumError, match="no sha256 for kubelet v1.36.4 linux/amd64.*sums --version v1.36.4"):
+    how = "`spectra checksums kubernetes --version v1.36.4 --arch amd64`"
+    with pytest.raises(ChecksumError, match=f"no sha256 for kubelet v1.36.4 linux/amd64.*{how}"):
         checksums.lookup({}, "v1.36.4", "amd64", "kubelet")
 
 
@@ -351,12 +371,12 @@ def test_sums_from_a_url_and_from_the_mirror_agree(tmp_path: Path) -> None:
     mirror = tmp_path / "mirror"
     kb.publish(directory, "v1.36.3", "amd64", mirror)
     assert kb.sums_from_mirror(mirror, "v1.36.3", "amd64") == sums
-    assert kb.sums_from_url((mirror / "release").as_uri(), "v1.36.3", "amd64") == sums
+    assert kb.sums_from_served_mirror((mirror / "release").as_uri(), "v1.36.3", "amd64") == sums
 
 
 def test_sums_from_a_url_name_the_missing_file(tmp_path: Path) -> None:
     with pytest.raises(kb.BuildError, match=r"v1.36.3/bin/linux/amd64/kubelet.sha256"):
-        kb.sums_from_url((tmp_path / "empty").as_uri(), "v1.36.3", "amd64", ["kubelet"])
+        kb.sums_from_served_mirror((tmp_path / "empty").as_uri(), "v1.36.3", "amd64", ["kubelet"])
 
 
 def test_sums_from_the_mirror_check_the_binary(tmp_path: Path) -> None:
@@ -382,6 +402,16 @@ def test_cli_sums_from_url_writes_a_table_entry(tmp_path: Path, capsys: pytest.C
     assert "updated" in capsys.readouterr().out
     assert kb.main(args) == 0
     assert "unchanged" in capsys.readouterr().out
+
+
+def test_cli_sums_from_url_write_the_lab_table_never_the_production_one(lab_env: Path) -> None:
+    sums = make_cache(kb.cache_dir("v1.36.3", "amd64"))
+    assert kb.main(["publish", "--version", "v1.36.3", "--arch", "amd64"]) == 0
+    production = checksums.KUBERNETES_TABLE.read_bytes()
+    base = (kb.mirror_root() / "release").as_uri()
+    assert kb.main(["sums", "--version", "v1.36.3", "--arch", "amd64", "--from-url", base]) == 0
+    assert checksums.load_table(kb.lab_table_path()) == {"v1.36.3": {"amd64": sums}}
+    assert checksums.KUBERNETES_TABLE.read_bytes() == production
 
 
 def test_cli_sums_from_mirror_defaults_to_the_lab_table(lab_env: Path) -> None:

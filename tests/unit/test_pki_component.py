@@ -18,41 +18,25 @@ from deploys.components import pki as component
 from facts.certificates import Certificates, parse_certificate
 from facts.files import FileStates
 from tests.unit.pki_support import NOW, key_factory
-from tests.unit.pyinfra_harness import HOSTNAME, Result, run_deploy
+from tests.unit.pyinfra_harness import HOSTNAME, Result, run_component, run_deploy
 
 pytestmark = pytest.mark.unit
 
 PKI = "/etc/kubernetes/pki"
 
-
-class FakeHost:
-    """Another inventory host, as the component sees it (name and data)."""
-
-    def __init__(self, name: str, data: dict[str, Any]) -> None:
-        self.name = name
-        self.data = data
-
-
-OTHERS = [
-    FakeHost("cp2", {"roles": ["control_plane", "etcd"], "ssh_hostname": "10.0.0.12"}),
-    FakeHost("w1", {"roles": ["workers"], "ssh_hostname": "10.0.1.21"}),
-    FakeHost("mon1", {"roles": ["monitoring"], "ssh_hostname": "10.0.2.31"}),
-]
+# The other hosts of the inventory (name -> host data)
+OTHERS: dict[str, dict[str, Any]] = {
+    "cp2": {"roles": ["control_plane", "etcd"], "ssh_hostname": "10.0.0.12"},
+    "w1": {"roles": ["workers"], "ssh_hostname": "10.0.1.21"},
+    "mon1": {"roles": ["monitoring"], "ssh_hostname": "10.0.2.31"},
+}
 
 
 @pytest.fixture
 def pki_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.setattr(component, "key_factory", key_factory())
     monkeypatch.setattr(component, "utcnow", lambda: NOW)
-    monkeypatch.setattr(component, "cluster_hosts", lambda: inventory_with(OTHERS))
     return tmp_path / "pki"
-
-
-def inventory_with(others: list[FakeHost]) -> list[Any]:
-    """The harness's host plus ``others``, which share its cluster-wide settings (as group data would give)."""
-    (current,) = list(component.host.state.inventory)
-    shared = {key: current.data.get(key) for key in component.CLUSTER_SETTINGS if current.data.get(key) is not None}
-    return [current, *(FakeHost(other.name, {**shared, **other.data}) for other in others)]
 
 
 def data(pki_dir: Path, roles: list[str], **extra: Any) -> dict[str, Any]:
@@ -64,6 +48,17 @@ def data(pki_dir: Path, roles: list[str], **extra: Any) -> dict[str, Any]:
         "ssh_hostname": "10.0.0.11",
         **extra,
     }
+
+
+def inventory(settings: dict[str, Any], others: dict[str, dict[str, Any]] | None = None) -> dict[str, Any]:
+    """``others`` (default: OTHERS) with the harness host's cluster-wide settings, as group data gives them."""
+    shared = {key: value for key, value in settings.items() if key in component.CLUSTER_SETTINGS}
+    return {name: {**shared, **values} for name, values in (OTHERS if others is None else others).items()}
+
+
+def deploy(facts: dict[Any, Any], settings: dict[str, Any], others: dict[str, dict[str, Any]] | None = None) -> Result:
+    """The component as an entry file runs it (settings checked, gate, facts read in one command)."""
+    return run_component(component.COMPONENT, facts=facts, data=settings, others=inventory(settings, others))
 
 
 def bare(**certificates: Any) -> dict[Any, Any]:
@@ -155,7 +150,7 @@ NODE_FILES = {
 
 
 def test_control_plane_etcd_host_gets_its_files(pki_dir: Path) -> None:
-    result = run_deploy(component.cluster_pki_files, facts=bare(), data=data(pki_dir, ["control_plane", "etcd"]))
+    result = deploy(bare(), data(pki_dir, ["control_plane", "etcd"]))
     files = installed(result)
     assert {path: mode for path, (_, mode) in files.items()} == CONTROL_PLANE_FILES | ETCD_FILES | NODE_FILES
     assert directories(result) == {"/etc/kubernetes": "755", PKI: "700", f"{PKI}/etcd": "700", f"{PKI}/kubelet": "700"}
@@ -172,7 +167,7 @@ def test_control_plane_etcd_host_gets_its_files(pki_dir: Path) -> None:
 
 
 def test_shared_certificates_name_the_whole_inventory(pki_dir: Path) -> None:
-    run_deploy(component.cluster_pki_files, facts=bare(), data=data(pki_dir, ["control_plane", "etcd"]))
+    deploy(bare(), data(pki_dir, ["control_plane", "etcd"]))
     apiserver = x509.load_pem_x509_certificate((pki_dir / "apiserver.crt").read_bytes())
     names = apiserver.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
     dns = set(names.get_values_for_type(x509.DNSName))
@@ -184,7 +179,7 @@ def test_shared_certificates_name_the_whole_inventory(pki_dir: Path) -> None:
 
 
 def test_worker_gets_only_node_files(pki_dir: Path) -> None:
-    result = run_deploy(component.cluster_pki_files, facts=bare(), data=data(pki_dir, ["workers"]))
+    result = deploy(bare(), data(pki_dir, ["workers"]))
     files = installed(result)
     assert {path: mode for path, (_, mode) in files.items()} == NODE_FILES
     kubelet = yaml.safe_load(files["/etc/kubernetes/kubelet.conf"][0])
@@ -198,14 +193,14 @@ def test_worker_gets_only_node_files(pki_dir: Path) -> None:
 
 def test_second_run_changes_nothing(pki_dir: Path) -> None:
     settings = data(pki_dir, ["control_plane", "etcd"])
-    first = run_deploy(component.cluster_pki_files, facts=bare(), data=settings)
-    second = run_deploy(component.cluster_pki_files, facts=converged(first), data=settings)
+    first = deploy(bare(), settings)
+    second = deploy(converged(first), settings)
     assert second.commands == []
     assert len(second.noops) == len(second.ops) > 20
 
 
 def test_a_changed_file_alone_is_uploaded(pki_dir: Path) -> None:
-    first = run_deploy(component.cluster_pki_files, facts=bare(), data=data(pki_dir, ["workers"]))
+    first = deploy(bare(), data(pki_dir, ["workers"]))
     facts = converged(first)
     files = facts[FileStates]
 
@@ -216,7 +211,7 @@ def test_a_changed_file_alone_is_uploaded(pki_dir: Path) -> None:
         return states
 
     facts[FileStates] = tampered
-    second = run_deploy(component.cluster_pki_files, facts=facts, data=data(pki_dir, ["workers"]))
+    second = deploy(facts, data(pki_dir, ["workers"]))
     assert [short(op.name) for op in second.changed_ops] == [
         "Install /etc/kubernetes/kube-proxy.conf",
         f"Install {PKI}/kubelet/kubelet.key",
@@ -225,9 +220,9 @@ def test_a_changed_file_alone_is_uploaded(pki_dir: Path) -> None:
 
 
 def test_reissued_certificate_is_uploaded(pki_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    first = run_deploy(component.cluster_pki_files, facts=bare(), data=data(pki_dir, ["workers"]))
+    first = deploy(bare(), data(pki_dir, ["workers"]))
     monkeypatch.setattr(component, "utcnow", lambda: NOW + dt.timedelta(days=340))
-    second = run_deploy(component.cluster_pki_files, facts=converged(first), data=data(pki_dir, ["workers"]))
+    second = deploy(converged(first), data(pki_dir, ["workers"]))
     changed = {short(op.name).removeprefix("Install ") for op in second.changed_ops}
     assert changed == {f"{PKI}/kubelet/kubelet.crt", f"{PKI}/kubelet/kubelet.key",
                        "/etc/kubernetes/kubelet.conf", "/etc/kubernetes/kube-proxy.conf"}  # fmt: skip
@@ -235,20 +230,18 @@ def test_reissued_certificate_is_uploaded(pki_dir: Path, monkeypatch: pytest.Mon
 
 def test_host_with_another_ca_stops_the_run(pki_dir: Path, tmp_path: Path) -> None:
     other = tmp_path / "other"
-    first = run_deploy(component.cluster_pki_files, facts=bare(), data=data(other, ["workers"]))
+    first = deploy(bare(), data(other, ["workers"]))
     facts = converged(first)
     with pytest.raises(DeployError, match="holds another CA .* just created .* Restore it from its backup"):
-        run_deploy(component.cluster_pki_files, facts=facts, data=data(pki_dir, ["workers"]))
+        deploy(facts, data(pki_dir, ["workers"]))
     # and when the change is wanted, it goes through
-    result = run_deploy(
-        component.cluster_pki_files, facts=facts, data=data(pki_dir, ["workers"], pki_allow_ca_change=True)
-    )
+    result = deploy(facts, data(pki_dir, ["workers"], pki_allow_ca_change=True))
     assert result.op(f"Install {PKI}/ca.crt").changed
 
 
 def test_same_ca_passes(pki_dir: Path) -> None:
-    first = run_deploy(component.cluster_pki_files, facts=bare(), data=data(pki_dir, ["workers"]))
-    run_deploy(component.cluster_pki_files, facts=converged(first), data=data(pki_dir, ["workers"]))
+    first = deploy(bare(), data(pki_dir, ["workers"]))
+    deploy(converged(first), data(pki_dir, ["workers"]))
 
 
 def test_ca_key_can_stay_off_hosts_and_servers_are_settings(pki_dir: Path) -> None:
@@ -259,7 +252,7 @@ def test_ca_key_can_stay_off_hosts_and_servers_are_settings(pki_dir: Path) -> No
         pki_kubeconfig_server="https://10.0.0.10:6443",
         pki_kubeconfig_servers={"scheduler": "https://127.0.0.1:6444"},
     )
-    result = run_deploy(component.cluster_pki_files, facts=bare(), data=settings)
+    result = deploy(bare(), settings)
     files = installed(result)
     assert f"{PKI}/ca.key" not in files and f"{PKI}/etcd/server.crt" not in files
     assert "https://127.0.0.1:6444" in files["/etc/kubernetes/scheduler.conf"][0]
@@ -267,30 +260,62 @@ def test_ca_key_can_stay_off_hosts_and_servers_are_settings(pki_dir: Path) -> No
 
 
 def test_disabled_reads_nothing(pki_dir: Path) -> None:
-    result = run_deploy(component.cluster_pki_files, facts={}, data={"roles": ["control_plane"], "pki_enabled": False})
+    result = deploy({}, {"roles": ["control_plane"], "pki_enabled": False})
     assert result.ops == [] and result.fact_reads == []
     assert not pki_dir.exists()
 
 
 def test_host_without_cluster_role(pki_dir: Path) -> None:
-    result = run_deploy(component.cluster_pki_files, facts={}, data=data(pki_dir, ["monitoring"]))
+    result = deploy({}, data(pki_dir, ["monitoring"]))
     assert result.ops == [] and result.fact_reads == []
 
 
-def test_cluster_settings_must_agree(pki_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    odd = FakeHost("w9", {"roles": ["workers"], "pki_apiserver_sans": ["lb.example.com"]})
-    monkeypatch.setattr(component, "cluster_hosts", lambda: inventory_with([odd]))
-    with pytest.raises(DeployError, match="pki_apiserver_sans must be the same on every host"):
-        run_deploy(component.cluster_pki_files, facts=bare(), data=data(pki_dir, ["workers"]))
+def test_cluster_settings_must_agree(pki_dir: Path) -> None:
+    settings = data(pki_dir, ["workers"])
+    odd = inventory(settings, {**OTHERS, "w9": {"roles": ["workers"], "pki_apiserver_sans": ["lb.example.com"]}})
+    with pytest.raises(DeployError, match=r"pki_apiserver_sans must be the same on every host"):
+        run_component(component.COMPONENT, facts=bare(), data=settings, others=odd)
+    # the cluster-wide settings too (they shape the certificates: cluster_domain is a SAN)
+    odd = {**inventory(settings), "w9": {**inventory(settings)["w1"], "cluster_domain": "other.local"}}
+    with pytest.raises(DeployError, match=r"cluster_domain must be the same on every host"):
+        run_component(component.COMPONENT, facts=bare(), data=settings, others=odd)
 
 
-def test_bad_settings(pki_dir: Path) -> None:
-    with pytest.raises(DeployError, match="https:// URL"):
-        run_deploy(component.cluster_pki_files, facts=bare(),
-                   data=data(pki_dir, ["workers"], pki_kubeconfig_server="http://127.0.0.1:6443"))  # fmt: skip
-    with pytest.raises(DeployError, match="renewal window"):
-        run_deploy(component.cluster_pki_files, facts=bare(),
-                   data=data(pki_dir, ["workers"], pki_renew_before_days=365))  # fmt: skip
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        ({"pki_key_algorithm": "dsa-1024"}, r"pki_key_algorithm='dsa-1024': not one of 'rsa-2048', 'ecdsa-p256'"),
+        (
+            {"pki_kubeconfig_server": "http://127.0.0.1:6443"},
+            r"pki_kubeconfig_server='http://127.0.0.1:6443': an https",
+        ),
+        ({"pki_kubeconfig_servers": {"kubelet": "10.0.0.10:6443"}}, r"pki_kubeconfig_servers\['kubelet'\]=.*an https"),
+        ({"pki_kubeconfig_servers": {"proxy": "https://10.0.0.10:6443"}}, r"unknown kubeconfigs \['proxy'\]"),
+        ({"pki_renew_before_days": 365}, r"pki_renew_before_days=365: the renewal window must be shorter"),
+        ({"pki_cert_mode": "0666"}, r"pki_cert_mode='0666'"),
+    ],
+)
+def test_bad_settings_are_refused_before_anything(pki_dir: Path, extra: dict[str, Any], message: str) -> None:
+    with pytest.raises(DeployError, match=message) as error:
+        deploy(bare(), data(pki_dir, ["workers"], **extra))
+    assert "invalid settings" in str(error.value)
+    assert not pki_dir.exists()  # refused before the PKI was made
+
+
+def test_node_address_names_the_host_in_its_certificates(pki_dir: Path) -> None:
+    """node_address wins over private_ip and ssh_hostname in every certificate naming this host."""
+    where = {"node_address": "10.9.0.11", "private_ip": "10.0.0.99", "ssh_hostname": "203.0.113.11"}
+    deploy(bare(), data(pki_dir, ["control_plane", "etcd"], **where))
+
+    def ips(relative: str) -> set[str]:
+        cert = x509.load_pem_x509_certificate((pki_dir / relative).read_bytes())
+        names = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+        return {str(ip) for ip in names.get_values_for_type(x509.IPAddress)}
+
+    for relative in ("apiserver.crt", f"etcd/{HOSTNAME}/server.crt", f"etcd/{HOSTNAME}/peer.crt",
+                     f"nodes/{HOSTNAME}/kubelet.crt"):  # fmt: skip
+        assert "10.9.0.11" in ips(relative), relative
+        assert not {"10.0.0.99", "203.0.113.11"} & ips(relative), relative
 
 
 def test_pki_is_made_once_per_run(pki_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -20,7 +20,7 @@ from facts.platform import Platform
 from facts.swap import Swap
 from facts.systemd import SystemdUnits
 from tests.unit.component_facts import BOOKWORM
-from tests.unit.pyinfra_harness import run_deploy
+from tests.unit.pyinfra_harness import run_component, run_deploy
 
 pytestmark = pytest.mark.unit
 
@@ -128,65 +128,73 @@ def _hardening_cases() -> list[Any]:
     sshd: dict[str, Any] = {"dropin": None, "package_version": "1:9.2p1-2", "version": (9, 2), "effective": {}}
     empty: dict[str, Any] = {"files": {}, "units": {}}
     return [
-        (hardening_ssh, hardening_ssh.ssh_hardening, {SshdState: sshd}),
-        (hardening_sysctl, hardening_sysctl.sysctl_hardening, {ConfigState: empty, SysctlValues: {}}),
-        (firewall, firewall.firewall, {ConfigState: empty, DebPackages: {}}),
-        (audit, audit.audit_rules, {ConfigState: empty, DebPackages: {}, AuditSupport: support}),
-        (auto_updates, auto_updates.auto_updates, {ConfigState: empty, DebPackages: {}}),
-        (file_permissions, file_permissions.file_permissions, {FileStates: lambda paths, **_: dict.fromkeys(paths)}),
+        (hardening_ssh.COMPONENT, {SshdState: sshd}),
+        (hardening_sysctl.COMPONENT, {ConfigState: empty, SysctlValues: {}}),
+        (firewall.COMPONENT, {ConfigState: empty, DebPackages: {}}),
+        (audit.COMPONENT, {ConfigState: empty, DebPackages: {}, AuditSupport: support}),
+        (auto_updates.COMPONENT, {ConfigState: empty, DebPackages: {}}),
+        (file_permissions.COMPONENT, {FileStates: lambda paths, **_: dict.fromkeys(paths)}),
     ]
 
 
-@pytest.mark.parametrize(
-    "module, component, facts", _hardening_cases(), ids=lambda value: getattr(value, "__name__", "")
-)
-def test_fact_requests_are_exactly_what_the_component_reads(module: Any, component: Any, facts: Any) -> None:
+HARDENING_CASES = _hardening_cases()
+
+
+@pytest.mark.parametrize("component, facts", HARDENING_CASES, ids=[component.name for component, _ in HARDENING_CASES])
+def test_fact_requests_are_exactly_what_the_component_reads(component: Any, facts: Any) -> None:
     """node.py reads every hardening component's facts in one command: the components then read nothing."""
-    data = {"ssh_hostname": "10.0.0.1", "roles": ["control_plane"]}
-
-    @deploy("Prefetch then component")
-    def both() -> None:
-        if hasattr(module, "COMPONENT"):
-            run([module.COMPONENT])
-        else:
-            prepared_facts(*module.fact_requests())
-            component()
-
-    result = run_deploy(both, facts=facts, data=data)
+    result = run_component(component, facts=facts, data={"ssh_hostname": "10.0.0.1", "roles": ["control_plane"]})
     assert len(result.fact_reads) == 1, result.fact_reads
     assert result.ops  # the component did its work from the prefetched values
 
 
-def test_fact_requests_empty_when_disabled() -> None:
-    from deploys.components import firewall
+def _node_components() -> list[Any]:
+    """deploys/node.py's list (the entry file itself runs it when imported)."""
+    from deploys.components import (
+        audit,
+        auto_updates,
+        container_runtime,
+        file_permissions,
+        firewall,
+        fluentd,
+        hardening_ssh,
+        hardening_sysctl,
+        node_exporter,
+        os_prerequisites,
+    )
+
+    modules = [os_prerequisites, hardening_ssh, hardening_sysctl, firewall, audit, auto_updates, container_runtime,
+               node_exporter, fluentd, file_permissions]  # fmt: skip
+    return [module.COMPONENT for module in modules]
+
+
+@pytest.mark.parametrize("component", _node_components(), ids=lambda component: component.name)
+def test_fact_requests_empty_when_disabled(component: Any) -> None:
+    assert component.switch
 
     @deploy("Reads")
     def reads() -> None:
-        assert not firewall.COMPONENT.should_run(Settings())
-        run([firewall.COMPONENT])
+        assert not component.should_run(Settings())
+        run([component])
 
-    result = run_deploy(reads, facts={}, data={"firewall_enabled": False})
+    result = run_deploy(reads, facts={}, data={component.switch: False})
     assert result.fact_reads == [] and result.ops == []
 
 
 @pytest.mark.parametrize("name", ["os_prerequisites", "container_runtime", "node_exporter"])
 def test_service_component_fact_requests_cover_everything_it_reads(name: str) -> None:
-    """node.py reads these components' facts with the hardening ones: the components then read nothing."""
+    """node.py reads these components' facts with the hardening ones (and its base facts): the components then
+    read nothing."""
     import importlib
 
-    from facts.platform import Platform
     from tests.unit.component_facts import fresh
 
-    module = importlib.import_module(f"deploys.components.{name}")
+    component = importlib.import_module(f"deploys.components.{name}").COMPONENT
 
-    @deploy("Prefetch then component")
-    def both() -> None:
-        if hasattr(module, "COMPONENT"):
-            run([module.COMPONENT], base_facts=[Platform])
-        else:
-            prepared_facts(Platform, *module.fact_requests())
-            getattr(module, name)()
+    @deploy("Like node.py")
+    def like_node() -> None:
+        run([component], base_facts=[Platform])
 
-    result = run_deploy(both, facts=fresh(), data={"ssh_hostname": "10.0.0.1", "roles": ["workers"]})
+    result = run_deploy(like_node, facts=fresh(), data={"ssh_hostname": "10.0.0.1", "roles": ["workers"]})
     assert len(result.fact_reads) == 1, result.fact_reads
     assert result.ops

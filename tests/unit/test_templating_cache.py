@@ -12,11 +12,17 @@ from deploys.operations import config_files
 
 pytestmark = pytest.mark.unit
 
+HOSTS = {"registry": "docker.io", "server": "https://registry-1.docker.io", "mirrors": []}
 
-def test_both_template_environments_use_the_bytecode_cache() -> None:
+
+def test_one_template_environment_with_the_bytecode_cache() -> None:
     assert templating.BYTECODE_CACHE is not None
     assert templating._ENV.bytecode_cache is templating.BYTECODE_CACHE
-    assert config_files._ENV.bytecode_cache is templating.BYTECODE_CACHE
+    # config files render through the same environment: the toml filter is there too
+    assert config_files.render_template("etc/containerd/certs.d/hosts.toml.j2", **HOSTS) == templating.render(
+        "etc/containerd/certs.d/hosts.toml.j2", **HOSTS
+    )
+    assert "toml" in templating._ENV.filters
 
 
 def test_changed_source_is_not_served_from_the_cache(tmp_path: Path) -> None:
