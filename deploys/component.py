@@ -3,6 +3,7 @@
 Each module in ``deploys/components/`` that touches hosts ends with ``COMPONENT = Component(...)``:
 
 * ``defaults``: its settings (``DEFAULTS``: key -> default, a comment beside each);
+* ``required``: keys that need a value wherever the component is on;
 * ``choices``: allowed values of some of them; ``checks``: pure functions ``(Settings) -> [problem, ...]``
   for formats and cross-field rules. ``spectra validate`` and :func:`run` apply both, so a bad value stops
   the run before any host changes, with or without the ``spectra`` command;
@@ -48,6 +49,7 @@ class Component:
     fact_requests: Callable[[Settings], list[FactRequest]] = _nothing
     choices: Mapping[str, tuple[Any, ...]] = field(default_factory=dict)
     checks: tuple[Check, ...] = ()
+    required: frozenset[str] = frozenset()  # keys that need a value where the component is on (REQUIRED)
 
     @property
     def switch(self) -> str | None:
@@ -64,7 +66,11 @@ class Component:
         """What is wrong with this component's settings (nothing when it is switched off)."""
         if not self.enabled(settings):
             return []
-        found = []
+        found = [
+            f"{key}: required, has no value (set it in group data)"
+            for key in sorted(self.required)
+            if settings[key] is None
+        ]
         for key, allowed in self.choices.items():
             if settings[key] not in allowed:
                 found.append(f"{key}={settings[key]!r}: not one of {', '.join(repr(choice) for choice in allowed)}")

@@ -17,7 +17,6 @@ from weakref import WeakKeyDictionary
 
 from pyinfra import host
 
-from deploys.settings import component_data, require, setting  # noqa: F401  (moved there; callers move too)
 from facts.combined import bind
 
 T = TypeVar("T")

@@ -179,8 +179,7 @@ def _add_inventory_keys(schema: Schema) -> None:
 
 
 def _add_pyinfra_keys(schema: Schema) -> None:
-    from pyinfra.api.arguments import all_global_arguments
-    from pyinfra.api.connectors import get_all_connectors
+    from spectra.pyinfra_compat import all_global_arguments, get_all_connectors
 
     for connector_name, connector in sorted(get_all_connectors().items()):
         hints = typing.get_type_hints(connector.data_cls)

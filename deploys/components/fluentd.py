@@ -163,13 +163,9 @@ _KEY_SCRIPT = (
 
 
 def check(settings: Mapping[str, Any]) -> list[str]:
-    """Required settings and the formats fluentd.conf and the apt source need (pure: ``spectra validate``
+    """The formats fluentd.conf and the apt source need (pure: ``spectra validate``
     runs it too; the host's own codename is only known to the deploy)."""
-    problems = [
-        f"{key}={settings[key]!r}: must be set (group data) when fluentd_enabled"
-        for key in sorted(REQUIRED)
-        if not settings[key]
-    ]
+    problems = []
     hosts = settings["fluentd_elasticsearch_hosts"]
     if hosts and not isinstance(hosts, list | tuple):
         problems.append(f"fluentd_elasticsearch_hosts={hosts!r}: a list of host or host:port")
@@ -447,4 +443,5 @@ COMPONENT = Component(
     should_run=should_run,
     choices=CHOICES,
     checks=(check,),
+    required=frozenset(REQUIRED),
 )

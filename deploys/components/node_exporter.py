@@ -13,8 +13,8 @@ from pyinfra.facts.deb import DebPackages
 from deploys.component import Component
 from deploys.operations import managed
 from deploys.operations.download import download, download_paths, download_stat_only
-from deploys.prepare import FactRequest, prepared_fact, prepared_facts
-from deploys.settings import component_data, require, setting
+from deploys.prepare import FactRequest, prepared_facts
+from deploys.settings import Settings, require, setting
 from facts.files import FileStates
 from facts.platform import Platform
 from facts.systemd import SystemdUnits, unit_name
@@ -80,7 +80,7 @@ UNIT_FILE = "/etc/systemd/system/node_exporter.service"
 DEFAULTS_FILE = "/etc/default/prometheus-node-exporter"
 
 
-def _requests(data: dict[str, Any]) -> list[FactRequest]:
+def _requests(data: Mapping[str, Any]) -> list[FactRequest]:
     config_dir = data["node_exporter_config_dir"]
     cert = data["node_exporter_tls_cert"]
     binary = data["node_exporter_binary"]
@@ -106,6 +106,8 @@ def _requests(data: dict[str, Any]) -> list[FactRequest]:
     ]
     if data["node_exporter_install_method"] == "package":
         requests.append(DebPackages)
+    else:
+        requests.append(Platform)  # the architecture picks the release tarball
     return requests
 
 
@@ -115,7 +117,7 @@ def should_run(settings: Mapping[str, Any]) -> bool:
 
 def fact_requests(settings: Mapping[str, Any]) -> list[FactRequest]:
     """What :func:`node_exporter` reads at prepare time."""
-    return _requests(component_data(DEFAULTS))
+    return _requests(settings)
 
 
 @deploy("Node exporter")
@@ -132,12 +134,12 @@ def node_exporter() -> None:
     unit_file = UNIT_FILE
     defaults_file = DEFAULTS_FILE
     service = "node_exporter" if method == "upstream" else "prometheus-node-exporter"
-    files, units, *installed = prepared_facts(*_requests(component_data(DEFAULTS)))
+    files, units, extra = prepared_facts(*_requests(Settings()))
 
     changes = []
     if method == "upstream":
         version = str(setting("node_exporter_version"))
-        arch = prepared_fact(Platform).get("arch") or "unknown"
+        arch = extra.get("arch") or "unknown"
         sums = (setting("node_exporter_sha256") or {}).get(version) or {}
         require(
             bool(sums.get(arch)),
@@ -159,7 +161,7 @@ def node_exporter() -> None:
         group = user
     else:
         managed.apt_packages(
-            name="Install node exporter package", packages=[setting("node_exporter_package")], current=installed[0]
+            name="Install node exporter package", packages=[setting("node_exporter_package")], current=extra
         )
         group = "prometheus"
 

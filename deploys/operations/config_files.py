@@ -21,102 +21,22 @@ the same operation, so nothing reloads on a no-op run and no extra fact is read 
 
 from __future__ import annotations
 
-import hashlib
-import posixpath
-from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass
-from io import StringIO
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 from pyinfra import host
-from pyinfra.api import FileUploadCommand, QuoteString, StringCommand, operation
-from pyinfra.api.command import PyinfraCommand
+from pyinfra.api import QuoteString, StringCommand, operation
 
+from deploys.operations.files import ConfigFile, content_changes, install_file_commands
 from deploys.operations.managed import fresh
 from deploys.templating import render
 from facts.config_state import ConfigState
-from facts.files import normalise_mode
 from facts.systemd import unit_name
 
 
 def render_template(relative_path: str, **context: Any) -> str:
     """Render ``templates/<relative_path>`` with ``context`` (deploys.templating: the one Jinja environment)."""
     return render(relative_path, **context)
-
-
-Validator = Callable[[str], StringCommand]
-
-
-@dataclass(frozen=True)
-class ConfigFile:
-    """One managed file: where, what, who owns it, and how to check it before it goes live."""
-
-    path: str
-    content: str
-    mode: str = "0644"
-    user: str = "root"
-    group: str = "root"
-    # Given the staged path, a command that must exit 0 before the file replaces the live one.
-    validate: Validator | None = None
-
-    @property
-    def sha256(self) -> str:
-        return hashlib.sha256(self.content.encode()).hexdigest()
-
-    @property
-    def staged_path(self) -> str:
-        directory, name = posixpath.split(self.path)
-        return posixpath.join(directory, f".{name}.spectra-new")
-
-
-def install_file_commands(file: ConfigFile, current: dict[str, Any] | None) -> Iterator[PyinfraCommand]:
-    """Commands that bring ``file`` to its desired state, given the path's current state."""
-    mode = normalise_mode(file.mode)
-    if current is None or current.get("sha256") != file.sha256:
-        staged = file.staged_path
-        if current is None:
-            yield StringCommand("mkdir", "-p", QuoteString(posixpath.dirname(file.path)))
-        yield FileUploadCommand(
-            StringIO(file.content),
-            staged,
-            remote_temp_filename=host.get_temp_filename(staged),
-        )
-        yield StringCommand(
-            "chown",
-            QuoteString(f"{file.user}:{file.group}"),
-            QuoteString(staged),
-            "&&",
-            "chmod",
-            QuoteString(mode or "644"),
-            QuoteString(staged),
-        )
-        if file.validate is not None:
-            yield StringCommand(
-                "(",
-                file.validate(staged),
-                ")",
-                "||",
-                "{",
-                "rm",
-                "-f",
-                QuoteString(staged),
-                ";",
-                "echo",
-                QuoteString(f"validation failed, {file.path} left unchanged"),
-                ">&2",
-                ";",
-                "exit",
-                "1",
-                ";",
-                "}",
-            )
-        yield StringCommand("mv", "-f", QuoteString(staged), QuoteString(file.path))
-        return
-
-    if current.get("user") != file.user or current.get("group") != file.group:
-        yield StringCommand("chown", QuoteString(f"{file.user}:{file.group}"), QuoteString(file.path))
-    if current.get("mode") != mode:
-        yield StringCommand("chmod", QuoteString(mode or "644"), QuoteString(file.path))
 
 
 def config_state_kwargs(
@@ -130,10 +50,6 @@ def config_state_kwargs(
         "paths": [file.path for file in files] + list(absent),
         "units": list(dict.fromkeys([*enabled_units, *running_units])),
     }
-
-
-def content_changes(file: ConfigFile, current: dict[str, Any] | None) -> bool:
-    return current is None or current.get("sha256") != file.sha256
 
 
 @operation()

@@ -19,16 +19,14 @@ own fact would.
 
 from __future__ import annotations
 
-import hashlib
-import posixpath
 from collections.abc import Iterable, Mapping, Sequence
-from io import BytesIO
 from typing import Any
 
 from pyinfra import host
-from pyinfra.api import FileUploadCommand, QuoteString, StringCommand, operation
+from pyinfra.api import QuoteString, StringCommand, operation
 from pyinfra.facts.deb import DebPackages
 
+from deploys.operations.files import ConfigFile, install_file_commands
 from deploys.templating import render
 from facts.files import FileState, FileStates, normalise_mode, state_matches
 from facts.sysctl import SysctlValues, normalise_value
@@ -114,36 +112,18 @@ def content(
     current: Any = UNSET,
 ):
     """
-    Ensure ``dest`` holds exactly ``data`` with mode/owner. A changed file is uploaded next to
-    ``dest``, given its owner and mode, then renamed over it (atomic, never a half-written file).
+    Ensure ``dest`` holds exactly ``data`` with mode/owner, the way every file is written
+    (``deploys.operations.files``: staged next to it, owned, renamed over it).
 
     + current: the FileState of ``dest`` (or a snapshot dict containing it), None when absent
     """
-    raw = data.encode() if isinstance(data, str) else data
-    wanted_sum = hashlib.sha256(raw).hexdigest()
-    wanted_mode = normalise_mode(mode)
     state = _file_state(dest, current)
-    diff = state_matches(state, sha256=wanted_sum, mode=wanted_mode, user=user, group=group)
-    if not diff:
+    file = ConfigFile(dest, data, mode=normalise_mode(mode) or "644", user=user, group=group)
+    commands = list(install_file_commands(file, state))
+    if not commands:
         host.noop(f"{dest} is up to date")
         return
-
-    if "exists" in diff or "sha256" in diff:
-        directory, name = posixpath.split(dest)
-        temp = posixpath.join(directory, f".{name}.spectra-new")
-        yield StringCommand("mkdir", "-p", QuoteString(directory))
-        yield FileUploadCommand(BytesIO(raw), temp, remote_temp_filename=temp)
-        yield StringCommand(
-            "chown", _owner(user, group), QuoteString(temp),
-            "&&", "chmod", wanted_mode, QuoteString(temp),
-            "&&", "mv", "-f", QuoteString(temp), QuoteString(dest),
-        )  # fmt: skip
-        return
-
-    if "user" in diff or "group" in diff:
-        yield StringCommand("chown", _owner(user, group), QuoteString(dest))
-    if "mode" in diff:
-        yield StringCommand("chmod", wanted_mode, QuoteString(dest))
+    yield from commands
 
 
 @operation()

@@ -28,7 +28,7 @@ def test_packages_in_one_apt_call_and_v2_systemd_driver() -> None:
     assert 'bin_dir = "/usr/lib/cni"' in config
     assert 'sandbox_image = "registry.k8s.io/pause:3.10"' in config
     assert "BinaryName" not in config
-    assert "chmod 600" in result.op("containerd config").commands[-1]
+    assert "chmod 600" in result.op("containerd config").commands[-2]
 
 
 @pytest.mark.parametrize("version", ["v1", "hybrid"])

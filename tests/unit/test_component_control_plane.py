@@ -324,14 +324,11 @@ def test_one_remote_command_for_the_component(setup: Path) -> None:
 
 def test_config_files(setup: Path) -> None:
     result = deploy(setup)
-    assert (
-        result.op("Secrets encryption configuration")
-        .commands[-1]
-        .endswith(
-            "chmod 600 /etc/kubernetes/.encryption-config.yaml.spectra-new && mv -f "
-            "/etc/kubernetes/.encryption-config.yaml.spectra-new /etc/kubernetes/encryption-config.yaml"
-        )
-    )
+    staged = "/etc/kubernetes/.encryption-config.yaml.spectra-new"
+    assert result.op("Secrets encryption configuration").commands[-2:] == [
+        f"chown root:root {staged} && chmod 600 {staged}",
+        f"mv -f {staged} /etc/kubernetes/encryption-config.yaml",
+    ]
     encryption = yaml.safe_load(result.uploads[CONFIGS["encryption"]])
     providers = encryption["resources"][0]["providers"]
     assert encryption["resources"][0]["resources"] == ["secrets"]

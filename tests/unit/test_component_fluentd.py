@@ -263,9 +263,9 @@ def refused(**data: Any) -> None:
 
 
 def test_required_settings() -> None:
-    with pytest.raises(DeployError, match=re.escape("fluentd_elasticsearch_hosts=None: must be set")):
+    with pytest.raises(DeployError, match=re.escape("fluentd_elasticsearch_hosts: required, has no value")):
         run_component(COMPONENT, facts={}, data={"fluentd_kubernetes_url": "https://x:6443"})
-    with pytest.raises(DeployError, match=re.escape("fluentd_kubernetes_url=None: must be set")):
+    with pytest.raises(DeployError, match=re.escape("fluentd_kubernetes_url: required, has no value")):
         refused(fluentd_kubernetes_url=None)
 
 

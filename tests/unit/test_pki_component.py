@@ -80,7 +80,7 @@ def installed(result: Result) -> dict[str, tuple[str, str]]:
             continue
         path = short(op.name).removeprefix("Install ")
         directory, name = path.rsplit("/", 1)
-        mode = re.search(r"chmod (\d+) ", op.commands[-1])
+        mode = re.search(r"chmod (\d+) ", op.commands[-2])
         assert mode, op.commands
         files[path] = (result.uploads[f"{directory}/.{name}.spectra-new"], mode.group(1))
     return files
@@ -156,7 +156,7 @@ def test_control_plane_etcd_host_gets_its_files(pki_dir: Path) -> None:
     assert directories(result) == {"/etc/kubernetes": "755", PKI: "700", f"{PKI}/etcd": "700", f"{PKI}/kubelet": "700"}
     # parents before files; everything root-owned
     assert short(result.ops[0].name) == "Directory /etc/kubernetes"
-    assert all("chown root:root" in op.commands[-1] for op in result.ops if "Install" in op.name)
+    assert all("chown root:root" in op.commands[-2] for op in result.ops if "Install" in op.name)
     # the content is the PKI directory's
     assert files[f"{PKI}/apiserver.crt"][0] == (pki_dir / "apiserver.crt").read_text()
     assert files[f"{PKI}/etcd/server.key"][0] == (pki_dir / f"etcd/{HOSTNAME}/server.key").read_text()
