@@ -15,8 +15,10 @@ The order of the returned groups is the order pyinfra merges group data in (a la
 
 An inventory file uses it like this (module-level names starting with ``_`` are not groups)::
 
+    from inventories import ssh_tuning
     from inventories.grouping import HostRecord, build_groups, file_group
 
+    ssh_tuning.enable()  # TCP_NODELAY on pyinfra's SSH sockets: ~2 ms per remote command instead of ~44 ms
     _records = [HostRecord("cp-1", {"ssh_hostname": "10.0.0.5"}, roles=("control_plane", "etcd"),
                            zone="dc1-r1", region="dc1")]
     globals().update(build_groups(_records, inventory_group=file_group(__file__)))

@@ -140,6 +140,12 @@ def report(request: pytest.FixtureRequest, ha: HaLab | None, measured: dict[str,
         print(f"\nHA lab measurements:\n{text}")
 
 
+def failure_text(result: subprocess.CompletedProcess[str]) -> str:
+    """What a failed run said: its error lines (pyinfra prints them long before its summary), then its end."""
+    errors = [line for line in result.stdout.splitlines() if "rror" in line or "failed" in line]
+    return "\n".join(errors[-40:]) + "\n...\n" + result.stdout[-3000:] + result.stderr[-3000:]
+
+
 @pytest.fixture(scope="module")
 def ha(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[HaLab]:
     """The HA lab, up and converged; always taken down afterwards."""
@@ -167,7 +173,7 @@ def ha(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory)
         started = time.monotonic()
         converged, summary = converge(tmp / "first.json")
         measured["first_converge_seconds"] = round(time.monotonic() - started, 1)
-        assert converged.returncode == 0, converged.stdout[-6000:] + converged.stderr[-4000:]
+        assert converged.returncode == 0, failure_text(converged)
         measured["memory_pss_mib_after_first_converge"] = memory_pss_mib()
         result = HaLab(read_ha_lab(), summary, tmp, measured)
         yield result
@@ -223,17 +229,32 @@ def wait_for(what: str, check: Any, timeout: float, interval: float = 2) -> floa
         time.sleep(interval)
 
 
-def whole_cluster_healthy(ha: HaLab, via: LabNode) -> bool:
-    if apiserver_endpoints(ha, via) != sorted(node.address for node in ha.lab.nodes):
-        return False
+@dataclass
+class Health:
+    """What is not healthy yet (empty: all of it is); false while anything is missing, and says what."""
+
+    missing: dict[str, Any]
+
+    def __bool__(self) -> bool:
+        return not self.missing
+
+
+def whole_cluster_healthy(ha: HaLab, via: LabNode) -> Health:
+    missing: dict[str, Any] = {}
+    endpoints = apiserver_endpoints(ha, via)
+    if endpoints != sorted(node.address for node in ha.lab.nodes):
+        missing["kubernetes Service endpoints"] = endpoints
     ready = nodes_ready(ha, via)
+    if ready != dict.fromkeys(NODES, "True"):
+        missing["nodes Ready"] = ready
     health = etcd_health(ha, via)
-    return (
-        ready == dict.fromkeys(NODES, "True")
-        and len(health) == 3
-        and all(entry.get("health") for entry in health)
-        and all(haproxy_servers(ha, node) == dict.fromkeys(NODES, "UP") for node in ha.lab.nodes)
-    )
+    if len(health) != 3 or not all(entry.get("health") for entry in health):
+        missing["etcd health"] = health
+    for node in ha.lab.nodes:
+        servers = haproxy_servers(ha, node)
+        if servers != dict.fromkeys(NODES, "UP"):
+            missing[f"{node.name} balancer"] = servers
+    return Health(missing)
 
 
 def test_first_converge_builds_three_control_planes(ha: HaLab) -> None:
@@ -247,7 +268,7 @@ def test_second_converge_changes_nothing(ha: HaLab) -> None:
     started = time.monotonic()
     result, summary = converge(ha.tmp / "second.json")
     ha.measured["second_converge_seconds"] = round(time.monotonic() - started, 1)
-    assert result.returncode == 0, result.stdout[-6000:] + result.stderr[-4000:]
+    assert result.returncode == 0, failure_text(result)
     assert summary["changed_operations"] == {name: [] for name in NODES}, summary["changed_operations"]
 
 
@@ -401,11 +422,21 @@ def test_the_stopped_control_plane_rejoins(ha: HaLab) -> None:
     booted = ha_lab_cli("start", victim.name)
     assert booted.returncode == 0, booted.stderr
     ha.measured["rejoin_boot_seconds"] = round(time.monotonic() - started, 1)
-    waited = wait_for(
-        f"{victim.name} Ready, 3 healthy etcd members, every balancer sees 3 apiservers UP, 3 behind the Service",
-        lambda: whole_cluster_healthy(ha, survivor),
-        300,
-    )
+    try:
+        waited = wait_for(
+            f"{victim.name} Ready, 3 healthy etcd members, every balancer sees 3 apiservers UP, 3 behind the Service",
+            lambda: whole_cluster_healthy(ha, survivor),
+            300,
+        )
+    except AssertionError as error:
+        services = "etcd kube-apiserver kube-controller-manager kube-scheduler kubelet kube-proxy haproxy containerd"
+        victim_state = ha.lab.ssh(
+            victim,
+            f"systemctl is-active {services}; systemctl --no-pager --failed; "
+            "journalctl --no-pager -n 40 -u etcd -u kube-apiserver -u kubelet -u haproxy",
+            check=False,
+        )
+        raise AssertionError(f"{error}\n{victim.name} after its restart:\n{victim_state[-6000:]}") from None
     ha.measured["rejoin_healthy_after_boot_seconds"] = round(waited, 1)
     for node in ha.lab.nodes:
         assert ha.kubectl(node, "get --raw /readyz").strip() == "ok", node.name
