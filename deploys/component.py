@@ -100,7 +100,7 @@ def settings_problems(components: Iterable[Component], settings: Mapping[str, An
 
 def check_settings(components: Iterable[Component], settings: Settings | None = None) -> None:
     """Stop this host's deploy (at prepare, nothing changed yet) when any setting is invalid."""
-    settings = settings or Settings()
+    settings = Settings() if settings is None else settings
     found = settings_problems(components, settings)
     if found:
         raise DeployError(f"{host.name}: invalid settings:\n  " + "\n  ".join(found))
