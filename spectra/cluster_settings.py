@@ -15,6 +15,8 @@ import re
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
+from spectra.values import is_port
+
 DEFAULTS: dict[str, Any] = {
     "cluster_name": "kubernetes",  # the cluster's name (kubeconfigs, controller-manager --cluster-name, PKI dir)
     "cluster_domain": "cluster.local",  # cluster DNS domain: SAN kubernetes.default.svc.<domain>, CoreDNS zone
@@ -83,10 +85,6 @@ def service_networks(text: str) -> list[ipaddress.IPv4Network | ipaddress.IPv6Ne
     return [ipaddress.ip_network(part.strip(), strict=True) for part in str(text).split(",")]
 
 
-def _is_port(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool) and 0 < value < 65536
-
-
 def check(values: Mapping[str, Any]) -> list[str]:
     """Problems with the cluster settings (``key: message``), none when they are usable."""
     problems: list[str] = []
@@ -139,12 +137,12 @@ def check(values: Mapping[str, Any]) -> list[str]:
     except ValueError as error:
         fail("apiserver_local_address", f"an IP:port such as 127.0.0.1:6443 ({error})")
     for key in PORT_KEYS:
-        if not _is_port(values[key]):
+        if not is_port(values[key]):
             fail(key, "a port number (1-65535)")
     taken: dict[int, str] = {}
     for key in PORT_KEYS:
         port = values[key]
-        if _is_port(port) and port in taken:
+        if is_port(port) and port in taken:
             fail(key, f"the same port as {taken[port]}")
         taken.setdefault(port, key)
     return problems

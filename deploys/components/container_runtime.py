@@ -18,7 +18,6 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from typing import Any
-from urllib.parse import urlparse
 
 from pyinfra.api import deploy
 from pyinfra.facts.deb import DebPackages
@@ -32,6 +31,7 @@ from facts.cgroup import V2, CgroupVersion
 from facts.files import FileStates
 from facts.platform import Platform
 from facts.systemd import SystemdUnits, unit_name
+from spectra.values import is_url
 
 DEFAULTS: dict[str, Any] = {
     "container_runtime_enabled": True,  # run this component at all
@@ -84,11 +84,6 @@ _REGISTRY = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]*(:[0-9]{1,5})?")
 _SHA256 = re.compile(r"[0-9a-fA-F]{64}")
 
 
-def _is_url(value: Any) -> bool:
-    parsed = urlparse(str(value))
-    return parsed.scheme in ("http", "https") and bool(parsed.netloc) and not re.search(r"\s", str(value))
-
-
 def check(settings: Mapping[str, Any]) -> list[str]:
     """Registry settings and upstream download settings (pure: ``spectra validate`` runs it too).
 
@@ -103,13 +98,13 @@ def check(settings: Mapping[str, Any]) -> list[str]:
         for registry, urls in mirrors.items():
             if not _REGISTRY.fullmatch(str(registry)):
                 problems.append(f"containerd_registry_mirrors: {registry!r} is not a registry host[:port]")
-            if not isinstance(urls, list | tuple) or not all(_is_url(url) for url in urls):
+            if not isinstance(urls, list | tuple) or not all(is_url(url) for url in urls):
                 problems.append(f"containerd_registry_mirrors[{registry!r}]={urls!r}: a list of http(s) URLs")
     if not isinstance(servers, Mapping):
         problems.append(f"containerd_registry_servers={servers!r}: a mapping of registry -> URL")
     else:
         for registry, url in servers.items():
-            if not _is_url(url):
+            if not is_url(url):
                 problems.append(f"containerd_registry_servers[{registry!r}]={url!r}: an http(s) URL")
     # credentials: keys are named, values never shown
     if not isinstance(auths, Mapping):
@@ -132,7 +127,7 @@ def check(settings: Mapping[str, Any]) -> list[str]:
                 url = str(pattern).format(version=settings[f"{name}_version"], arch="amd64")
             except (KeyError, IndexError, ValueError):
                 url = ""
-            if not _is_url(url):
+            if not is_url(url):
                 problems.append(
                     f"{name}_download_url={pattern!r}: an http(s) URL with no placeholders but {{version}} and {{arch}}"
                 )

@@ -29,7 +29,6 @@ import ipaddress
 import re
 from collections.abc import Mapping
 from typing import Any
-from urllib.parse import urlsplit
 
 from pyinfra import host
 from pyinfra.api import DeployError, QuoteString, StringCommand, deploy, operation
@@ -62,6 +61,7 @@ from facts.systemd import SystemdUnits, unit_name
 from spectra import pki as pki_lib
 from spectra import topology
 from spectra.pki import layout
+from spectra.values import is_https_url, is_whole
 
 DEFAULTS: dict[str, Any] = {
     "control_plane_enabled": True,  # on control_plane hosts
@@ -127,15 +127,6 @@ _DURATION = re.compile(r"^([0-9]+(\.[0-9]+)?(ns|us|ms|s|m|h))+$")
 _CIPHER = re.compile(r"^TLS_[A-Z0-9_]+$")
 
 
-def _is_whole(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _is_https_url(value: Any) -> bool:
-    parts = urlsplit(str(value))
-    return parts.scheme == "https" and bool(parts.netloc)
-
-
 def check(settings: Mapping[str, Any]) -> list[str]:
     """Formats the control plane's settings must have (pure: ``spectra validate`` runs it too)."""
     problems = []
@@ -153,10 +144,10 @@ def check(settings: Mapping[str, Any]) -> list[str]:
     if not isinstance(paths, list | tuple) or not all(_URL_PATH.match(str(path)) for path in paths):
         fail("control_plane_anonymous_paths", "a list of URL paths such as /readyz")
     servers = settings["control_plane_etcd_servers"]
-    if servers is not None and (not servers or not all(_is_https_url(server) for server in servers)):
+    if servers is not None and (not servers or not all(is_https_url(server) for server in servers)):
         fail("control_plane_etcd_servers", "None (the inventory's etcd members) or a list of https:// URLs")
     issuer = settings["control_plane_service_account_issuer"]
-    if issuer is not None and not _is_https_url(issuer):
+    if issuer is not None and not is_https_url(issuer):
         fail("control_plane_service_account_issuer", "an https:// URL")
     suites = settings["control_plane_tls_cipher_suites"] or []
     if not isinstance(suites, list | tuple) or not all(_CIPHER.match(str(suite)) for suite in suites):
@@ -168,7 +159,7 @@ def check(settings: Mapping[str, Any]) -> list[str]:
     for key, least in (("control_plane_audit_log_maxage", 0), ("control_plane_audit_log_maxbackup", 0),
                        ("control_plane_audit_log_maxsize", 1), ("control_plane_terminated_pod_gc_threshold", 0),
                        ("control_plane_ready_timeout", 1)):  # fmt: skip
-        if not _is_whole(settings[key]) or settings[key] < least:
+        if not is_whole(settings[key]) or settings[key] < least:
             fail(key, f"a whole number of at least {least}")
     return problems
 

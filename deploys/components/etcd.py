@@ -42,6 +42,7 @@ from facts.platform import Platform
 from facts.systemd import SystemdUnits, unit_name
 from spectra import cluster_settings, topology
 from spectra.pki import layout
+from spectra.values import is_whole
 
 DEFAULTS: dict[str, Any] = {
     "etcd_enabled": True,  # on the hosts with the etcd role
@@ -99,10 +100,6 @@ _TOKEN = re.compile(r"^[A-Za-z0-9._-]+$")
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 
 
-def _is_whole(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
 def check(settings: Mapping[str, Any]) -> list[str]:
     """Formats etcd's settings must have (pure: ``spectra validate`` runs it too)."""
     problems = []
@@ -126,11 +123,11 @@ def check(settings: Mapping[str, Any]) -> list[str]:
         if settings[key] is not None and not str(settings[key]).startswith("/"):
             fail(key, "an absolute path")
     for key, least in (("etcd_snapshot_keep", 1), ("etcd_health_timeout", 1)):
-        if not _is_whole(settings[key]) or settings[key] < least:
+        if not is_whole(settings[key]) or settings[key] < least:
             fail(key, f"a whole number of at least {least}")
     metrics = settings["etcd_metrics_port"]
     taken = {key: settings[key] for key in cluster_settings.PORT_KEYS}
-    if not _is_whole(metrics) or not 0 < metrics < 65536:
+    if not is_whole(metrics) or not 0 < metrics < 65536:
         fail("etcd_metrics_port", "a port number (1-65535)")
     elif metrics in taken.values():
         fail("etcd_metrics_port", f"the same port as {next(key for key, port in taken.items() if port == metrics)}")

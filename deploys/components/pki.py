@@ -31,7 +31,6 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 from weakref import WeakKeyDictionary
 
 from pyinfra import host, logger
@@ -47,6 +46,7 @@ from spectra import cluster_settings, topology
 from spectra import pki as pki_lib
 from spectra.pki import layout
 from spectra.pki.x509 import KEY_ALGORITHMS, PKIError, PrivateKey, fingerprint, load_cert, new_key
+from spectra.values import is_https_url, is_whole
 
 DEFAULTS: dict[str, Any] = {
     "pki_enabled": True,  # on the hosts whose roles need it (control_plane, etcd, cluster_node_roles)
@@ -86,15 +86,6 @@ key_factory: Callable[[str], PrivateKey] = new_key
 _RUNS: WeakKeyDictionary[Any, dict[tuple[Path, pki_lib.ClusterSpec], pki_lib.Pki]] = WeakKeyDictionary()
 
 
-def _is_whole(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _is_https_url(value: Any) -> bool:
-    parts = urlsplit(str(value))
-    return parts.scheme == "https" and bool(parts.netloc)
-
-
 def check(settings: Mapping[str, Any]) -> list[str]:
     """Formats and rules of the PKI settings (pure: ``spectra validate`` runs it too)."""
     problems = []
@@ -109,13 +100,13 @@ def check(settings: Mapping[str, Any]) -> list[str]:
     urls = {"pki_kubeconfig_server": settings["pki_kubeconfig_server"]}
     urls.update({f"pki_kubeconfig_servers[{kind!r}]": url for kind, url in servers.items()})
     for key, url in urls.items():
-        if url is not None and not _is_https_url(url):
+        if url is not None and not is_https_url(url):
             problems.append(f"{key}={url!r}: an https:// URL such as https://10.0.0.10:6443")
     days = {key: settings[key] for key in ("pki_ca_days", "pki_leaf_days", "pki_renew_before_days")}
     for key, value in days.items():
-        if not _is_whole(value) or value < 0:
+        if not is_whole(value) or value < 0:
             problems.append(f"{key}={value!r}: a whole number of days")
-    if all(_is_whole(value) and value >= 0 for value in days.values()):
+    if all(is_whole(value) and value >= 0 for value in days.values()):
         if days["pki_renew_before_days"] >= days["pki_leaf_days"]:
             problems.append(
                 f"pki_renew_before_days={days['pki_renew_before_days']}: the renewal window must be shorter than "
