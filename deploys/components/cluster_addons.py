@@ -92,9 +92,12 @@ def apply_manifest(
     yield StringCommand("chmod", "0600", QuoteString(staged))
     yield StringCommand(base, "apply", "-f", QuoteString(staged))
     for namespace, name in wait_for:
+        ns = ("-n", QuoteString(namespace))
+        # on a timeout, say why before failing: the Deployment's pods, where they run and their last events
         yield StringCommand(
-            base, "-n", QuoteString(namespace), "rollout", "status", QuoteString(f"deployment/{name}"),
-            f"--timeout={int(timeout)}s",
+            base, *ns, "rollout", "status", QuoteString(f"deployment/{name}"), f"--timeout={int(timeout)}s",
+            "||", "{", base, *ns, "get", "pods", "-o", "wide", ">&2;",
+            base, *ns, "get", "events", "--sort-by=.lastTimestamp", ">&2;", "exit", "1;", "}",
         )  # fmt: skip
     yield StringCommand("mv", "-f", QuoteString(staged), QuoteString(path))
 

@@ -142,7 +142,8 @@ def report(request: pytest.FixtureRequest, ha: HaLab | None, measured: dict[str,
 
 def failure_text(result: subprocess.CompletedProcess[str]) -> str:
     """What a failed run said: its error lines (pyinfra prints them long before its summary), then its end."""
-    errors = [line for line in result.stdout.splitlines() if "rror" in line or "failed" in line]
+    lines = [*result.stdout.splitlines(), *result.stderr.splitlines()]  # pyinfra reports on stderr
+    errors = [line for line in lines if "rror" in line or "failed" in line]
     return "\n".join(errors[-40:]) + "\n...\n" + result.stdout[-3000:] + result.stderr[-3000:]
 
 

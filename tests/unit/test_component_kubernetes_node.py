@@ -409,7 +409,11 @@ def test_addon_applied_when_changed_and_kept_only_after_rollout() -> None:
     commands = result.op("Apply addon coredns").commands
     staged = "/etc/kubernetes/addons/coredns.yaml.spectra-new"
     assert "kubectl --kubeconfig /etc/kubernetes/admin.conf apply -f " + staged in commands[2]
-    assert "-n kube-system rollout status deployment/coredns --timeout=300s" in commands[3]
+    kubectl = "/usr/local/bin/kubectl --kubeconfig /etc/kubernetes/admin.conf -n kube-system"
+    assert commands[3] == (
+        f"{kubectl} rollout status deployment/coredns --timeout=300s || {{ {kubectl} get pods -o wide >&2; "
+        f"{kubectl} get events --sort-by=.lastTimestamp >&2; exit 1; }}"
+    )
     assert commands[-1] == f"mv -f {staged} /etc/kubernetes/addons/coredns.yaml"
     manifest = result.uploads[staged]
     kept = {
