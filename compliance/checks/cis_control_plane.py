@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from compliance.model import CIS, Check, Outcome, Scope, failed, not_applicable
+from compliance.model import CIS, Check, Evaluate, Outcome, Scope, failed, not_applicable
 from compliance.modes import MODE_600, ROOT_OWNED, FileExpectation, PresentFiles
 from compliance.probe import Probe
 from spectra import topology
@@ -85,90 +85,74 @@ class PkiFiles:
         return self.expect.evaluate(files)
 
 
+def _cis_check(
+    id: str, title: str, rationale: str, fix: str, evaluate: Evaluate, scope: Scope = CONTROL_PLANE_HOSTS
+) -> Check:
+    """A check of this section: CIS section 1.1, on control-plane hosts unless said otherwise."""
+    return Check(
+        id=id, section=SECTION, title=title, rationale=rationale, fix=fix, evaluate=evaluate, scope=scope, reference=CIS
+    )
+
+
 CHECKS: tuple[Check, ...] = (
-    Check(
+    _cis_check(
         id="1.1.1",
-        section=SECTION,
         title="API server pod specification (manifest or unit) permissions are 600 or more restrictive",
         rationale="it sets every API server flag",
         fix="chmod 600 the manifest or /etc/systemd/system/kube-apiserver.service",
         evaluate=control_plane_files(spec_files("kube-apiserver"), MODE_600),
-        scope=CONTROL_PLANE_HOSTS,
-        reference=CIS,
     ),
-    Check(
+    _cis_check(
         id="1.1.2",
-        section=SECTION,
         title="API server pod specification (manifest or unit) ownership is root:root",
         rationale="it sets every API server flag",
         fix="chown root:root the manifest or /etc/systemd/system/kube-apiserver.service",
         evaluate=control_plane_files(spec_files("kube-apiserver"), ROOT_OWNED),
-        scope=CONTROL_PLANE_HOSTS,
-        reference=CIS,
     ),
-    Check(
+    _cis_check(
         id="1.1.3",
-        section=SECTION,
         title="Controller manager pod specification (manifest or unit) permissions are 600 or more restrictive",
         rationale="it sets the controller manager's flags",
         fix="chmod 600 the manifest or /etc/systemd/system/kube-controller-manager.service",
         evaluate=control_plane_files(spec_files("kube-controller-manager"), MODE_600),
-        scope=CONTROL_PLANE_HOSTS,
-        reference=CIS,
     ),
-    Check(
+    _cis_check(
         id="1.1.4",
-        section=SECTION,
         title="Controller manager pod specification (manifest or unit) ownership is root:root",
         rationale="it sets the controller manager's flags",
         fix="chown root:root the manifest or /etc/systemd/system/kube-controller-manager.service",
         evaluate=control_plane_files(spec_files("kube-controller-manager"), ROOT_OWNED),
-        scope=CONTROL_PLANE_HOSTS,
-        reference=CIS,
     ),
-    Check(
+    _cis_check(
         id="1.1.5",
-        section=SECTION,
         title="Scheduler pod specification (manifest or unit) permissions are 600 or more restrictive",
         rationale="it sets the scheduler's flags",
         fix="chmod 600 the manifest or /etc/systemd/system/kube-scheduler.service",
         evaluate=control_plane_files(spec_files("kube-scheduler"), MODE_600),
-        scope=CONTROL_PLANE_HOSTS,
-        reference=CIS,
     ),
-    Check(
+    _cis_check(
         id="1.1.6",
-        section=SECTION,
         title="Scheduler pod specification (manifest or unit) ownership is root:root",
         rationale="it sets the scheduler's flags",
         fix="chown root:root the manifest or /etc/systemd/system/kube-scheduler.service",
         evaluate=control_plane_files(spec_files("kube-scheduler"), ROOT_OWNED),
-        scope=CONTROL_PLANE_HOSTS,
-        reference=CIS,
     ),
-    Check(
+    _cis_check(
         id="1.1.7",
-        section=SECTION,
         title="etcd pod specification (manifest or unit) permissions are 600 or more restrictive",
         rationale="it sets etcd's flags",
         fix="chmod 600 the manifest or /etc/systemd/system/etcd.service",
         evaluate=control_plane_files(spec_files("etcd"), MODE_600),
-        scope=CONTROL_PLANE_HOSTS,
-        reference=CIS,
     ),
-    Check(
+    _cis_check(
         id="1.1.8",
-        section=SECTION,
         title="etcd pod specification (manifest or unit) ownership is root:root",
         rationale="it sets etcd's flags",
         fix="chown root:root the manifest or /etc/systemd/system/etcd.service",
         evaluate=control_plane_files(spec_files("etcd"), ROOT_OWNED),
-        scope=CONTROL_PLANE_HOSTS,
-        reference=CIS,
     ),
-    Check(
+    _cis_check(
         id="1.1.11",
-        section=SECTION,
         title="etcd data directory permissions are 700 or more restrictive",
         rationale="the data directory is the whole cluster state, secrets included",
         fix=f"chmod 700 {ETCD_DATA_DIR}",
@@ -179,11 +163,9 @@ CHECKS: tuple[Check, ...] = (
             required=needed_by_etcd,
         ),
         scope=ETCD_HOSTS,
-        reference=CIS,
     ),
-    Check(
+    _cis_check(
         id="1.1.12",
-        section=SECTION,
         title="etcd data directory ownership is etcd:etcd",
         rationale="the data directory is the whole cluster state, secrets included",
         fix=f"chown etcd:etcd {ETCD_DATA_DIR}",
@@ -194,96 +176,68 @@ CHECKS: tuple[Check, ...] = (
             required=needed_by_etcd,
         ),
         scope=ETCD_HOSTS,
-        reference=CIS,
     ),
-    Check(
+    _cis_check(
         id="1.1.13",
-        section=SECTION,
         title="admin.conf (and super-admin.conf) permissions are 600 or more restrictive",
         rationale="cluster-admin credentials",
         fix=f"chmod 600 {' '.join(ADMIN_KUBECONFIGS)}",
         evaluate=control_plane_files(ADMIN_KUBECONFIGS, MODE_600),
-        scope=CONTROL_PLANE_HOSTS,
-        reference=CIS,
     ),
-    Check(
+    _cis_check(
         id="1.1.14",
-        section=SECTION,
         title="admin.conf (and super-admin.conf) ownership is root:root",
         rationale="cluster-admin credentials",
         fix=f"chown root:root {' '.join(ADMIN_KUBECONFIGS)}",
         evaluate=control_plane_files(ADMIN_KUBECONFIGS, ROOT_OWNED),
-        scope=CONTROL_PLANE_HOSTS,
-        reference=CIS,
     ),
-    Check(
+    _cis_check(
         id="1.1.15",
-        section=SECTION,
         title="scheduler.conf permissions are 600 or more restrictive",
         rationale="the scheduler's credentials",
         fix=f"chmod 600 {SCHEDULER_KUBECONFIG}",
         evaluate=control_plane_files((SCHEDULER_KUBECONFIG,), MODE_600),
-        scope=CONTROL_PLANE_HOSTS,
-        reference=CIS,
     ),
-    Check(
+    _cis_check(
         id="1.1.16",
-        section=SECTION,
         title="scheduler.conf ownership is root:root",
         rationale="the scheduler's credentials",
         fix=f"chown root:root {SCHEDULER_KUBECONFIG}",
         evaluate=control_plane_files((SCHEDULER_KUBECONFIG,), ROOT_OWNED),
-        scope=CONTROL_PLANE_HOSTS,
-        reference=CIS,
     ),
-    Check(
+    _cis_check(
         id="1.1.17",
-        section=SECTION,
         title="controller-manager.conf permissions are 600 or more restrictive",
         rationale="the controller manager's credentials",
         fix=f"chmod 600 {CONTROLLER_MANAGER_KUBECONFIG}",
         evaluate=control_plane_files((CONTROLLER_MANAGER_KUBECONFIG,), MODE_600),
-        scope=CONTROL_PLANE_HOSTS,
-        reference=CIS,
     ),
-    Check(
+    _cis_check(
         id="1.1.18",
-        section=SECTION,
         title="controller-manager.conf ownership is root:root",
         rationale="the controller manager's credentials",
         fix=f"chown root:root {CONTROLLER_MANAGER_KUBECONFIG}",
         evaluate=control_plane_files((CONTROLLER_MANAGER_KUBECONFIG,), ROOT_OWNED),
-        scope=CONTROL_PLANE_HOSTS,
-        reference=CIS,
     ),
-    Check(
+    _cis_check(
         id="1.1.19",
-        section=SECTION,
         title="The Kubernetes PKI directory and its files are owned by root:root",
         rationale="whoever owns the PKI can mint cluster identities",
         fix=f"chown -R root:root {PKI_DIR}",
         evaluate=PkiFiles(ROOT_OWNED),
-        scope=CONTROL_PLANE_HOSTS,
-        reference=CIS,
     ),
-    Check(
+    _cis_check(
         id="1.1.20",
-        section=SECTION,
         title="Kubernetes PKI certificate files are 600 or more restrictive",
         rationale="certificates decide whom the cluster trusts",
         fix=f"chmod 600 {PKI_DIR}/*.crt",
         evaluate=PkiFiles(MODE_600, ".crt"),
-        scope=CONTROL_PLANE_HOSTS,
-        reference=CIS,
     ),
-    Check(
+    _cis_check(
         id="1.1.21",
-        section=SECTION,
         title="Kubernetes PKI key files are 600 or more restrictive",
         rationale="private keys are the cluster's identities",
         fix=f"chmod 600 {PKI_DIR}/*.key",
         evaluate=PkiFiles(MODE_600, ".key"),
-        scope=CONTROL_PLANE_HOSTS,
-        reference=CIS,
     ),
 )
