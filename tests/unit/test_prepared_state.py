@@ -148,27 +148,17 @@ def test_fact_requests_are_exactly_what_the_component_reads(component: Any, fact
     assert result.ops  # the component did its work from the prefetched values
 
 
-def _node_components() -> list[Any]:
-    """deploys/node.py's list (the entry file itself runs it when imported)."""
-    from deploys.components import (
-        audit,
-        auto_updates,
-        container_runtime,
-        file_permissions,
-        firewall,
-        fluentd,
-        hardening_ssh,
-        hardening_sysctl,
-        node_exporter,
-        os_prerequisites,
-    )
+def _components() -> list[Any]:
+    """Every component record in deploys/components/ (node.py's and cluster.py's alike)."""
+    import importlib
 
-    modules = [os_prerequisites, hardening_ssh, hardening_sysctl, firewall, audit, auto_updates, container_runtime,
-               node_exporter, fluentd, file_permissions]  # fmt: skip
-    return [module.COMPONENT for module in modules]
+    from deploys.settings import component_modules
+
+    found = [getattr(importlib.import_module(name), "COMPONENT", None) for name in component_modules()]
+    return [component for component in found if component is not None]
 
 
-@pytest.mark.parametrize("component", _node_components(), ids=lambda component: component.name)
+@pytest.mark.parametrize("component", _components(), ids=lambda component: component.name)
 def test_fact_requests_empty_when_disabled(component: Any) -> None:
     assert component.switch
 
