@@ -1,11 +1,12 @@
-"""The Kubernetes cluster on the inventory's hosts: PKI, etcd, control plane, node agents, pod network, DNS.
+"""The Kubernetes cluster on the inventory's hosts: PKI, etcd, control plane, node agents, pod network
+(the addons: deploys/addons.py).
 
     pyinfra -y inventories/<where>.py deploys/cluster.py     (deploys/site.py runs it after deploys/node.py)
 
 Roles decide what each host gets (``spectra.topology``): ``etcd`` hosts an etcd member; ``control_plane``
 hosts kube-apiserver, kube-controller-manager and kube-scheduler; hosts with a role in ``cluster_node_roles``
 (control planes and workers by default) run HAProxy in front of every apiserver, the pod network, kubelet and
-kube-proxy. The first control plane (by name) labels nodes with their roles and applies the addons.
+kube-proxy. The first control plane (by name) labels nodes with their roles.
 
 The components in order of dependence: certificates before the services that use them, etcd before the
 apiserver, the balancer and the pod network before kubelet. Each one's settings, gate and facts are its own
@@ -20,7 +21,6 @@ from deploys import pyinfra_speedups
 from deploys.component import Component, Step, run
 from deploys.components import (
     apiserver_lb,
-    cluster_addons,
     control_plane,
     etcd,
     file_permissions,
@@ -45,7 +45,6 @@ CLUSTER_COMPONENTS: list[Component | Step] = [
     kubelet.COMPONENT,
     kube_proxy.COMPONENT,
     node_roles.COMPONENT,
-    cluster_addons.COMPONENT,
     # Again last (as in node.py) when this run changed the host: packages installed above (haproxy's system
     # user) touch files it tightens. On a converged host it does not run twice (a dry run shows it as
     # conditional).

@@ -18,6 +18,7 @@ from deploys.component import run
 from deploys.components import (
     audit,
     auto_updates,
+    certificate_metrics,
     container_runtime,
     file_permissions,
     firewall,
@@ -39,6 +40,7 @@ NODE_COMPONENTS = [
     auto_updates.COMPONENT,
     container_runtime.COMPONENT,
     node_exporter.COMPONENT,
+    certificate_metrics.COMPONENT,  # after node_exporter: it writes into the textfile directory
     fluentd.COMPONENT,
     file_permissions.COMPONENT,
 ]

@@ -26,7 +26,7 @@ __all__ = [
     "containerd_registry_mirrors",
     "etcd_download_base_url",
     "etcd_sha256",
-    "firewall_monitoring_cidrs",
+    "firewall_monitoring_extra_cidrs",
     "fluentd_enabled",
     "kubernetes_download_base_url",
     "kubernetes_sha256",
@@ -77,11 +77,13 @@ if inventory.get_group("lab", []):
     containerd_registry_mirrors = {
         "registry.k8s.io": [f"http://{_registry}"],
         "docker.io": [f"http://{_registry}"],
+        "quay.io": [f"http://{_registry}"],
     }
 
-# The lab host (the bridge address) scrapes node exporters, as a monitoring server would.
-firewall_monitoring_cidrs = ["198.18.0.1/32"]
+# The lab host (the bridge address) scrapes node exporters too, as a monitoring server outside the cluster
+# would (Prometheus in the cluster, on the monitoring host, is in the derived set).
+firewall_monitoring_extra_cidrs = ["198.18.0.1/32"]
 if inventory.get_group("lab", []):
     # A lab on another subnet (--subnet, side by side with the default one) has its own bridge address:
     # the mirror is served from it.
-    firewall_monitoring_cidrs = [f"{urlparse(_mirror).hostname}/32"]
+    firewall_monitoring_extra_cidrs = [f"{urlparse(_mirror).hostname}/32"]

@@ -94,7 +94,9 @@ class LabConfig:
 # default release; node3 runs Debian 13 so that every converge covers both supported releases.
 DEFAULT_LAYOUT: list[dict[str, Any]] = [
     {"name": "node1", "roles": ["control_plane", "etcd"], "zone": "lab-a", "suite": "bookworm"},
-    {"name": "node2", "roles": ["workers"], "zone": "lab-b", "suite": "bookworm"},
+    # node2 also has the monitoring role: Prometheus and its node-local volume live there (not on node3,
+    # which the alert test powers off)
+    {"name": "node2", "roles": ["workers", "monitoring"], "zone": "lab-b", "suite": "bookworm"},
     {"name": "node3", "roles": ["workers"], "zone": "lab-c", "suite": "trixie"},
 ]
 ZONES = ("lab-a", "lab-b", "lab-c")

@@ -18,6 +18,7 @@ from typing import Any
 from lab import artifacts, kubernetes_build, machines, mirror, network, registry, rootfs
 from lab.config import LabConfig, LabError, NodeSpec
 from lab.images import coredns as coredns_image
+from lab.images import prometheus as prometheus_image
 from lab.shell import log, run
 
 REQUIRED_TOOLS = {
@@ -157,6 +158,7 @@ class Lab:
                 self.save_state(state)
             registry.publish_images(self.config, registry.pinned_sandbox_image())
             coredns_image.publish(self.config)
+            prometheus_image.publish_image(self.config)
 
             used_indexes = {n["index"] for n in state["nodes"]}
             for spec in nodes:

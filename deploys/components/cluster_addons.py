@@ -1,52 +1,40 @@
-"""Cluster addons (CoreDNS, ...) applied from the first control plane with ``admin.conf`` (the PKI's, at
-``spectra.pki.layout``).
+"""What every addon shares: the switch for all of them, where applied manifests are kept, how long a rollout
+may take, and the namespaces the addons live in (one per concern, Pod Security enforced).
 
-Each addon's manifest is rendered from data (``deploys/addons.py``) and kept on that host under
-``/etc/kubernetes/addons/<name>.yaml`` (0600) once applied: ``kubectl apply`` runs when the rendered
-manifest differs from the kept one, then waits for the rollout of its Deployments, and only then is the
-manifest kept (a failed rollout is retried by the next run). A converged cluster costs nothing; an object
-deleted by hand comes back when the kept file is removed (or with a changed setting).
+Addons are pushed from the first control plane (``deploys/addon.py`` says how). This component runs there
+first: it makes the directory that keeps the applied manifests (0700: a set may hold a Secret) and applies the
+``namespaces`` set, every enabled addon's namespace labelled with the Pod Security level it enforces, so the
+sets applied after it can be dry-run against namespaces that exist.
 """
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Mapping
-from io import BytesIO
 from typing import Any
 
-import yaml
 from pyinfra import host
-from pyinfra.api import DeployError, FileUploadCommand, QuoteString, StringCommand, deploy, operation
+from pyinfra.api import DeployError, deploy
 
-from deploys.addons import ADDONS, AddonError, addon_problems, render_addon
+from deploys import addon
 from deploys.component import Component
-from deploys.components import kubernetes_binaries
 from deploys.operations import managed
 from deploys.prepare import FactRequest, prepared_facts
 from deploys.settings import Settings
 from facts.files import FileStates
 from spectra import topology
-from spectra.pki import layout
 
 DEFAULTS: dict[str, Any] = {
-    "cluster_addons_enabled": True,  # apply the addons from the first control plane
-    "cluster_addons": ["coredns"],  # which addons (deploys/addons.py)
-    "cluster_addons_dir": "/etc/kubernetes/addons",  # where the applied manifests are kept
-    "cluster_addons_timeout": 300,  # seconds to wait for an addon's Deployments to be available
+    "cluster_addons_enabled": True,  # push the addons from the first control plane at all
+    "cluster_addons_dir": "/etc/kubernetes/addons",  # where the applied manifests are kept (one per addon set)
+    "cluster_addons_timeout": 300,  # seconds to wait for each Deployment, DaemonSet or StatefulSet of a set
 }
-TYPES: dict[str, type | tuple[type, ...]] = {}
-REQUIRED: set[str] = set()
+SET_NAME = "namespaces"
+TEMPLATE = "addons/namespaces/namespaces.yaml.j2"
 
 
 def check(settings: Mapping[str, Any]) -> list[str]:
-    """Known addon names, and each chosen addon's own settings (pure: ``spectra validate`` runs it too)."""
-    names = list(settings["cluster_addons"] or [])
-    unknown = sorted(set(map(str, names)) - set(ADDONS))
-    problems = [f"cluster_addons: unknown addons {unknown}; known: {sorted(ADDONS)}"] if unknown else []
-    for name in names:
-        if name in ADDONS:
-            problems.extend(f"addon {name}: {problem}" for problem in addon_problems(name, settings))
+    """Pure: ``spectra validate`` runs it too."""
+    problems = []
     timeout = settings["cluster_addons_timeout"]
     if not isinstance(timeout, int) or isinstance(timeout, bool) or timeout < 1:
         problems.append(f"cluster_addons_timeout={timeout!r}: a whole number of seconds, at least 1")
@@ -55,51 +43,16 @@ def check(settings: Mapping[str, Any]) -> list[str]:
     return problems
 
 
-def deployments(manifest: str) -> list[tuple[str, str]]:
-    """(namespace, name) of each Deployment in a manifest."""
-    return [
-        (str(doc.get("metadata", {}).get("namespace") or "default"), str(doc["metadata"]["name"]))
-        for doc in yaml.safe_load_all(manifest)
-        if isinstance(doc, dict) and doc.get("kind") == "Deployment"
-    ]
-
-
-@operation()
-def apply_manifest(
-    kubectl: str,
-    kubeconfig: str,
-    path: str,
-    manifest: str,
-    wait_for: list[tuple[str, str]],
-    timeout: int,
-    current: Any = managed.UNSET,
-):
-    """
-    Apply ``manifest`` when it differs from the one kept at ``path``: upload it next to ``path``,
-    ``kubectl apply`` it, wait for the rollout of each Deployment of ``wait_for``, and only then keep it
-    at ``path``. A failed apply or rollout keeps nothing, so the next run tries again.
-
-    + current: a ``FileStates`` snapshot holding ``path`` (hashed)
-    """
-    state = managed.fresh(current, FileStates, paths=[path])
-    wanted = hashlib.sha256(manifest.encode()).hexdigest()
-    if (state.get(path) or {}).get("sha256") == wanted:
-        host.noop(f"{path}: applied as rendered")
-        return
-    staged = f"{path}.spectra-new"
-    base = StringCommand(QuoteString(kubectl), "--kubeconfig", QuoteString(kubeconfig))
-    yield FileUploadCommand(BytesIO(manifest.encode()), staged, remote_temp_filename=staged)
-    yield StringCommand("chmod", "0600", QuoteString(staged))
-    yield StringCommand(base, "apply", "-f", QuoteString(staged))
-    for namespace, name in wait_for:
-        ns = ("-n", QuoteString(namespace))
-        # on a timeout, say why before failing: the Deployment's pods, where they run and their last events
-        yield StringCommand(
-            base, *ns, "rollout", "status", QuoteString(f"deployment/{name}"), f"--timeout={int(timeout)}s",
-            "||", "{", base, *ns, "get", "pods", "-o", "wide", ">&2;",
-            base, *ns, "get", "events", "--sort-by=.lastTimestamp", ">&2;", "exit", "1;", "}",
-        )  # fmt: skip
-    yield StringCommand("mv", "-f", QuoteString(staged), QuoteString(path))
+def namespaces(addons: list[addon.Addon], settings: Mapping[str, Any]) -> dict[str, str]:
+    """Namespace -> the Pod Security level it enforces, for the enabled addons; the strictest level an addon
+    sharing the namespace allows (a namespace two addons share takes the looser of their two levels)."""
+    order = {level: rank for rank, level in enumerate(addon.POD_SECURITY_LEVELS)}
+    found: dict[str, str] = {}
+    for one in addons:
+        if one.namespace and settings[one.switch]:
+            level = found.get(one.namespace, one.pod_security)
+            found[one.namespace] = max(level, one.pod_security, key=order.__getitem__)
+    return dict(sorted(found.items()))
 
 
 def should_run(settings: Mapping[str, Any]) -> bool:
@@ -107,37 +60,24 @@ def should_run(settings: Mapping[str, Any]) -> bool:
 
 
 def fact_requests(settings: Mapping[str, Any]) -> list[FactRequest]:
-    """What :func:`cluster_addons` reads: the directory and the kept manifests."""
     directory = str(settings["cluster_addons_dir"]).rstrip("/")
-    names = list(settings["cluster_addons"] or [])
-    return [(FileStates, managed.snapshot_files_kwargs([directory, *(f"{directory}/{n}.yaml" for n in names)]))]
+    return [(FileStates, managed.snapshot_files_kwargs([directory])), addon.state_request(settings, [SET_NAME])]
 
 
-@deploy("Cluster addons")
+@deploy("Cluster addons: manifests directory and namespaces")
 def cluster_addons() -> None:
     settings = Settings()
     directory = str(settings["cluster_addons_dir"]).rstrip("/")
-    manifests = {}
-    for name in settings["cluster_addons"] or []:
-        try:
-            manifests[name] = render_addon(name, settings)
-        except AddonError as error:
-            raise DeployError(f"{host.name}: addon {name}: {error}") from None
-    # kubectl is the control plane component's (installed earlier in the run)
-    kubectl = kubernetes_binaries.binary_path("kubectl")
-    (files,) = prepared_facts(*fact_requests(settings))
+    (files,) = prepared_facts(fact_requests(settings)[0])
     managed.directory(name="Addon manifests directory", path=directory, mode="0700", current=files)
-    for name, manifest in manifests.items():
-        apply_manifest(
-            name=f"Apply addon {name}",
-            kubectl=kubectl,
-            kubeconfig=layout.kubeconfig_file(settings, "admin"),
-            path=f"{directory}/{name}.yaml",
-            manifest=manifest,
-            wait_for=deployments(manifest),
-            timeout=int(settings["cluster_addons_timeout"]),
-            current=files,
-        )
+    wanted = namespaces(addon.registered(), settings)
+    if not wanted:
+        return
+    try:
+        manifest = addon.render_set(SET_NAME, [TEMPLATE], {"namespaces": wanted})
+    except addon.AddonError as error:
+        raise DeployError(f"{host.name}: addon namespaces: {error}") from None
+    addon.push(SET_NAME, manifest, settings)
 
 
 COMPONENT = Component(

@@ -89,6 +89,10 @@ DEFAULTS: dict[str, Any] = {
     "control_plane_apiserver_extra_args": {},  # more kube-apiserver flags: {"flag": "value"} (no leading --)
     "control_plane_controller_manager_extra_args": {},  # same for kube-controller-manager
     "control_plane_scheduler_extra_args": {},  # same for kube-scheduler
+    # where controller-manager and scheduler listen: "loopback" (127.0.0.1, CIS 1.3.7 and 1.4.2), "node" (the
+    # node address, the firewall open to the monitoring hosts only, so Prometheus can scrape them; a token with
+    # RBAC on /metrics is still needed), "auto": "node" when the Prometheus addon is on, else "loopback"
+    "control_plane_metrics_bind": "auto",
     # --shutdown-watch-termination-grace-period: without it a restart waits 60 s for the clients' open watches
     # (kubelets, kube-proxy, controllers, through the balancers) before the apiserver stops; measured in the lab
     "control_plane_shutdown_watch_grace_period": "5s",
@@ -107,6 +111,7 @@ REQUIRED: set[str] = set()
 CHOICES: dict[str, tuple[Any, ...]] = {
     "control_plane_encryption_provider": ("secretbox", "aescbc"),
     "control_plane_tls_min_version": ("VersionTLS12", "VersionTLS13"),
+    "control_plane_metrics_bind": ("auto", "loopback", "node"),
 }
 
 SERVICES = ("kube-apiserver", "kube-controller-manager", "kube-scheduler")
@@ -314,9 +319,11 @@ def control_plane() -> None:
             apiserver_flags(settings, address, servers), settings["control_plane_apiserver_extra_args"]
         ),
         "kube-controller-manager": render_flags(
-            controller_manager_flags(settings), settings["control_plane_controller_manager_extra_args"]
+            controller_manager_flags(settings, address), settings["control_plane_controller_manager_extra_args"]
         ),
-        "kube-scheduler": render_flags(scheduler_flags(settings), settings["control_plane_scheduler_extra_args"]),
+        "kube-scheduler": render_flags(
+            scheduler_flags(settings, address), settings["control_plane_scheduler_extra_args"]
+        ),
     }
     extra_restart = {"kube-apiserver": config_ops, "kube-controller-manager": [], "kube-scheduler": []}
     service_credentials = credentials(settings)

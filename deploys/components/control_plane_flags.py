@@ -15,6 +15,7 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
+from deploys.settings import setting
 from spectra.pki import layout
 
 # The apiserver's configuration files, under kubernetes_config_dir (written by the control plane component)
@@ -124,14 +125,29 @@ def apiserver_flags(settings: Mapping[str, Any], address: str, etcd_servers: lis
     }
 
 
-def controller_manager_flags(settings: Mapping[str, Any]) -> dict[str, Any]:
-    """kube-controller-manager on 127.0.0.1; it signs kubelets' CSRs when the PKI installs the CA key."""
+def metrics_exposed(settings: Mapping[str, Any]) -> bool:
+    """Do controller-manager and scheduler listen on the node address (for Prometheus), not 127.0.0.1?"""
+    choice = settings["control_plane_metrics_bind"]
+    if choice == "auto":
+        # the Prometheus addon's switch (its owner's default when the mapping is a plain dict without it)
+        enabled = settings.get("prometheus_enabled")
+        return bool(setting("prometheus_enabled") if enabled is None else enabled)
+    return bool(choice == "node")
+
+
+def metrics_bind_address(settings: Mapping[str, Any], address: str) -> str:
+    return address if metrics_exposed(settings) else "127.0.0.1"
+
+
+def controller_manager_flags(settings: Mapping[str, Any], address: str) -> dict[str, Any]:
+    """kube-controller-manager on 127.0.0.1 or ``address`` (:func:`metrics_exposed`); it signs kubelets' CSRs
+    when the PKI installs the CA key."""
     kubeconfig = layout.kubeconfig_file(settings, "controller-manager")
     flags: dict[str, Any] = {
         "kubeconfig": kubeconfig,
         "authentication-kubeconfig": kubeconfig,
         "authorization-kubeconfig": kubeconfig,
-        "bind-address": "127.0.0.1",
+        "bind-address": metrics_bind_address(settings, address),
         "secure-port": int(settings["controller_manager_port"]),
         **tls_flags(settings),
         "client-ca-file": layout.pki_file(settings, "ca.crt"),
@@ -153,13 +169,13 @@ def controller_manager_flags(settings: Mapping[str, Any]) -> dict[str, Any]:
     return flags
 
 
-def scheduler_flags(settings: Mapping[str, Any]) -> dict[str, Any]:
+def scheduler_flags(settings: Mapping[str, Any], address: str) -> dict[str, Any]:
     kubeconfig = layout.kubeconfig_file(settings, "scheduler")
     return {
         "kubeconfig": kubeconfig,
         "authentication-kubeconfig": kubeconfig,
         "authorization-kubeconfig": kubeconfig,
-        "bind-address": "127.0.0.1",
+        "bind-address": metrics_bind_address(settings, address),
         "secure-port": int(settings["scheduler_port"]),
         **tls_flags(settings),
         "leader-elect": True,

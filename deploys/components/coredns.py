@@ -1,9 +1,8 @@
 """Cluster DNS: CoreDNS as the ``kube-dns`` Service in ``kube-system`` (a Kubernetes addon manifest).
 
-This module holds the addon's settings and turns them into the manifest's template context; it does not
-touch hosts. ``deploys.addons.render_addon("coredns", data)`` renders
-``templates/etc/kubernetes/addons/coredns.yaml.j2`` (ServiceAccount, ClusterRole and binding, the Corefile
-ConfigMap, the Deployment and the ``kube-dns`` Service); the cluster deploy applies the result.
+This module holds the addon's settings and turns them into the manifest's template context; ``ADDON`` is its
+record and ``deploys/addon.py`` pushes it (``templates/addons/coredns/coredns.yaml.j2``: ServiceAccount,
+ClusterRole and binding, the Corefile ConfigMap, the Deployment and the ``kube-dns`` Service).
 
 * Image: ``coredns_image``, by default upstream's name and the tag Kubernetes v1.36 ships (kubeadm's
   ``CoreDNSVersion`` constant in v1.36.3: v1.14.2). The lab builds exactly this reference from the CoreDNS Go
@@ -21,11 +20,12 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-from deploys.addons import AddonError
+from deploys.addon import Addon, AddonError, addon_component
 
-TEMPLATE = "etc/kubernetes/addons/coredns.yaml.j2"
+TEMPLATE = "addons/coredns/coredns.yaml.j2"
 
 DEFAULTS: dict[str, Any] = {
+    "coredns_enabled": True,  # push CoreDNS (the cluster's DNS: switch it off only for another DNS addon)
     "coredns_image": "registry.k8s.io/coredns/coredns:v1.14.2",  # the CoreDNS Kubernetes v1.36 ships
     "coredns_replicas": 2,  # Deployment replicas, spread over hosts and zones where there are several
     "coredns_forward_to": ["/etc/resolv.conf"],  # upstream resolvers for other names: addresses or a resolv.conf
@@ -86,3 +86,7 @@ def template_context(values: Mapping[str, Any]) -> dict[str, Any]:
         "forward_to": " ".join(values["coredns_forward_to"]),
         **{key.removeprefix("coredns_"): values[key] for key in RESOURCE_KEYS},
     }
+
+
+ADDON = Addon(name="coredns", defaults=DEFAULTS, templates=(TEMPLATE,), context=template_context, checks=(check,))
+COMPONENT = addon_component(ADDON)

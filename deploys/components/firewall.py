@@ -29,7 +29,7 @@ from pyinfra.api import DeployError, QuoteString, StringCommand, deploy
 from pyinfra.facts.deb import DebPackages
 
 from deploys.component import Component
-from deploys.components import node_exporter
+from deploys.components import control_plane_flags, node_exporter
 from deploys.operations import managed
 from deploys.operations.config_files import ConfigFile, config_files, render_template
 from deploys.prepare import FactRequest, prepared_facts
@@ -48,7 +48,10 @@ DEFAULTS: dict[str, Any] = {
     "firewall_control_plane_cidrs": None,  # kubelet API clients; None: control_plane hosts' addresses
     "firewall_etcd_peer_cidrs": None,  # etcd clients/peers; None: control_plane + etcd hosts' addresses
     "firewall_node_cidrs": None,  # CNI overlay peers; None: every inventory host's address
-    "firewall_monitoring_cidrs": None,  # node exporter scrapers; None: hosts with the monitoring role
+    # metrics scrapers (node exporter, kubelet, etcd, controller-manager, scheduler); None: the addresses of the
+    # hosts with the monitoring role, where Prometheus runs (its pods leave their node with the node's address)
+    "firewall_monitoring_cidrs": None,
+    "firewall_monitoring_extra_cidrs": [],  # scrapers besides those (a monitoring server outside the cluster)
     "firewall_apiserver_cidrs": ANY,  # kube-apiserver clients, on control_plane hosts
     "firewall_nodeports_enabled": True,  # open the Service NodePort range (cluster_nodeport_range)
     "firewall_nodeport_cidrs": ANY,  # who may reach NodePorts
@@ -77,6 +80,7 @@ CIDR_KEYS = (
     "firewall_etcd_peer_cidrs",
     "firewall_node_cidrs",
     "firewall_monitoring_cidrs",
+    "firewall_monitoring_extra_cidrs",
     "firewall_apiserver_cidrs",
     "firewall_nodeport_cidrs",
 )
@@ -186,7 +190,10 @@ def firewall_model(settings: Mapping[str, Any], roles: Iterable[str], hostname: 
         "control_plane": cidrs("firewall_control_plane_cidrs", [topology.CONTROL_PLANE], required=True),
         "etcd_peers": cidrs("firewall_etcd_peer_cidrs", cp_and_etcd, required=is_etcd),
         "nodes": cidrs("firewall_node_cidrs", None, required=False),
-        "monitoring": cidrs("firewall_monitoring_cidrs", [topology.MONITORING], required=False),
+        "monitoring": [
+            *cidrs("firewall_monitoring_cidrs", [topology.MONITORING], required=False),
+            *(settings["firewall_monitoring_extra_cidrs"] or []),
+        ],
         "apiserver": settings["firewall_apiserver_cidrs"],
         "nodeport": settings["firewall_nodeport_cidrs"],
     }
@@ -199,6 +206,7 @@ def firewall_model(settings: Mapping[str, Any], roles: Iterable[str], hostname: 
     rules: list[str] = []
     rules += allow("tcp", int(settings["ssh_port"]), "admin", "ssh from admin networks")
     rules += allow("tcp", settings["kubelet_port"], "control_plane", "kubelet from the control plane")
+    rules += allow("tcp", settings["kubelet_port"], "monitoring", "kubelet metrics from monitoring")
     exporter_port = node_exporter.listen_port(settings)
     if exporter_port is not None:
         rules += allow("tcp", exporter_port, "monitoring", "node exporter from monitoring only")
@@ -214,9 +222,12 @@ def firewall_model(settings: Mapping[str, Any], roles: Iterable[str], hostname: 
     if is_etcd:
         etcd_ports = sorted({settings["etcd_client_port"], settings["etcd_peer_port"]})
         rules += allow("tcp", etcd_ports, "etcd_peers", "etcd clients and peers")
+        rules += allow("tcp", settings["etcd_client_port"], "monitoring", "etcd metrics from monitoring")
     if is_control_plane:
-        local_only = port_spec([settings["controller_manager_port"], settings["scheduler_port"]])
-        rules.append(f'tcp dport {local_only} drop comment "controller-manager and scheduler: local only"')
+        ports = [settings["controller_manager_port"], settings["scheduler_port"]]
+        if control_plane_flags.metrics_exposed(settings):
+            rules += allow("tcp", ports, "monitoring", "controller-manager and scheduler metrics from monitoring")
+        rules.append(f'tcp dport {port_spec(ports)} drop comment "controller-manager and scheduler: no one else"')
 
     return {
         "family": "inet",

@@ -100,6 +100,8 @@ def leaf_specs(cluster: ClusterSpec) -> list[LeafSpec]:
         LeafSpec("apiserver-etcd-client", "etcd/ca", "kube-apiserver-etcd-client", client=True),
         LeafSpec("front-proxy-client", "front-proxy-ca", "front-proxy-client", client=True),
         LeafSpec("etcd/healthcheck-client", "etcd/ca", "kube-etcd-healthcheck-client", client=True),
+        # Prometheus' etcd client (etcd /metrics on the client port), kept in the cluster as a Secret
+        LeafSpec("etcd/monitoring-client", "etcd/ca", "spectra-monitoring-etcd-client", client=True),
         LeafSpec("admin", "ca", "kubernetes-admin", (CLUSTER_ADMINS,), client=True),
         LeafSpec("super-admin", "ca", "kubernetes-super-admin", (SYSTEM_MASTERS,), client=True),
         LeafSpec("controller-manager", "ca", "system:kube-controller-manager", client=True),

@@ -7,14 +7,14 @@ from typing import Any
 import pytest
 import yaml
 
-from deploys.addons import AddonError, addon_problems, render_addon
+from deploys.addon import AddonError, render_addon
 from deploys.components import coredns
 
 pytestmark = pytest.mark.unit
 
 
 def documents(data: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    docs = list(yaml.safe_load_all(render_addon("coredns", data)))
+    docs = list(yaml.safe_load_all(render_addon(coredns.ADDON, data)))
     assert all(doc["metadata"]["name"] for doc in docs)
     return {doc["kind"]: doc for doc in docs}
 
@@ -58,7 +58,7 @@ def test_data_reaches_every_place() -> None:
     text = corefile(docs)
     assert "kubernetes k8s.example.internal in-addr.arpa ip6.arpa {" in text
     assert "forward . 10.0.0.2 tls://1.1.1.1 {" in text
-    assert "cluster.local" not in render_addon("coredns", {"cluster_domain": "k8s.example.internal"})
+    assert "cluster.local" not in render_addon(coredns.ADDON, {"cluster_domain": "k8s.example.internal"})
 
 
 def test_corefile_plugins() -> None:
@@ -140,15 +140,6 @@ def test_probes_and_ports() -> None:
     assert main["volumeMounts"][0]["mountPath"] == "/etc/coredns"
 
 
-def test_host_data_objects_work_like_dicts() -> None:
-    class HostData:  # pyinfra host data: attribute access plus .get(key, default)
-        def get(self, key: str, default: Any = None) -> Any:
-            return {"coredns_replicas": 1}.get(key, default)
-
-    assert yaml.safe_load_all(render_addon("coredns", HostData())).__next__()["kind"] == "ServiceAccount"
-    assert documents({"coredns_replicas": 1})["Deployment"]["spec"]["replicas"] == 1
-
-
 @pytest.mark.parametrize(
     ("data", "message"),
     [
@@ -169,12 +160,12 @@ def test_host_data_objects_work_like_dicts() -> None:
 )
 def test_bad_settings_are_refused_naming_the_setting(data: dict[str, Any], message: str) -> None:
     with pytest.raises(AddonError, match=message):
-        render_addon("coredns", data)
+        render_addon(coredns.ADDON, data)
 
 
 def test_checks_are_pure_and_name_every_bad_value() -> None:
     good = dict(coredns.DEFAULTS)
-    assert coredns.check(good) == [] and addon_problems("coredns", good) == []
+    assert coredns.check(good) == []
     bad = {**good, "coredns_replicas": 0, "coredns_memory_limit": "lots", "coredns_forward_to": ["8.8.8.8 {"]}
     assert coredns.check(bad) == [
         "coredns_replicas=0: a whole number of at least 1",
@@ -183,14 +174,9 @@ def test_checks_are_pure_and_name_every_bad_value() -> None:
         "coredns_memory_limit='lots': a Kubernetes quantity such as 100m or 70Mi",
     ]
     with pytest.raises(AddonError, match="coredns_replicas=0: .*; coredns_forward_to="):
-        render_addon("coredns", bad)
+        render_addon(coredns.ADDON, bad)
 
 
 def test_dual_stack_service_range_accepts_an_ipv6_dns_address() -> None:
     docs = documents({"cluster_service_cidr": "10.96.0.0/12,fd00:10:96::/108", "cluster_dns_ip": "fd00:10:96::a"})
     assert docs["Service"]["spec"]["clusterIP"] == "fd00:10:96::a"
-
-
-def test_unknown_addon() -> None:
-    with pytest.raises(KeyError, match="no addon 'kube-proxy'"):
-        render_addon("kube-proxy", {})

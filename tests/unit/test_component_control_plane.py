@@ -177,7 +177,7 @@ def test_controller_manager_and_scheduler_flags(setup: Path) -> None:
     kubeconfig = "/etc/kubernetes/controller-manager.conf"
     assert list(cm.items()) == list({
         "kubeconfig": kubeconfig, "authentication-kubeconfig": kubeconfig, "authorization-kubeconfig": kubeconfig,
-        "bind-address": "127.0.0.1",
+        "bind-address": "10.0.0.11",  # the node address: Prometheus is on (control_plane_metrics_bind "auto")
         "secure-port": "10257",  # the cluster setting controller_manager_port
         "tls-min-version": "VersionTLS12", "tls-cipher-suites": CIPHERS,
         "client-ca-file": f"{PKI}/ca.crt", "requestheader-client-ca-file": f"{PKI}/front-proxy-ca.crt",
@@ -192,11 +192,27 @@ def test_controller_manager_and_scheduler_flags(setup: Path) -> None:
     kubeconfig = "/etc/kubernetes/scheduler.conf"
     assert list(scheduler.items()) == list({
         "kubeconfig": kubeconfig, "authentication-kubeconfig": kubeconfig, "authorization-kubeconfig": kubeconfig,
-        "bind-address": "127.0.0.1",
+        "bind-address": "10.0.0.11",
         "secure-port": "10259",  # the cluster setting scheduler_port
         "tls-min-version": "VersionTLS12", "tls-cipher-suites": CIPHERS,
         "leader-elect": "true", "profiling": "false",
     }.items())  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("data", "bound"),
+    [
+        ({"control_plane_metrics_bind": "loopback"}, "127.0.0.1"),
+        ({"prometheus_enabled": False}, "127.0.0.1"),
+        ({"prometheus_enabled": False, "control_plane_metrics_bind": "node"}, "10.0.0.11"),
+    ],
+)
+def test_controller_manager_and_scheduler_bind_loopback_unless_scraped(
+    setup: Path, data: dict[str, Any], bound: str
+) -> None:
+    result = deploy(setup, data)
+    for service in ("kube-controller-manager", "kube-scheduler"):
+        assert flags(result.uploads[UNIT.format(service)])["bind-address"] == bound
 
 
 def test_without_the_ca_key_no_csr_signing(setup: Path) -> None:

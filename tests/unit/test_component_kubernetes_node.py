@@ -6,7 +6,6 @@ pod ranges, routes and labels.
 
 from __future__ import annotations
 
-import hashlib
 import json
 from dataclasses import dataclass, field
 from typing import Any
@@ -15,7 +14,7 @@ import pytest
 import yaml
 from pyinfra.api import DeployError
 
-from deploys.components import apiserver_lb, cluster_addons, kube_proxy, kubelet, node_roles, pod_network
+from deploys.components import apiserver_lb, kube_proxy, kubelet, node_roles, pod_network
 from deploys.operations.download import stamp_path
 from deploys.settings import Settings
 from facts.cgroup import CgroupVersion
@@ -396,51 +395,3 @@ def test_kubernetes_nodes_fact_parses_kubectl() -> None:
     assert fact.process(["J|" + json.dumps(items)]) == {"state": "ok", "message": "", "nodes": {"n1": node}}
     assert fact.process(["U|/usr/local/bin/kubectl or /etc/kubernetes/admin.conf missing"])["state"] == "unavailable"
     assert fact.process(["E|The connection to the server was refused"])["state"] == "error"
-
-
-# --- addons --------------------------------------------------------------------------------------------------
-
-
-def test_addon_applied_when_changed_and_kept_only_after_rollout() -> None:
-    data = {"roles": ["control_plane"], "ssh_hostname": "10.0.0.11"}
-    result = run_deploy(
-        cluster_addons.cluster_addons, facts={FileStates: lambda paths, **_: dict.fromkeys(paths)}, data=data
-    )
-    commands = result.op("Apply addon coredns").commands
-    staged = "/etc/kubernetes/addons/coredns.yaml.spectra-new"
-    assert "kubectl --kubeconfig /etc/kubernetes/admin.conf apply -f " + staged in commands[2]
-    kubectl = "/usr/local/bin/kubectl --kubeconfig /etc/kubernetes/admin.conf -n kube-system"
-    assert commands[3] == (
-        f"{kubectl} rollout status deployment/coredns --timeout=300s || {{ {kubectl} get pods -o wide >&2; "
-        f"{kubectl} get events --sort-by=.lastTimestamp >&2; exit 1; }}"
-    )
-    assert commands[-1] == f"mv -f {staged} /etc/kubernetes/addons/coredns.yaml"
-    manifest = result.uploads[staged]
-    kept = {
-        "type": "file",
-        "sha256": hashlib.sha256(manifest.encode()).hexdigest(),
-        "mode": "600",
-        "user": "root",
-        "group": "root",
-    }
-    directory = {"type": "directory", "mode": "700", "user": "root", "group": "root"}
-    files = {"/etc/kubernetes/addons": directory, "/etc/kubernetes/addons/coredns.yaml": kept}
-    again = run_deploy(
-        cluster_addons.cluster_addons,
-        facts={FileStates: lambda paths, **_: {p: files.get(p) for p in paths}},
-        data=data,
-    )
-    assert again.commands == []
-
-
-def test_addons_only_from_the_first_control_plane_and_known_names() -> None:
-    assert run_component(cluster_addons.COMPONENT, facts={}, data={"roles": ["workers"]}).ops == []
-    later = run_component(cluster_addons.COMPONENT, facts={}, data={"roles": ["control_plane"]},
-                          others={"cp0": {"roles": ["control_plane"]}})  # fmt: skip
-    assert later.ops == [] and later.fact_reads == []
-    with pytest.raises(DeployError, match="unknown addons \\['flannel'\\]"):
-        run_component(
-            cluster_addons.COMPONENT, facts={}, data={"roles": ["control_plane"], "cluster_addons": ["flannel"]}
-        )
-    with pytest.raises(DeployError, match="(?s)invalid settings:.*addon coredns: coredns_replicas=0"):
-        run_component(cluster_addons.COMPONENT, facts={}, data={"roles": ["control_plane"], "coredns_replicas": 0})

@@ -15,7 +15,7 @@ def test_default_layout_has_one_node_per_zone_and_both_debian_releases() -> None
     nodes = default_nodes(3)
     assert [(n.name, n.roles, n.zone, n.suite) for n in nodes] == [
         ("node1", ["control_plane", "etcd"], "lab-a", "bookworm"),
-        ("node2", ["workers"], "lab-b", "bookworm"),
+        ("node2", ["workers", "monitoring"], "lab-b", "bookworm"),
         ("node3", ["workers"], "lab-c", "trixie"),
     ]
 

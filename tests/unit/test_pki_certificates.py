@@ -65,6 +65,7 @@ EXPECTED = {
     "apiserver-etcd-client": ("etcd/ca", "kube-apiserver-etcd-client", [], {CLIENT}),
     "front-proxy-client": ("front-proxy-ca", "front-proxy-client", [], {CLIENT}),
     "etcd/healthcheck-client": ("etcd/ca", "kube-etcd-healthcheck-client", [], {CLIENT}),
+    "etcd/monitoring-client": ("etcd/ca", "spectra-monitoring-etcd-client", [], {CLIENT}),
     "admin": ("ca", "kubernetes-admin", ["kubeadm:cluster-admins"], {CLIENT}),
     "super-admin": ("ca", "kubernetes-super-admin", ["system:masters"], {CLIENT}),
     "controller-manager": ("ca", "system:kube-controller-manager", [], {CLIENT}),
