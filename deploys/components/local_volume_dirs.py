@@ -1,7 +1,7 @@
 """The directories behind the addons' node-local volumes (``local_storage``), on the nodes that hold them.
 
 Runs on every host; a host makes the directories of the volumes placed on it (``<local_storage_dir>/
-<namespace>/<claim>``, 0700, owned by the user the addon's pod runs as), nothing elsewhere. Never deletes
+<namespace>/<claim>``, 2770, owned by the user and group the addon's pod runs as), nothing elsewhere. Never deletes
 one: a volume that leaves the set keeps its data until an operator removes it.
 """
 
@@ -65,7 +65,9 @@ def local_volume_dirs() -> None:
         managed.directory(name=f"Volume directory {parent}", path=parent, mode="0755", current=files)
     for path, volume in volumes:
         managed.directory(
-            name=f"Volume {volume.namespace}/{volume.claim}", path=path, mode="0700",
+            # 2770: what kubelet makes of a volume's root for the pod's fsGroup (group rwx, setgid); made so
+            # up front, kubelet's OnRootMismatch policy leaves the data alone and this stays converged
+            name=f"Volume {volume.namespace}/{volume.claim}", path=path, mode="2770",
             user=volume.user, group=volume.group, current=files,
         )  # fmt: skip
 

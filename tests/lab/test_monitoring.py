@@ -138,8 +138,8 @@ def test_tsdb_survives_a_pod_restart(converged: dict[str, Any], lab: Lab) -> Non
 
 
 def test_hand_edit_is_reported_as_drift_and_put_back(converged: dict[str, Any], lab: Lab, tmp_path: Path) -> None:
-    patch = '[{"op":"replace","path":"/spec/ports/0/port","value":9091}]'
-    kubectl(lab, f"-n monitoring patch service prometheus --type=json -p '{patch}'")
+    # a field the deploy owns, changed by another manager
+    kubectl(lab, "-n monitoring label --overwrite service prometheus app.kubernetes.io/managed-by=by-hand")
     drift = subprocess.run(
         [SPECTRA, "drift", "inventories/lab.py", "deploys/site.py"], capture_output=True, text=True, timeout=900,
         cwd=Path(__file__).resolve().parents[2],
@@ -148,7 +148,8 @@ def test_hand_edit_is_reported_as_drift_and_put_back(converged: dict[str, Any], 
     assert "Addon set prometheus (drifted: v1.Service.monitoring.prometheus)" in drift.stdout
     result, _ = spectra_deploy(tmp_path / "fix.json", "inventories/lab.py", "deploys/site.py")
     assert result.returncode == 0, result.stderr[-3000:]
-    assert kubectl(lab, "-n monitoring get service prometheus -o jsonpath={.spec.ports[0].port}").strip() == "9090"
+    label = r"{.metadata.labels.app\.kubernetes\.io/managed-by}"
+    assert kubectl(lab, f"-n monitoring get service prometheus -o jsonpath='{label}'").strip() == "spectra"
     _, again = spectra_deploy(tmp_path / "again.json", "inventories/lab.py", "deploys/site.py")
     assert again["changed_operations"] == {"node1": [], "node2": [], "node3": []}
 

@@ -138,7 +138,7 @@ def test_volume_on_the_monitoring_host(tmp_path: Path) -> None:
     assert made.commands[-3:] == [
         "mkdir -p /var/lib/spectra/volumes/monitoring/data-prometheus-0",
         "chown nobody:nogroup /var/lib/spectra/volumes/monitoring/data-prometheus-0",
-        "chmod 700 /var/lib/spectra/volumes/monitoring/data-prometheus-0",
+        "chmod 2770 /var/lib/spectra/volumes/monitoring/data-prometheus-0",
     ]
 
 
