@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from deploys import pyinfra_speedups
 from deploys.component import run
-from deploys.components import cluster_addons, coredns, local_storage, local_volume_dirs, prometheus
+from deploys.components import alertmanager, cluster_addons, coredns, local_storage, local_volume_dirs, prometheus
 
 pyinfra_speedups.enable()
 
@@ -22,6 +22,7 @@ ADDON_COMPONENTS = [
     coredns.COMPONENT,
     local_volume_dirs.COMPONENT,  # on the hosts that hold the volumes
     local_storage.COMPONENT,
+    alertmanager.COMPONENT,  # before Prometheus, which sends its alerts there
     prometheus.COMPONENT,
 ]
 

@@ -19,6 +19,10 @@ from pyinfra import inventory
 from deploys.checksums import load_table
 
 __all__ = [
+    "alertmanager_default_receiver",
+    "alertmanager_group_interval",
+    "alertmanager_group_wait",
+    "alertmanager_receivers",
     "chrony_daemon_opts",
     "containerd_restrict_oom_score_adj",
     "kube_proxy_conntrack_max_per_core",
@@ -79,6 +83,13 @@ if inventory.get_group("lab", []):
         "docker.io": [f"http://{_registry}"],
         "quay.io": [f"http://{_registry}"],
     }
+
+    # Alerts go to the lab mirror's webhook recorder (lab/mirror_server.py), as to an operator's endpoint.
+    alertmanager_receivers = [{"name": "lab", "type": "webhook", "url": f"{_mirror}/webhook/alerts"}]
+    alertmanager_default_receiver = "lab"
+# the alert test measures how fast NodeDown is delivered and resolved (resolutions go out per group interval)
+alertmanager_group_wait = "10s"
+alertmanager_group_interval = "30s"
 
 # The lab host (the bridge address) scrapes node exporters too, as a monitoring server outside the cluster
 # would (Prometheus in the cluster, on the monitoring host, is in the derived set).

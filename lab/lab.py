@@ -17,6 +17,7 @@ from typing import Any
 
 from lab import artifacts, kubernetes_build, machines, mirror, network, registry, rootfs
 from lab.config import LabConfig, LabError, NodeSpec
+from lab.images import alertmanager as alertmanager_image
 from lab.images import coredns as coredns_image
 from lab.images import prometheus as prometheus_image
 from lab.shell import log, run
@@ -159,6 +160,7 @@ class Lab:
             registry.publish_images(self.config, registry.pinned_sandbox_image())
             coredns_image.publish(self.config)
             prometheus_image.publish_image(self.config)
+            alertmanager_image.publish_image(self.config)
 
             used_indexes = {n["index"] for n in state["nodes"]}
             for spec in nodes:

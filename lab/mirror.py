@@ -1,4 +1,5 @@
-"""The artifact mirror: an HTTP file server on the lab bridge, laid out like upstream download sites."""
+"""The artifact mirror: an HTTP file server on the lab bridge, laid out like upstream download sites; it also
+records webhook deliveries (``lab/mirror_server.py``)."""
 
 from __future__ import annotations
 
@@ -13,6 +14,11 @@ def mirror_root(config: LabConfig) -> Path:
     return config.state_dir / "mirror"
 
 
+def webhook_dir(config: LabConfig) -> Path:
+    """Where the mirror records webhook deliveries (``POST /webhook/<name>`` -> ``<name>.jsonl``)."""
+    return config.state_dir / "webhooks"
+
+
 def is_mirror_process(config: LabConfig, pid: int | None) -> bool:
     argv = cmdline(pid)
     return b"lab.mirror_server" in argv and str(mirror_root(config)).encode() in argv
@@ -25,7 +31,15 @@ def start(config: LabConfig) -> int:
     if not readme.exists():
         readme.write_text("Spectra lab artifact mirror: same paths as the upstream download sites.\n")
     pid = start_service(
-        [sys.executable, "-m", "lab.mirror_server", str(root), config.gateway, str(config.mirror_port)],
+        [
+            sys.executable,
+            "-m",
+            "lab.mirror_server",
+            str(root),
+            config.gateway,
+            str(config.mirror_port),
+            str(webhook_dir(config)),
+        ],  # fmt: skip
         config.state_dir / "mirror.log",
         f"{config.mirror_url}/README.txt",
         f"the mirror on {config.mirror_url}",

@@ -43,6 +43,7 @@ TEMPLATES = tuple(f"addons/prometheus/{name}" for name in ("rbac.yaml.j2", "conf
 RULES_DIR = TEMPLATES_DIR / "addons" / "prometheus" / "rules"
 SA_DIR = "/var/run/secrets/kubernetes.io/serviceaccount"
 ETCD_CERT_DIR = "/etc/prometheus/etcd"
+ALERTMANAGER = "alertmanager.monitoring.svc:9093"  # the alertmanager addon's Service
 
 DEFAULTS: dict[str, Any] = {
     "prometheus_enabled": True,  # the Prometheus addon
@@ -196,6 +197,8 @@ def scrape_configs(settings: Mapping[str, Any]) -> list[dict[str, Any]]:
             {"source_labels": ["__meta_kubernetes_pod_node_name"], "target_label": "node"},
         ],
     })  # fmt: skip
+    if settings.get("alertmanager_enabled"):
+        jobs.append({"job_name": "alertmanager", "static_configs": [{"targets": [ALERTMANAGER]}]})
     for extra in settings["prometheus_extra_scrape_configs"] or []:
         plain = {key: value for key, value in extra.items() if key not in ("targets", "labels")}
         jobs.append(
@@ -211,6 +214,8 @@ def rule_files() -> dict[str, str]:
 def config(settings: Mapping[str, Any]) -> dict[str, Any]:
     interval = str(settings["prometheus_scrape_interval"])
     alerting: dict[str, Any] = {}
+    if settings.get("alertmanager_enabled"):  # a plain dict without the key (tests): no Alertmanager
+        alerting = {"alertmanagers": [{"static_configs": [{"targets": [ALERTMANAGER]}]}]}
     return {
         "global": {
             "scrape_interval": interval,

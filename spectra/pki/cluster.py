@@ -90,6 +90,13 @@ def apiserver_sans(cluster: ClusterSpec) -> tuple[tuple[str, ...], tuple[str, ..
     return split_sans(names)
 
 
+METRICS_SERVER_SERVICE = "metrics-server.kube-system.svc"  # the name the aggregator verifies: <service>.<ns>.svc
+
+
+def metrics_server_names(cluster: ClusterSpec) -> tuple[str, ...]:
+    return (METRICS_SERVER_SERVICE, f"{METRICS_SERVER_SERVICE}.{cluster.cluster_domain}")
+
+
 def leaf_specs(cluster: ClusterSpec) -> list[LeafSpec]:
     """Every leaf certificate of the cluster, in a fixed order."""
     cluster.validate()
@@ -102,6 +109,8 @@ def leaf_specs(cluster: ClusterSpec) -> list[LeafSpec]:
         LeafSpec("etcd/healthcheck-client", "etcd/ca", "kube-etcd-healthcheck-client", client=True),
         # Prometheus' etcd client (etcd /metrics on the client port), kept in the cluster as a Secret
         LeafSpec("etcd/monitoring-client", "etcd/ca", "spectra-monitoring-etcd-client", client=True),
+        # metrics-server's serving certificate (the metrics.k8s.io APIService verifies it with the cluster CA)
+        LeafSpec("metrics-server", "ca", METRICS_SERVER_SERVICE, (), metrics_server_names(cluster), server=True),
         LeafSpec("admin", "ca", "kubernetes-admin", (CLUSTER_ADMINS,), client=True),
         LeafSpec("super-admin", "ca", "kubernetes-super-admin", (SYSTEM_MASTERS,), client=True),
         LeafSpec("controller-manager", "ca", "system:kube-controller-manager", client=True),

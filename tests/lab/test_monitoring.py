@@ -3,8 +3,12 @@ its alert rules loaded and evaluated, certificate expiry metrics from every node
 surviving a pod restart, drift found by a server-side diff and put back, and an apiserver rejection
 stopping a set before anything of it changes.
 
-Prometheus' API is reached through the apiserver's service proxy (``kubectl get --raw``), as an operator
-without a NodePort would. Not here yet: Alertmanager, Grafana's dashboards, logs, metrics-server (issue 11).
+Alerts: the Watchdog reaches the lab's webhook receiver (the mirror records deliveries, as an operator's
+endpoint would); node3 powered off makes NodeDown fire in Alertmanager and reach the receiver (the times are
+printed), and it resolves when node3 is back.
+
+Prometheus' and Alertmanager's APIs are reached through the apiserver's service proxy (``kubectl get --raw``),
+as an operator without a NodePort would.
 """
 
 from __future__ import annotations
@@ -18,16 +22,18 @@ from typing import Any
 
 import pytest
 
-from tests.lab.conftest import SPECTRA, Lab, LabNode, spectra_deploy
+from tests.lab.conftest import LAB_DIR, SPECTRA, Lab, LabNode, lab_cli, spectra_deploy
 
 pytestmark = pytest.mark.lab
 
 KUBECTL = "/usr/local/bin/kubectl --kubeconfig /etc/kubernetes/admin.conf"
 PROXY = "/api/v1/namespaces/monitoring/services/prometheus:9090/proxy"
+ALERTMANAGER = "/api/v1/namespaces/monitoring/services/alertmanager:9093/proxy"
+WEBHOOK_LOG = LAB_DIR / "webhooks" / "alerts.jsonl"
 # Every job and how many targets it has on the 3-node lab (1 control plane + etcd, 2 workers)
 EXPECTED_TARGETS = {
     "prometheus": 1, "node-exporter": 3, "kubelet": 3, "cadvisor": 3, "apiserver": 1, "etcd": 1,
-    "kube-controller-manager": 1, "kube-scheduler": 1, "coredns": 2,
+    "kube-controller-manager": 1, "kube-scheduler": 1, "coredns": 2, "alertmanager": 1,
 }  # fmt: skip
 
 
@@ -168,3 +174,61 @@ def test_apiserver_rejection_stops_the_set_with_its_message(
     assert lab.ssh(control_plane(lab), "sha256sum /etc/kubernetes/addons/local-storage.yaml").split()[0] == kept
     path = kubectl(lab, "get pv spectra-monitoring-data-prometheus-0 -o jsonpath={.spec.local.path}").strip()
     assert path == "/var/lib/spectra/volumes/monitoring/data-prometheus-0"
+
+
+def delivered(since: float) -> list[dict[str, Any]]:
+    """Alerts the lab receiver got after ``since`` (unix time), with when each delivery arrived."""
+    if not WEBHOOK_LOG.exists():
+        return []
+    found = []
+    for line in WEBHOOK_LOG.read_text().splitlines():
+        record = json.loads(line)
+        if record["received"] >= since:
+            found += [{**alert, "received": record["received"]} for alert in record["body"]["alerts"]]
+    return found
+
+
+def alertmanager_alerts(lab: Lab) -> list[dict[str, Any]]:
+    return list(json.loads(kubectl(lab, f"get --raw '{ALERTMANAGER}/api/v2/alerts'")))
+
+
+def test_watchdog_reaches_the_receiver(converged: dict[str, Any], lab: Lab) -> None:
+    def watchdog() -> tuple[bool, Any]:
+        found = [a for a in delivered(0) if a["labels"]["alertname"] == "Watchdog" and a["status"] == "firing"]
+        return bool(found), found
+
+    until("Watchdog delivered to the lab webhook", watchdog, timeout=180)
+
+
+def test_node_powered_off_fires_node_down_and_resolves(converged: dict[str, Any], lab: Lab) -> None:
+    victim = lab.node("node3")
+    cut = time.time()
+    assert lab_cli("stop", victim.name, "--hard").returncode == 0
+    try:
+
+        def node_down_in_alertmanager() -> tuple[bool, Any]:
+            alerts = [a for a in alertmanager_alerts(lab) if a["labels"]["alertname"] == "NodeDown"]
+            return any(a["labels"].get("node") == victim.name for a in alerts), alerts
+
+        until("NodeDown active in Alertmanager", node_down_in_alertmanager, timeout=300, every=2)
+        in_alertmanager = time.time() - cut
+
+        def node_down_delivered() -> tuple[bool, Any]:
+            found = [a for a in delivered(cut) if a["labels"]["alertname"] == "NodeDown" and a["status"] == "firing"]
+            return any(a["labels"].get("node") == victim.name for a in found), found
+
+        (first, *_) = until("NodeDown delivered", node_down_delivered, timeout=120, every=2)
+        print(f"\nNodeDown: active in Alertmanager {in_alertmanager:.0f} s after the power cut, "
+              f"delivered to the receiver {first['received'] - cut:.0f} s after it")  # fmt: skip
+        assert in_alertmanager < 300
+    finally:
+        assert lab_cli("start", victim.name).returncode == 0
+    back = time.time()
+
+    def resolved() -> tuple[bool, Any]:
+        found = [a for a in delivered(back) if a["labels"]["alertname"] == "NodeDown" and a["status"] == "resolved"]
+        return bool(found), found
+
+    until("NodeDown resolved at the receiver", resolved, timeout=420, every=3)
+    print(f"NodeDown resolved at the receiver {time.time() - back:.0f} s after node3 was started")
+    kubectl(lab, f"wait --for=condition=Ready node/{victim.name} --timeout=300s")

@@ -20,8 +20,17 @@ pytestmark = pytest.mark.unit
 STAGED = "/etc/kubernetes/addons/prometheus.yaml.spectra-new"
 
 
-def hosts(pki_dir: Path) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
-    shared = {"pki_dir": str(pki_dir)}
+@pytest.fixture(autouse=True, scope="module")
+def one_pki(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """One cluster PKI for the module (making one costs seconds of RSA key generation)."""
+    _PKI.append(tmp_path_factory.mktemp("pki"))
+
+
+_PKI: list[Path] = []
+
+
+def hosts(_: Path) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
+    shared = {"pki_dir": str(_PKI[-1])}
     cp = {**shared, "roles": ["control_plane", "etcd"], "ssh_hostname": "10.0.0.11", "zone": "a"}
     others = {
         "node2": {**shared, "roles": ["workers", "monitoring"], "ssh_hostname": "10.0.0.12", "zone": "b"},
@@ -49,13 +58,17 @@ def test_every_job_the_rules_name_is_scraped(tmp_path: Path) -> None:
     found = jobs(manifest(tmp_path))
     assert list(found) == [
         "prometheus", "node-exporter", "kubelet", "cadvisor", "apiserver", "etcd",
-        "kube-controller-manager", "kube-scheduler", "coredns",
+        "kube-controller-manager", "kube-scheduler", "coredns", "alertmanager",
     ]  # fmt: skip
+    assert config(manifest(tmp_path))["alerting"] == {
+        "alertmanagers": [{"static_configs": [{"targets": ["alertmanager.monitoring.svc:9093"]}]}]
+    }
+    assert "alerting" not in config(manifest(tmp_path, alertmanager_enabled=False))
     import re
 
     named = set(re.findall(r'job="([a-z-]+)"', (prometheus.RULES_DIR / "alerts.yaml").read_text()))
     # an alert on a job no one scrapes could never fire (alertmanager and metrics-server: their own addons)
-    assert named - set(found) <= {"alertmanager", "metrics-server"} and "node-exporter" in named
+    assert named - set(found) <= {"metrics-server"} and "node-exporter" in named
 
 
 def test_targets_come_from_the_topology_and_the_cluster_settings(tmp_path: Path) -> None:
@@ -89,7 +102,7 @@ def test_etcd_client_certificate_is_from_the_etcd_ca(tmp_path: Path) -> None:
     ca = x509.load_pem_x509_certificate(secret["ca.crt"].encode())
     assert cert.issuer == ca.subject
     assert cert.subject.rfc4514_string() == "CN=spectra-monitoring-etcd-client"
-    assert (tmp_path / "pki" / "etcd" / "ca.crt").read_text() == secret["ca.crt"]
+    assert (_PKI[-1] / "etcd" / "ca.crt").read_text() == secret["ca.crt"]
 
 
 def test_rbac_is_least_privilege(tmp_path: Path) -> None:
@@ -125,7 +138,9 @@ def test_volume_on_the_monitoring_host(tmp_path: Path) -> None:
     cp, others = hosts(tmp_path / "pki")
     result = run_component(local_storage.COMPONENT, facts={AddonSets: {}}, data=cp, others=others)
     docs = list(yaml.safe_load_all(result.uploads["/etc/kubernetes/addons/local-storage.yaml.spectra-new"]))
-    (volume,) = [doc for doc in docs if doc["kind"] == "PersistentVolume"]
+    volumes = {doc["metadata"]["name"]: doc for doc in docs if doc["kind"] == "PersistentVolume"}
+    assert sorted(volumes) == ["spectra-monitoring-data-alertmanager-0", "spectra-monitoring-data-prometheus-0"]
+    volume = volumes["spectra-monitoring-data-prometheus-0"]
     assert volume["spec"]["claimRef"] == {"namespace": "monitoring", "name": "data-prometheus-0"}
     assert volume["spec"]["local"] == {"path": "/var/lib/spectra/volumes/monitoring/data-prometheus-0"}
     term = volume["spec"]["nodeAffinity"]["required"]["nodeSelectorTerms"][0]["matchExpressions"][0]
@@ -135,7 +150,7 @@ def test_volume_on_the_monitoring_host(tmp_path: Path) -> None:
     monitoring = {**others.pop("node2")}
     made = run_component(local_volume_dirs.COMPONENT, facts={FileStates: lambda paths, **_: dict.fromkeys(paths)},
                          data=monitoring, others={"node1": cp, **others})  # fmt: skip
-    assert made.commands[-3:] == [
+    assert made.op("Volume monitoring/data-prometheus-0").commands == [
         "mkdir -p /var/lib/spectra/volumes/monitoring/data-prometheus-0",
         "chown nobody:nogroup /var/lib/spectra/volumes/monitoring/data-prometheus-0",
         "chmod 2770 /var/lib/spectra/volumes/monitoring/data-prometheus-0",

@@ -66,6 +66,7 @@ EXPECTED = {
     "front-proxy-client": ("front-proxy-ca", "front-proxy-client", [], {CLIENT}),
     "etcd/healthcheck-client": ("etcd/ca", "kube-etcd-healthcheck-client", [], {CLIENT}),
     "etcd/monitoring-client": ("etcd/ca", "spectra-monitoring-etcd-client", [], {CLIENT}),
+    "metrics-server": ("ca", "metrics-server.kube-system.svc", [], {SERVER}),
     "admin": ("ca", "kubernetes-admin", ["kubeadm:cluster-admins"], {CLIENT}),
     "super-admin": ("ca", "kubernetes-super-admin", ["system:masters"], {CLIENT}),
     "controller-manager": ("ca", "system:kube-controller-manager", [], {CLIENT}),
@@ -157,6 +158,14 @@ def test_etcd_and_kubelet_sans(pki: Pki) -> None:
     assert sans(cert(pki, "nodes/w1/kubelet")) == {"w1", "10.0.1.21"}
     assert sans(cert(pki, "nodes/w2/kubelet")) == {"w2", "w2.dc1.example.com"}
     assert sans(cert(pki, "nodes/w1/kubelet-client")) == set()
+
+
+def test_metrics_server_serves_its_service_name(pki: Pki) -> None:
+    leaf = cert(pki, "metrics-server")
+    assert sans(leaf) == {"metrics-server.kube-system.svc", "metrics-server.kube-system.svc.cluster.local"}
+    # as the aggregator dials it: <service>.<namespace>.svc, verified against the cluster CA
+    name = x509.DNSName("metrics-server.kube-system.svc")
+    PolicyBuilder().store(Store([cert(pki, "ca")])).time(NOW).build_server_verifier(name).verify(leaf, [])
 
 
 def test_dual_stack_service_ips(tmp_path: Path) -> None:

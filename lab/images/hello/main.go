@@ -4,6 +4,11 @@
 //	hello serve :8080      answer every HTTP request with "hello from <hostname>"
 //	hello get URL          fetch URL and print the body (exit 1 on any error or non-200)
 //	hello resolve NAME     print NAME's addresses, from the pod's /etc/resolv.conf (cluster DNS)
+//	hello load URL SECONDS [WORKERS]
+//	                       fetch URL over and over (WORKERS at a time, default 2) for SECONDS, then exit:
+//	                       a bounded load generator (a new connection per request, so a Service spreads it)
+//
+// `hello serve` also answers /burn?ms=N by spinning the CPU for N milliseconds (at most 1000) first.
 package main
 
 import (
@@ -13,8 +18,56 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"strconv"
+	"sync"
+	"sync/atomic"
 	"time"
 )
+
+const maxBurn = time.Second // one request never holds a CPU longer
+
+// burn spins one CPU until d has passed (wall time: a throttled container burns its whole CPU limit).
+func burn(d time.Duration) uint64 {
+	var n uint64
+	for deadline := time.Now().Add(d); time.Now().Before(deadline); {
+		for i := 0; i < 10000; i++ {
+			n = n*6364136223846793005 + 1442695040888963407
+		}
+	}
+	return n
+}
+
+// load fetches url from workers goroutines until seconds have passed; exit 1 only if no request succeeded.
+func load(url string, seconds, workers int) {
+	client := http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{DisableKeepAlives: true}}
+	deadline := time.Now().Add(time.Duration(seconds) * time.Second)
+	var ok, failed atomic.Int64
+	var wg sync.WaitGroup
+	for w := 0; w < workers; w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for time.Now().Before(deadline) {
+				resp, err := client.Get(url)
+				if err == nil {
+					io.Copy(io.Discard, resp.Body)
+					resp.Body.Close()
+				}
+				if err != nil || resp.StatusCode != http.StatusOK {
+					failed.Add(1)
+					time.Sleep(200 * time.Millisecond) // a failing target is not hammered
+					continue
+				}
+				ok.Add(1)
+			}
+		}()
+	}
+	wg.Wait()
+	fmt.Printf("load %s: %d ok, %d failed in %d s\n", url, ok.Load(), failed.Load(), seconds)
+	if ok.Load() == 0 {
+		os.Exit(1)
+	}
+}
 
 func fail(format string, args ...any) {
 	fmt.Fprintf(os.Stderr, format+"\n", args...)
@@ -35,6 +88,16 @@ func main() {
 		}
 		http.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 			fmt.Fprintf(w, "hello from %s\n", host)
+		})
+		http.HandleFunc("/burn", func(w http.ResponseWriter, r *http.Request) {
+			ms, err := strconv.Atoi(r.URL.Query().Get("ms"))
+			if err != nil || ms < 0 {
+				http.Error(w, "usage: /burn?ms=N", http.StatusBadRequest)
+				return
+			}
+			d := min(time.Duration(ms)*time.Millisecond, maxBurn)
+			burn(d)
+			fmt.Fprintf(w, "burned %d ms on %s\n", d.Milliseconds(), host)
 		})
 		if err := http.ListenAndServe(addr, nil); err != nil {
 			fail("serve %s: %v", addr, err)
@@ -67,7 +130,22 @@ func main() {
 		for _, a := range addrs {
 			fmt.Println(a)
 		}
+	case "load":
+		if len(os.Args) < 4 || len(os.Args) > 5 {
+			fail("usage: hello load URL SECONDS [WORKERS]")
+		}
+		seconds, err := strconv.Atoi(os.Args[3])
+		if err != nil || seconds < 1 {
+			fail("load: SECONDS must be a whole number, at least 1")
+		}
+		workers := 2
+		if len(os.Args) == 5 {
+			if workers, err = strconv.Atoi(os.Args[4]); err != nil || workers < 1 {
+				fail("load: WORKERS must be a whole number, at least 1")
+			}
+		}
+		load(os.Args[2], seconds, workers)
 	default:
-		fail("unknown command %q (serve, get, resolve)", os.Args[1])
+		fail("unknown command %q (serve, get, resolve, load)", os.Args[1])
 	}
 }
