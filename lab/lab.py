@@ -17,9 +17,8 @@ from typing import Any
 
 from lab import artifacts, kubernetes_build, machines, mirror, network, registry, rootfs
 from lab.config import LabConfig, LabError, NodeSpec
-from lab.images import alertmanager as alertmanager_image
+from lab.images import addons as addon_images
 from lab.images import coredns as coredns_image
-from lab.images import prometheus as prometheus_image
 from lab.shell import log, run
 
 REQUIRED_TOOLS = {
@@ -159,8 +158,7 @@ class Lab:
                 self.save_state(state)
             registry.publish_images(self.config, registry.pinned_sandbox_image())
             coredns_image.publish(self.config)
-            prometheus_image.publish_image(self.config)
-            alertmanager_image.publish_image(self.config)
+            addon_images.publish_enabled(self.config)  # only the addons the lab turns on
 
             used_indexes = {n["index"] for n in state["nodes"]}
             for spec in nodes:

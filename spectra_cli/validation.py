@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import difflib
 import os
+import re
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from fnmatch import fnmatch
@@ -356,9 +357,30 @@ def _hosts_text(names: Sequence[str]) -> str:
     return f"host {shown}" if len(names) == 1 else f"hosts {shown}"
 
 
-def check_settings(result: ValidationResult, schema: Schema) -> None:
+_LEADING_KEY = re.compile(r"^([a-z][a-z0-9_]*)[=\[:( ]")
+
+
+def value_source(
+    key: str, hosts: Sequence[str], inventory: Any, files: Sequence[GroupDataFile], override: Mapping[str, Any]
+) -> str:
+    """Where ``key``'s value on ``hosts`` comes from: ``--data``, the group_data files of their groups that set
+    it, else the owner's default."""
+    if key in override:
+        return "set by --data"
+    groups = {str(group) for name in hosts for group in inventory.get_host(name).groups} | {"all"}
+    setting = [item.path for item in files if key in item.data and item.group in groups]
+    return f"set in {', '.join(setting)}" if setting else "the default"
+
+
+def check_settings(
+    result: ValidationResult,
+    schema: Schema,
+    files: Sequence[GroupDataFile] = (),
+    override: Mapping[str, Any] | None = None,
+) -> None:
     """The components' and the cluster settings' checks on every host (one error per problem, listing the
-    hosts), then the cluster-wide settings: one value for the whole inventory."""
+    hosts and where the key's value was set), then the cluster-wide settings: one value for the whole
+    inventory."""
     from spectra.cluster_settings import CLUSTER_WIDE
 
     found: dict[tuple[str, str], list[str]] = {}
@@ -376,7 +398,11 @@ def check_settings(result: ValidationResult, schema: Schema) -> None:
                     found.setdefault((entry.name, problem), []).append(host.name)
     sources = {entry.name: entry.source for entry in schema.checks}
     for (name, problem), hosts in found.items():
-        result.error(_hosts_text(hosts), None, f"{name}: {problem} (checked by {sources[name]})")
+        match = _LEADING_KEY.match(problem)
+        origin = ""
+        if match:
+            origin = f"; {value_source(match.group(1), hosts, result.inventory, files, override or {})}"
+        result.error(_hosts_text(hosts), None, f"{name}: {problem} (checked by {sources[name]}{origin})")
 
     for key in CLUSTER_WIDE:
         seen: dict[str, list[str]] = {}
@@ -501,6 +527,6 @@ def check_loaded(
     check_data(result, schema, "--data", override_data or {})
     check_roles(result)
     check_required(result, schema)
-    check_settings(result, schema)
+    check_settings(result, schema, files, override_data or {})
     result.selected = select_hosts(result, limit, exclude)
     return result
