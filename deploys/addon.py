@@ -268,6 +268,16 @@ def render_addon(addon: Addon, data: Mapping[str, Any]) -> str:
     return render_set(addon.name, addon.templates, addon.context(settings))
 
 
+_BY_COMPONENT: dict[str, Addon] = {}  # component name -> its addon
+_SELECTED: list[Addon] | None = None  # the addons of this run's entry file (select)
+
+
+def select(components: Sequence[Component]) -> None:
+    """The addons this run pushes (the entry file's list): only their namespaces and volumes are made."""
+    global _SELECTED
+    _SELECTED = [_BY_COMPONENT[c.name] for c in components if c.name in _BY_COMPONENT]
+
+
 def addon_component(addon: Addon) -> Component:
     """The ``Component`` that pushes ``addon`` from the first control plane."""
 
@@ -286,8 +296,10 @@ def addon_component(addon: Addon) -> Component:
             raise DeployError(f"{host.name}: addon {addon.name}: {error}") from None
         push(addon.name, manifest, settings)
 
+    name = f"addon_{addon.name.replace('-', '_')}"
+    _BY_COMPONENT[name] = addon
     return Component(
-        name=f"addon_{addon.name.replace('-', '_')}",
+        name=name,
         defaults=addon.defaults,
         deploy=push_addon,
         should_run=should_run,
@@ -314,7 +326,10 @@ def local_volumes(settings: Mapping[str, Any]) -> list[LocalVolume]:
 
 
 def registered() -> list[Addon]:
-    """Every addon record (``ADDON`` in a module of ``deploys/components/``), by name."""
+    """The addons of this run (``select``), else every addon record (``ADDON`` in a module of
+    ``deploys/components/``), by name."""
+    if _SELECTED is not None:
+        return sorted(_SELECTED, key=lambda one: one.name)
     import importlib
 
     from deploys.settings import component_modules

@@ -11,9 +11,17 @@ The order: the manifests directory and namespaces first, then storage, then the 
 
 from __future__ import annotations
 
-from deploys import pyinfra_speedups
+from deploys import addon, pyinfra_speedups
 from deploys.component import run
-from deploys.components import alertmanager, cluster_addons, coredns, local_storage, local_volume_dirs, prometheus
+from deploys.components import (
+    alertmanager,
+    cluster_addons,
+    coredns,
+    local_storage,
+    local_volume_dirs,
+    metrics_server,
+    prometheus,
+)
 
 pyinfra_speedups.enable()
 
@@ -24,6 +32,8 @@ ADDON_COMPONENTS = [
     local_storage.COMPONENT,
     alertmanager.COMPONENT,  # before Prometheus, which sends its alerts there
     prometheus.COMPONENT,
+    metrics_server.COMPONENT,
 ]
 
+addon.select(ADDON_COMPONENTS)  # namespaces and volumes of these addons only
 run(ADDON_COMPONENTS)

@@ -32,6 +32,7 @@ __all__ = [
     "etcd_sha256",
     "firewall_monitoring_extra_cidrs",
     "fluentd_enabled",
+    "grafana_enabled",
     "kubernetes_download_base_url",
     "kubernetes_sha256",
     "node_exporter_download_base_url",
@@ -55,6 +56,10 @@ kube_proxy_conntrack_max_per_core = 0
 # Fluentd's apt repository cannot be reached from the lab machines: the component is tested by its
 # rendered configuration (unit tests) and by its fail-fast check on an unreachable repository (lab test).
 fluentd_enabled = False
+
+# Grafana's image cannot be had here (no registry answers; its Go module is AGPL-licensed and not served): its
+# manifests are checked by the lab's apiserver with a server-side dry run instead (tests/lab/test_dashboards.py).
+grafana_enabled = False
 
 if inventory.get_group("lab", []):
     _lab_dir = Path(os.environ.get("SPECTRA_LAB_DIR", "/var/lib/spectra-lab"))

@@ -14,7 +14,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from lab.config import LabConfig
-from lab.images import alertmanager, prometheus
+from lab.images import alertmanager, metrics_server, prometheus
 
 REPO = Path(__file__).resolve().parents[2]
 GROUP_DATA = (REPO / "group_data" / "all.py", REPO / "group_data" / "lab.py")  # later files win
@@ -23,6 +23,7 @@ GROUP_DATA = (REPO / "group_data" / "all.py", REPO / "group_data" / "lab.py")  #
 IMAGES: dict[str, Callable[[LabConfig], dict[str, str]]] = {
     "prometheus_enabled": prometheus.publish_image,
     "alertmanager_enabled": alertmanager.publish_image,
+    "metrics_server_enabled": metrics_server.publish_image,
 }
 
 
