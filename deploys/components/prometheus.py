@@ -44,6 +44,7 @@ RULES_DIR = TEMPLATES_DIR / "addons" / "prometheus" / "rules"
 SA_DIR = "/var/run/secrets/kubernetes.io/serviceaccount"
 ETCD_CERT_DIR = "/etc/prometheus/etcd"
 ALERTMANAGER = "alertmanager.monitoring.svc:9093"  # the alertmanager addon's Service
+METRICS_SERVER = "metrics-server.kube-system.svc:443"  # the metrics-server addon's Service
 
 DEFAULTS: dict[str, Any] = {
     "prometheus_enabled": True,  # the Prometheus addon
@@ -199,6 +200,10 @@ def scrape_configs(settings: Mapping[str, Any]) -> list[dict[str, Any]]:
     })  # fmt: skip
     if settings.get("alertmanager_enabled"):
         jobs.append({"job_name": "alertmanager", "static_configs": [{"targets": [ALERTMANAGER]}]})
+    if settings.get("metrics_server_enabled"):
+        # its serving certificate is the cluster PKI's, for the Service's name
+        jobs.append({"job_name": "metrics-server", "scheme": "https", "tls_config": sa_tls, **token,
+                     "static_configs": [{"targets": [METRICS_SERVER]}]})  # fmt: skip
     for extra in settings["prometheus_extra_scrape_configs"] or []:
         plain = {key: value for key, value in extra.items() if key not in ("targets", "labels")}
         jobs.append(
