@@ -17,6 +17,7 @@ from deploys.components import (
     alertmanager,
     cluster_addons,
     coredns,
+    grafana,
     local_storage,
     local_volume_dirs,
     metrics_server,
@@ -32,6 +33,7 @@ ADDON_COMPONENTS = [
     local_storage.COMPONENT,
     alertmanager.COMPONENT,  # before Prometheus, which sends its alerts there
     prometheus.COMPONENT,
+    grafana.COMPONENT,  # after Prometheus, its datasource
     metrics_server.COMPONENT,
 ]
 

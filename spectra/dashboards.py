@@ -8,8 +8,8 @@ lab tests use it. What it checks in a dashboard file:
   links to it break) and ``panels``;
 * every panel that queries (not a row, text or list panel) has a title unique in the dashboard, a Prometheus
   datasource (the provisioned one, :data:`DATASOURCE_UID`, or a ``$variable``) and at least one target with an
-  ``expr``; every ``$variable`` of a query is a dashboard variable
-  or one of Grafana's built-ins (:data:`BUILTINS`).
+  ``expr``; every ``$variable`` of a query is a dashboard variable or one of Grafana's built-ins
+  (:data:`BUILTINS`).
 
 Which panels have no data yet: a top-level key Grafana ignores (like its own ``__inputs`` and ``__requires``
 keys of exported dashboards) lists them, each with why::
@@ -210,9 +210,7 @@ def check_file(path: Path) -> list[str]:
         return [str(error)]
 
 
-def queries(
-    dashboard: Mapping[str, Any], name: str, values: Mapping[str, str] | None = None
-) -> list[PanelQuery]:
+def queries(dashboard: Mapping[str, Any], name: str, values: Mapping[str, str] | None = None) -> list[PanelQuery]:
     """Every query of every panel, variables substituted (``values`` over the dashboard's defaults); an unknown
     variable raises ``DashboardError`` naming the dashboard and panel."""
     chosen = {**variable_values(dashboard), **(values or {})}

@@ -5,7 +5,7 @@ provisioned (read-only), an admin whose password is a setting.
   Go module is AGPL-licensed and not served to the lab, which builds its images from Go modules):
   ``group_data/lab.py`` turns the addon off, and a lab test has the real apiserver check this manifest with
   ``--dry-run=server`` instead.
-* Dashboards: every ``templates/addons/grafana/dashboards/*.json`` (not templated: placed as they are) and the
+* Dashboards: every ``templates/addons/grafana/dashboards/*.json`` (not templated: placed as parsed) and the
   ``*.json`` of ``grafana_extra_dashboards_dir``, one ConfigMap each, checked before anything is rendered
   (``spectra.dashboards``: JSON, uid, Prometheus datasource, queries with known variables): a bad file stops
   ``spectra validate`` and the deploy, naming it. Grafana rereads the directory, so a changed dashboard needs
@@ -21,7 +21,9 @@ provisioned (read-only), an admin whose password is a setting.
 
 from __future__ import annotations
 
+import base64
 import hashlib
+import hmac
 import json
 import re
 from collections.abc import Mapping
@@ -50,7 +52,9 @@ DEFAULTS: dict[str, Any] = {
         "docker.io/grafana/grafana:12.2.1@sha256:35c41e0fd0295f5d0ee5db7e780cf33506abfaf47686196f825364889dee878b"
     ),
     "grafana_admin_user": "admin",
-    "grafana_admin_password": None,  # required while grafana_enabled: no default password ships
+    # None: derived from the cluster CA's key (HMAC), the same on every run and secret to whoever lacks that key;
+    # read it from the grafana-admin Secret. No well-known default password ships.
+    "grafana_admin_password": None,
     "grafana_extra_dashboards_dir": None,  # a directory whose *.json dashboards are provisioned too
     "grafana_cpu_request": "100m",
     "grafana_memory_request": "256Mi",
@@ -124,11 +128,10 @@ def check(settings: Mapping[str, Any]) -> list[str]:
     if not isinstance(image, str) or not _IMAGE.match(image):
         problems.append(f"grafana_image={image!r}: an image reference")
     password = settings["grafana_admin_password"]
-    if not isinstance(password, str) or not password.strip():
-        problems.append("grafana_admin_password: required while grafana_enabled, has no value (set it in group data, "
-                        "from a secret store)")  # fmt: skip
-    elif password == "admin":
+    if password == "admin":
         problems.append("grafana_admin_password: not Grafana's well-known default")
+    elif password is not None and (not isinstance(password, str) or len(password.strip()) < 12):
+        problems.append("grafana_admin_password: at least 12 characters (or None: derived from the cluster CA key)")
     user = settings["grafana_admin_user"]
     if not isinstance(user, str) or not _USER.match(user):
         problems.append(f"grafana_admin_user={user!r}: 1 to 64 characters of A-Z a-z 0-9 . _ @ -")
@@ -157,8 +160,12 @@ def grafana_ini(settings: Mapping[str, Any]) -> str:
         },
         "users": {"allow_sign_up": "false"},
         "auth.anonymous": {"enabled": "false"},
-        "analytics": {"reporting_enabled": "false", "check_for_updates": "false", "check_for_plugin_updates": "false",
-                      "feedback_links_enabled": "false"},  # fmt: skip
+        "analytics": {
+            "reporting_enabled": "false",
+            "check_for_updates": "false",
+            "check_for_plugin_updates": "false",
+            "feedback_links_enabled": "false",
+        },
         "news": {"news_feed_enabled": "false"},
         "plugins": {"preinstall_disabled": "true"},
         "snapshots": {"external_enabled": "false"},
@@ -172,6 +179,7 @@ def grafana_ini(settings: Mapping[str, Any]) -> str:
 
 
 def datasources(settings: Mapping[str, Any]) -> str:
+    interval = _prometheus_setting(settings, "prometheus_scrape_interval")
     source = {
         "name": "Prometheus",
         "uid": dashboards.DATASOURCE_UID,
@@ -181,7 +189,7 @@ def datasources(settings: Mapping[str, Any]) -> str:
         "isDefault": True,
         "editable": False,
         # Grafana's $__rate_interval is four of these at least
-        "jsonData": {"timeInterval": str(_prometheus_setting(settings, "prometheus_scrape_interval")), "httpMethod": "POST"},
+        "jsonData": {"timeInterval": str(interval), "httpMethod": "POST"},
     }
     return yaml.safe_dump({"apiVersion": 1, "datasources": [source]}, sort_keys=False)
 
@@ -201,12 +209,26 @@ def dashboard_providers() -> str:
     return yaml.safe_dump({"apiVersion": 1, "providers": [provider]}, sort_keys=False)
 
 
+def admin_password(settings: Mapping[str, Any]) -> str:
+    """``grafana_admin_password``, else one derived from the cluster CA's private key: stable across runs (no
+    change on a re-push), different per cluster, known only to whoever holds the PKI."""
+    if settings["grafana_admin_password"]:
+        return str(settings["grafana_admin_password"])
+    from pyinfra import host
+
+    from deploys.components import pki
+
+    bundle = pki.cluster_pki(*pki.cluster_spec(list(host.state.inventory)))
+    digest = hmac.new(bundle.key("ca"), b"spectra grafana admin password", hashlib.sha256).digest()
+    return base64.urlsafe_b64encode(digest).decode().rstrip("=")
+
+
 def context(settings: Mapping[str, Any]) -> dict[str, Any]:
     problems = check(settings)
     if problems:
         raise addon.AddonError("; ".join(problems))
     files, _ = dashboard_files(settings)
-    password = str(settings["grafana_admin_password"])
+    password = admin_password(settings)
     ini, sources, providers = grafana_ini(settings), datasources(settings), dashboard_providers()
     hidden = hashlib.scrypt(password.encode(), salt=b"spectra-grafana-admin", n=2**14, r=8, p=1).hex()
     checksum = hashlib.sha256(json.dumps([ini, sources, providers, hidden]).encode()).hexdigest()
@@ -217,7 +239,8 @@ def context(settings: Mapping[str, Any]) -> dict[str, Any]:
         "datasources": sources,
         "providers": providers,
         "admin_password": password,
-        "dashboards": {path.stem: path.read_text() for path in files},
+        # compact: half the bytes of the indented files, in the ConfigMaps and in the set's YAML to parse
+        "dashboards": {path.stem: json.dumps(dashboards.load(path), separators=(",", ":")) for path in files},
         "dashboards_mount": DASHBOARDS_MOUNT,
         "secret_mount": SECRET_MOUNT,
         "checksum": checksum,
