@@ -40,6 +40,9 @@ from deploys.templating import TEMPLATES_DIR, render
 from facts.addons import FIELD_MANAGER, AddonSets, AddonSetState, describe
 from spectra import cluster_settings, topology
 
+# libyaml's safe loader and dumper where PyYAML has them: the pure-Python ones cost most of a render
+_LOADER: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+_DUMPER: Any = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
 MANAGED_BY = {"app.kubernetes.io/managed-by": "spectra"}
 SET_LABEL = "spectra.io/addon-set"
 ROLLOUT_KINDS = ("Deployment", "DaemonSet", "StatefulSet")
@@ -118,7 +121,7 @@ def render_set(set_name: str, templates: Sequence[str], context: Mapping[str, An
     for template in templates:
         text = render(template, **context)
         try:
-            loaded = list(yaml.safe_load_all(text))
+            loaded = list(yaml.load_all(text, Loader=_LOADER))
         except yaml.YAMLError as error:
             raise AddonError(f"{template} does not render to YAML: {error}") from None
         for document in loaded:
@@ -128,13 +131,13 @@ def render_set(set_name: str, templates: Sequence[str], context: Mapping[str, An
                 raise AddonError(f"{template}: every document needs apiVersion, kind and metadata")
             documents.append(with_set_labels(document, set_name))
     header = f"# Managed by spectra-infra: addon set {set_name}; applied with server-side apply ({FIELD_MANAGER}).\n"
-    return header + yaml.safe_dump_all(documents, sort_keys=False, default_flow_style=False, width=120)
+    return header + yaml.dump_all(documents, Dumper=_DUMPER, sort_keys=False, default_flow_style=False, width=120)
 
 
 def objects(manifest: str | None) -> list[ObjectRef]:
     """The objects of a manifest, in order."""
     found = []
-    for document in yaml.safe_load_all(manifest or ""):
+    for document in yaml.load_all(manifest or "", Loader=_LOADER):
         if isinstance(document, dict) and "kind" in document:
             metadata = document.get("metadata") or {}
             found.append(
@@ -216,7 +219,14 @@ def on_first_control_plane(settings: Mapping[str, Any], switch: str) -> bool:
     )
 
 
-def state_request(settings: Mapping[str, Any], set_names: Sequence[str]) -> FactRequest:
+def state_request(settings: Mapping[str, Any]) -> FactRequest:
+    """The ``AddonSets`` fact of every set this run pushes: the same request from every addon, so it is read
+    once, its diffs side by side."""
+    names = ["namespaces", *(one.name for one in registered() if settings[one.switch])]
+    return _state_request(settings, names)
+
+
+def _state_request(settings: Mapping[str, Any], set_names: Sequence[str]) -> FactRequest:
     from deploys.components import kubernetes_binaries
     from spectra.pki import layout
 
@@ -236,7 +246,7 @@ def push(set_name: str, manifest: str, settings: Mapping[str, Any]) -> None:
     from deploys.components import kubernetes_binaries
     from spectra.pki import layout
 
-    (states,) = prepared_facts(state_request(settings, [set_name]))
+    (states,) = prepared_facts(state_request(settings))
     state = states.get(set_name)
     reason = describe(state)
     apply_set(
@@ -285,7 +295,7 @@ def addon_component(addon: Addon) -> Component:
         return on_first_control_plane(settings, addon.switch)
 
     def fact_requests(settings: Mapping[str, Any]) -> list[FactRequest]:
-        return [state_request(settings, [addon.name])]
+        return [state_request(settings)]
 
     @deploy(f"Addon {addon.name}")
     def push_addon() -> None:

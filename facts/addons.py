@@ -30,13 +30,18 @@ class AddonSetState(TypedDict):
 # is installed). `diff -qr` names the differing objects only: a Secret's data never reaches the output.
 _SCRIPT = (
     'dir="$1"; kubectl="$2"; kubeconfig="$3"; manager="$4"; shift 4; '
+    "tmp=$(mktemp -d) || exit 1; "
+    # the diffs run side by side (each is a dry-run apply per object on the apiserver), then print in order
+    'for name in "$@"; do f="$dir/$name.yaml"; [ -f "$f" ] && [ -x "$kubectl" ] || continue; '
+    '  ( KUBECTL_EXTERNAL_DIFF="diff -qr" "$kubectl" --kubeconfig "$kubeconfig" --request-timeout=20s '
+    '    diff --server-side --force-conflicts --field-manager="$manager" -f "$f" >"$tmp/$name.out" 2>&1; '
+    '    echo $? >"$tmp/$name.rc" ) & '
+    "done; wait; "
     'for name in "$@"; do f="$dir/$name.yaml"; [ -f "$f" ] || continue; '
     '  printf \'K|%s|%s\\n\' "$name" "$(base64 -w0 -- "$f")"; '
-    '  [ -x "$kubectl" ] || continue; '
-    '  out=$(KUBECTL_EXTERNAL_DIFF="diff -qr" "$kubectl" --kubeconfig "$kubeconfig" --request-timeout=20s '
-    '    diff --server-side --force-conflicts --field-manager="$manager" -f "$f" 2>&1); rc=$?; '
-    '  printf \'R|%s|%s|%s\\n\' "$name" "$rc" "$(printf \'%s\' "$out" | base64 -w0)"; '
-    "done; true"
+    '  [ -f "$tmp/$name.rc" ] || continue; '
+    '  printf \'R|%s|%s|%s\\n\' "$name" "$(cat "$tmp/$name.rc")" "$(base64 -w0 <"$tmp/$name.out")"; '
+    'done; rm -rf "$tmp"; true'
 )
 
 _DIFFERS = re.compile(r"^Files \S+/(?:LIVE|MERGED)-[^/\s]+/(\S+) and \S+ differ$")

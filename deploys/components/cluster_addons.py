@@ -61,7 +61,7 @@ def should_run(settings: Mapping[str, Any]) -> bool:
 
 def fact_requests(settings: Mapping[str, Any]) -> list[FactRequest]:
     directory = str(settings["cluster_addons_dir"]).rstrip("/")
-    return [(FileStates, managed.snapshot_files_kwargs([directory])), addon.state_request(settings, [SET_NAME])]
+    return [(FileStates, managed.snapshot_files_kwargs([directory])), addon.state_request(settings)]
 
 
 @deploy("Cluster addons: manifests directory and namespaces")
