@@ -18,10 +18,13 @@ from deploys.components import (
     cluster_addons,
     coredns,
     grafana,
+    journal_upload,
     local_storage,
     local_volume_dirs,
     metrics_server,
     prometheus,
+    victorialogs,
+    victorialogs_agent,
 )
 
 pyinfra_speedups.enable()
@@ -35,6 +38,9 @@ ADDON_COMPONENTS = [
     prometheus.COMPONENT,
     grafana.COMPONENT,  # after Prometheus, its datasource
     metrics_server.COMPONENT,
+    victorialogs.COMPONENT,  # the log store (its PV comes from local_storage)
+    victorialogs_agent.COMPONENT,  # vlagent on every node
+    journal_upload.COMPONENT,  # on every Kubernetes node: the journal to its node's vlagent
 ]
 
 addon.select(ADDON_COMPONENTS)  # namespaces and volumes of these addons only

@@ -1,5 +1,12 @@
 """Fluentd (fluent-package v5 LTS) shipping container logs and the kubelet/containerd journal to Elasticsearch.
 
+Or to VictoriaLogs (``fluentd_output: victorialogs``): the same Elasticsearch output, pointed at VictoriaLogs'
+bulk endpoint (``fluentd_victorialogs_path``, default ``/insert/elasticsearch/``) with the hints VictoriaLogs
+takes per request as headers: which field is the message (``log`` of container lines, ``message`` of journal
+entries), which the time (``@timestamp``, from ``logstash_format``), which make the stream, and this node's
+name and zone as extra fields (named as vlagent names the node's labels, so a query by node or zone finds
+lines from every collector). ``fluentd_elasticsearch_hosts`` then names the store (``host:port``).
+
 Installation, from the official apt repository (every URL is data, so a mirror is one setting away):
 
 1. Only when something must change (repository files, package version or plugin gems): a fast reachability
@@ -19,6 +26,7 @@ a root-only environment file read by systemd; it is never in the config file nor
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Mapping
 from typing import Any
@@ -63,7 +71,8 @@ DEFAULTS: dict[str, Any] = {
     "fluentd_log_level": "info",  # Fluentd's own log level
     "fluentd_container_log_path": "/var/log/containers/*.log",  # CRI log files kubelet links there
     "fluentd_journal_path": "/var/log/journal",  # persistent journal (use /run/log/journal if volatile)
-    "fluentd_journal_units": ["kubelet.service", "containerd.service"],  # units read from the journal
+    # units read from the journal (Debian's sshd is ssh.service)
+    "fluentd_journal_units": ["kubelet.service", "containerd.service", "ssh.service"],
     "fluentd_read_from_head": False,  # on first start, read existing logs from the beginning
     "fluentd_state_dir": "/var/log/fluent",  # position files (owned by the package's user)
     "fluentd_concat_flush_interval": 5,  # seconds to wait for the rest of a partial line
@@ -71,7 +80,8 @@ DEFAULTS: dict[str, Any] = {
     "fluentd_kubernetes_ca_file": "/etc/kubernetes/pki/ca.crt",  # CA of the API server (node path)
     "fluentd_kubernetes_bearer_token_file": None,  # token of a read-only pods/namespaces account
     "fluentd_kubernetes_verify_ssl": True,  # verify the API server certificate
-    "fluentd_elasticsearch_hosts": None,  # ["es-1.example:9200", ...]
+    "fluentd_output": "elasticsearch",  # what fluentd_elasticsearch_hosts are: elasticsearch or victorialogs
+    "fluentd_elasticsearch_hosts": None,  # ["es-1.example:9200", ...] (VictoriaLogs: ["10.96.0.13:9428"])
     "fluentd_elasticsearch_scheme": "https",  # "https" (or "http" for a local test cluster)
     "fluentd_elasticsearch_ssl_verify": True,  # verify the Elasticsearch certificate
     "fluentd_elasticsearch_ca_file": None,  # CA bundle on the node for Elasticsearch
@@ -79,6 +89,18 @@ DEFAULTS: dict[str, Any] = {
     "fluentd_elasticsearch_password": None,  # basic-auth password (root-only env file; never logged)
     "fluentd_elasticsearch_index_prefix": "kubernetes",  # logstash-style index prefix
     "fluentd_elasticsearch_request_timeout": "15s",  # per bulk request
+    # fluentd_output victorialogs: VictoriaLogs' Elasticsearch bulk endpoint and the field hints it needs
+    "fluentd_victorialogs_path": "/insert/elasticsearch/",
+    "fluentd_victorialogs_msg_fields": ["log", "message"],  # first present is the message (container, journal)
+    "fluentd_victorialogs_time_field": "@timestamp",  # set by logstash_format
+    # the log stream: a container, or a unit on a host (flattened names, as VictoriaLogs stores them)
+    "fluentd_victorialogs_stream_fields": [
+        "kubernetes.namespace_name",
+        "kubernetes.pod_name",
+        "kubernetes.container_name",
+        "hostname",
+        "systemd_unit",
+    ],
     "fluentd_buffer_path": "/var/log/fluent/buffer/elasticsearch",  # file buffer directory
     "fluentd_buffer_flush_interval": "5s",  # how often chunks are shipped
     "fluentd_buffer_flush_threads": 2,  # parallel flushes
@@ -106,6 +128,7 @@ OVERFLOW_ACTIONS = ("drop_oldest_chunk", "block", "throw_exception")
 CHOICES: dict[str, tuple[Any, ...]] = {
     "fluentd_log_level": ("fatal", "error", "warn", "info", "debug", "trace"),
     "fluentd_elasticsearch_scheme": ("https", "http"),
+    "fluentd_output": ("elasticsearch", "victorialogs"),
     "fluentd_buffer_overflow_action": OVERFLOW_ACTIONS,
 }
 
@@ -117,6 +140,11 @@ _WORD = re.compile(r"[a-z0-9_.-]+")
 _GEM_VERSION = re.compile(r"[0-9][0-9A-Za-z.]*")
 _UNIT = re.compile(r"[A-Za-z0-9@_.-]+")
 _SHA256 = re.compile(r"[0-9a-f]{64}")
+_FIELD = re.compile(r"[A-Za-z0-9@_.\-/]+")  # a VictoriaLogs field name or value that needs no quoting in a header
+VICTORIALOGS_LIST_KEYS = ("fluentd_victorialogs_msg_fields", "fluentd_victorialogs_stream_fields")
+# the node's labels as vlagent names them on container lines (deploys/components/victorialogs_agent.py)
+NODE_FIELD = "kubernetes.node_labels.kubernetes.io/hostname"
+ZONE_FIELD = "kubernetes.node_labels.topology.kubernetes.io/zone"
 # Values written into fluentd.conf as they are: no spaces, quotes or other special characters
 TOKEN_KEYS = (
     "fluentd_container_log_path",
@@ -128,6 +156,7 @@ TOKEN_KEYS = (
     "fluentd_elasticsearch_ca_file",
     "fluentd_elasticsearch_user",
     "fluentd_elasticsearch_index_prefix",
+    "fluentd_victorialogs_path",
 )
 SIZE_KEYS = ("fluentd_buffer_chunk_limit_size", "fluentd_buffer_total_limit_size")
 DURATION_KEYS = (
@@ -210,11 +239,52 @@ def check(settings: Mapping[str, Any]) -> list[str]:
     codename = settings["fluentd_codename"]
     if codename is not None and not _WORD.fullmatch(str(codename)):
         problems.append(f"fluentd_codename={codename!r}: a Debian codename such as bookworm")
+    if settings["fluentd_output"] == "victorialogs":
+        problems += victorialogs_problems(settings)
     return problems + repository_problems(settings, str(codename or PLACEHOLDER_CODENAME))
 
 
-def fluentd_settings(settings: Mapping[str, Any]) -> dict[str, Any]:
-    """The template values of fluentd.conf (settings checked by :func:`check`)."""
+def victorialogs_problems(settings: Mapping[str, Any]) -> list[str]:
+    """What the VictoriaLogs output needs: header-safe field names, and no second collector of the same lines."""
+    problems = []
+    if not str(settings["fluentd_victorialogs_path"]).startswith("/"):
+        problems.append(f"fluentd_victorialogs_path={settings['fluentd_victorialogs_path']!r}: a path such as "
+                        "/insert/elasticsearch/")  # fmt: skip
+    for key in VICTORIALOGS_LIST_KEYS:
+        fields = settings[key]
+        if not isinstance(fields, list | tuple) or not fields or not all(_FIELD.fullmatch(str(f)) for f in fields):
+            problems.append(f"{key}={fields!r}: a non-empty list of field names (letters, digits, '@_.-/')")
+    if not _FIELD.fullmatch(str(settings["fluentd_victorialogs_time_field"])):
+        problems.append(f"fluentd_victorialogs_time_field={settings['fluentd_victorialogs_time_field']!r}: "
+                        "a field name such as @timestamp")  # fmt: skip
+    zone = settings["zone"]
+    if zone is not None and not _FIELD.fullmatch(str(zone)):
+        problems.append(f"zone={zone!r}: letters, digits and '@_.-/' only (sent as a log field)")
+    uploads_journal = settings["journal_upload_enabled"] and (
+        settings["journal_upload_url"] or settings["victorialogs_agent_enabled"]
+    )
+    if settings["victorialogs_agent_enabled"] or uploads_journal:
+        # vlagent (container lines) and journal_upload (the journal) already bring the same lines to the store
+        problems.append("fluentd_output='victorialogs' with vlagent or the journal upload on: every line would be "
+                        "stored twice; set victorialogs_agent_enabled and journal_upload_enabled to false (Fluentd "
+                        "collects) or switch Fluentd off")  # fmt: skip
+    return problems
+
+
+def victorialogs_headers(settings: Mapping[str, Any], node: str) -> str:
+    """``custom_headers`` of the output: VictoriaLogs' per-request hints, as the one-line JSON Fluentd reads."""
+    extra = [f"{NODE_FIELD}={node}"] + ([f"{ZONE_FIELD}={settings['zone']}"] if settings["zone"] else [])
+    headers = {
+        "VL-Msg-Field": ",".join(str(f) for f in settings["fluentd_victorialogs_msg_fields"]),
+        "VL-Time-Field": str(settings["fluentd_victorialogs_time_field"]),
+        "VL-Stream-Fields": ",".join(str(f) for f in settings["fluentd_victorialogs_stream_fields"]),
+        "VL-Extra-Fields": ",".join(extra),
+    }
+    return json.dumps(headers)
+
+
+def fluentd_settings(settings: Mapping[str, Any], node: str = "") -> dict[str, Any]:
+    """The template values of fluentd.conf for host ``node`` (settings checked by :func:`check`)."""
     units = [str(unit) for unit in settings["fluentd_journal_units"]]
     # fluent-plugin-systemd: a list of match hashes, OR-ed; JSON is what its parser reads.
     journal_matches = "[" + ", ".join(f'{{"_SYSTEMD_UNIT": "{unit}"}}' for unit in units) + "]"
@@ -238,6 +308,11 @@ def fluentd_settings(settings: Mapping[str, Any]) -> dict[str, Any]:
         "es_user": settings["fluentd_elasticsearch_user"],
         "es_index_prefix": settings["fluentd_elasticsearch_index_prefix"],
         "es_request_timeout": settings["fluentd_elasticsearch_request_timeout"],
+        "victorialogs": (
+            {"path": settings["fluentd_victorialogs_path"], "headers": victorialogs_headers(settings, node)}
+            if settings["fluentd_output"] == "victorialogs"
+            else None
+        ),
         "buffer_path": settings["fluentd_buffer_path"],
         "buffer_flush_interval": settings["fluentd_buffer_flush_interval"],
         "buffer_flush_threads": int(settings["fluentd_buffer_flush_threads"]),
@@ -402,7 +477,7 @@ def fluentd() -> None:
         ),
         ConfigFile(
             path=CONFIG,
-            content=render_template("etc/fluent/fluentd.conf.j2", **fluentd_settings(settings)),
+            content=render_template("etc/fluent/fluentd.conf.j2", **fluentd_settings(settings, str(host.name))),
             mode="640",
             group=FLUENTD_GROUP,
             validate=fluentd_dry_run,

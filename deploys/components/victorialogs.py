@@ -52,6 +52,8 @@ DEFAULTS: dict[str, Any] = {
     "victorialogs_memory_limit": "1Gi",
 }
 
+# keys whose default is None: what a value must be
+TYPES: dict[str, type | tuple[type, ...]] = {"victorialogs_node": str, "victorialogs_cluster_ip": str}
 RESOURCE_KEYS = ("victorialogs_cpu_request", "victorialogs_memory_request", "victorialogs_cpu_limit",
                  "victorialogs_memory_limit")  # fmt: skip
 _PERIOD = re.compile(r"^([0-9]+)(h|d|w|M|y)$")
@@ -63,7 +65,7 @@ _VL_UNITS = {None: 1, "KB": 10**3, "MB": 10**6, "GB": 10**9, "TB": 10**12,
 _QUANTITY = re.compile(r"^([0-9]+(?:\.[0-9]+)?)(m|k|M|G|T|Ki|Mi|Gi|Ti)?$")
 _Q_UNITS = {None: 1, "m": 1e-3, "k": 1e3, "M": 1e6, "G": 1e9, "T": 1e12,
             "Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40}  # fmt: skip
-_IMAGE = re.compile(r"^[a-z0-9][a-z0-9._:/-]*[a-z0-9](:[A-Za-z0-9_][A-Za-z0-9_.-]{0,127})?(@sha256:[0-9a-f]{64})?$")
+IMAGE = re.compile(r"^[a-z0-9][a-z0-9._:/-]*[a-z0-9](:[A-Za-z0-9_][A-Za-z0-9_.-]{0,127})?(@sha256:[0-9a-f]{64})?$")
 
 
 def quantity_bytes(text: str) -> float | None:
@@ -101,7 +103,7 @@ def fixed_service_ip(settings: Mapping[str, Any], key: str, others: Mapping[str,
 def check(settings: Mapping[str, Any]) -> list[str]:
     """Problems with the settings, each naming its key (pure: ``spectra validate`` runs it too)."""
     problems: list[str] = []
-    if not _IMAGE.match(str(settings["victorialogs_image"])):
+    if not IMAGE.match(str(settings["victorialogs_image"])):
         problems.append(f"victorialogs_image={settings['victorialogs_image']!r}: an image reference")
     period = _PERIOD.match(str(settings["victorialogs_retention_period"]))
     if not period or int(period.group(1)) * _HOURS[period.group(2)] < 24:
@@ -117,8 +119,9 @@ def check(settings: Mapping[str, Any]) -> list[str]:
                         "a size above 0 such as 8GiB or 500MB (KB, MB, GB, TB, KiB, MiB, GiB, TiB)")  # fmt: skip
     elif volume is not None and disk >= volume:
         # at the limit VictoriaLogs drops whole days: above the volume, the volume fills first
+        size = settings["victorialogs_storage_size"]
         problems.append(f"victorialogs_retention_max_disk={settings['victorialogs_retention_max_disk']!r}: "
-                        f"must be below victorialogs_storage_size ({settings['victorialogs_storage_size']})")  # fmt: skip
+                        f"must be below victorialogs_storage_size ({size})")  # fmt: skip
     problems += fixed_service_ip(settings, "victorialogs_cluster_ip", {"cluster_dns_ip": settings["cluster_dns_ip"]})
     return problems
 

@@ -27,9 +27,13 @@ _TAG = re.compile(r"^docker\.io/victoriametrics/(victoria-logs|vlagent):(v\d+\.\
 
 
 def pinned(key: str) -> str:
-    from deploys.components import victorialogs
+    """The image reference a setting's owner pins (the store's module or the agent's)."""
+    from deploys.settings import owner
 
-    return str(victorialogs.DEFAULTS[key])
+    known = owner(key)
+    if known is None:
+        raise LabError(f"no addon declares {key}")
+    return str(known.default)
 
 
 def module_version(reference: str, program: str) -> str:

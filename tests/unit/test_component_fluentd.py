@@ -137,9 +137,12 @@ def test_partial_lines_joined(conf: Directive) -> None:
     assert label.one("match", "kubernetes.**").params["@label"] == "@KUBERNETES_METADATA"
 
 
-def test_journal_for_kubelet_and_containerd(conf: Directive) -> None:
+def test_journal_for_kubelet_containerd_and_sshd(conf: Directive) -> None:
     source = [s for s in conf.find("source") if s.params["@type"] == "systemd"][0]
-    assert source.params["matches"] == '[{"_SYSTEMD_UNIT": "kubelet.service"}, {"_SYSTEMD_UNIT": "containerd.service"}]'
+    assert source.params["matches"] == (
+        '[{"_SYSTEMD_UNIT": "kubelet.service"}, {"_SYSTEMD_UNIT": "containerd.service"}, '
+        '{"_SYSTEMD_UNIT": "ssh.service"}]'
+    )
     assert source.params["@label"] == "@ELASTICSEARCH"
     assert source.one("storage").params["persistent"] == "true"
 
@@ -173,6 +176,73 @@ def test_elasticsearch_output_tls_auth_and_bounded_buffer(conf: Directive) -> No
     assert buffer.params["retry_timeout"] == "1h"
     assert buffer.params["retry_max_times"] == "30"
     assert buffer.params["retry_type"] == "exponential_backoff"
+
+
+def test_elasticsearch_output_has_no_victorialogs_hints(conf: Directive) -> None:
+    out = conf.one("label", "@ELASTICSEARCH").one("match", "**")
+    assert "path" not in out.params and "custom_headers" not in out.params
+
+
+# VictoriaLogs from the hosts: the collectors that would bring the same lines switched off, a fixed address
+VICTORIALOGS: dict[str, Any] = {
+    "fluentd_output": "victorialogs",
+    "fluentd_elasticsearch_hosts": ["10.96.0.13:9428"],
+    "fluentd_elasticsearch_scheme": "http",
+    "victorialogs_agent_enabled": False,
+    "journal_upload_enabled": False,
+    "zone": "eu-1a",
+}
+
+
+def test_victorialogs_output_is_the_elasticsearch_output_with_its_hints() -> None:
+    import json
+
+    conf = parse_fluentd_conf(run(**VICTORIALOGS).uploads[CONF_STAGED])
+    out = conf.one("label", "@ELASTICSEARCH").one("match", "**")
+    assert out.params["@type"] == "elasticsearch"
+    assert out.params["hosts"] == "10.96.0.13:9428"
+    assert out.params["scheme"] == "http"
+    assert out.params["path"] == "/insert/elasticsearch/"  # the plugin posts to <path>_bulk
+    assert json.loads(out.params["custom_headers"]) == {
+        "VL-Msg-Field": "log,message",  # container lines carry log, journal entries message
+        "VL-Time-Field": "@timestamp",
+        "VL-Stream-Fields": "kubernetes.namespace_name,kubernetes.pod_name,kubernetes.container_name,"
+        "hostname,systemd_unit",
+        "VL-Extra-Fields": "kubernetes.node_labels.kubernetes.io/hostname=testhost,"
+        "kubernetes.node_labels.topology.kubernetes.io/zone=eu-1a",
+    }
+    assert out.params["logstash_format"] == "true"  # what sets @timestamp
+    assert out.one("buffer").params["@type"] == "file"  # the same bounded file buffer
+
+
+def test_victorialogs_hints_from_settings() -> None:
+    import json
+
+    data: dict[str, Any] = {**VICTORIALOGS, "zone": None, "fluentd_victorialogs_path": "/vl/insert/elasticsearch/",
+            "fluentd_victorialogs_stream_fields": ["kubernetes.namespace_name"]}  # fmt: skip
+    out = parse_fluentd_conf(run(**data).uploads[CONF_STAGED]).one("label", "@ELASTICSEARCH").one("match", "**")
+    headers = json.loads(out.params["custom_headers"])
+    assert out.params["path"] == "/vl/insert/elasticsearch/"
+    assert headers["VL-Stream-Fields"] == "kubernetes.namespace_name"
+    assert headers["VL-Extra-Fields"] == "kubernetes.node_labels.kubernetes.io/hostname=testhost"
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        ({"victorialogs_agent_enabled": True}, "fluentd_output='victorialogs' with vlagent or the journal upload on"),
+        ({"journal_upload_enabled": True, "journal_upload_url": "http://l:9428/insert/journald"}, "stored twice"),
+        ({"fluentd_victorialogs_stream_fields": []}, "fluentd_victorialogs_stream_fields=[]: a non-empty list"),
+        ({"fluentd_victorialogs_msg_fields": ["log message"]}, "fluentd_victorialogs_msg_fields=['log message']"),
+        ({"fluentd_victorialogs_time_field": "a,b"}, "fluentd_victorialogs_time_field='a,b': a field name"),
+        ({"fluentd_victorialogs_path": "insert/elasticsearch/"}, "fluentd_victorialogs_path='insert/elasticsearch/'"),
+        ({"zone": "eu 1a"}, "zone='eu 1a': letters, digits"),
+        ({"fluentd_output": "loki"}, "fluentd_output='loki': not one of 'elasticsearch', 'victorialogs'"),
+    ],
+)
+def test_bad_victorialogs_settings_refused(data: dict[str, Any], message: str) -> None:
+    with pytest.raises(DeployError, match=re.escape(message)):
+        refused(**{**VICTORIALOGS, **data})
 
 
 def test_every_label_used_is_defined(conf: Directive) -> None:

@@ -7,6 +7,8 @@
 //	hello load URL SECONDS [WORKERS]
 //	                       fetch URL over and over (WORKERS at a time, default 2) for SECONDS, then exit:
 //	                       a bounded load generator (a new connection per request, so a Service spreads it)
+//	hello count N MS TEXT  print "TEXT seq I" for I = 1..N, one every MS milliseconds, then wait for the end
+//	                       (a log writer whose every line can be counted; a long-running container)
 //
 // `hello serve` also answers /burn?ms=N by spinning the CPU for N milliseconds (at most 1000) first.
 package main
@@ -18,9 +20,11 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"os/signal"
 	"strconv"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 )
 
@@ -67,6 +71,23 @@ func load(url string, seconds, workers int) {
 	if ok.Load() == 0 {
 		os.Exit(1)
 	}
+}
+
+// count prints n numbered lines on a fixed schedule (line i at start + (i-1)*every: no drift), then waits for
+// SIGTERM, so the container stays running and its log file stays where collectors read it.
+func count(n int, every time.Duration, text string) {
+	stop := make(chan os.Signal, 1)
+	signal.Notify(stop, syscall.SIGTERM, os.Interrupt)
+	start := time.Now()
+	for i := 1; i <= n; i++ {
+		select {
+		case <-stop:
+			return
+		case <-time.After(time.Until(start.Add(time.Duration(i-1) * every))):
+		}
+		fmt.Printf("%s seq %d\n", text, i)
+	}
+	<-stop
 }
 
 func fail(format string, args ...any) {
@@ -145,7 +166,20 @@ func main() {
 			}
 		}
 		load(os.Args[2], seconds, workers)
+	case "count":
+		if len(os.Args) != 5 {
+			fail("usage: hello count N MS TEXT")
+		}
+		n, err := strconv.Atoi(os.Args[2])
+		if err != nil || n < 1 {
+			fail("count: N must be a whole number, at least 1")
+		}
+		ms, err := strconv.Atoi(os.Args[3])
+		if err != nil || ms < 0 {
+			fail("count: MS must be a whole number of milliseconds")
+		}
+		count(n, time.Duration(ms)*time.Millisecond, os.Args[4])
 	default:
-		fail("unknown command %q (serve, get, resolve, load)", os.Args[1])
+		fail("unknown command %q (serve, get, resolve, load, count)", os.Args[1])
 	}
 }
