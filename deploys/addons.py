@@ -11,12 +11,15 @@ The order: the manifests directory and namespaces first, then storage, then the 
 
 from __future__ import annotations
 
+from pyinfra.context import ctx_host
+
 from deploys import addon, pyinfra_speedups
-from deploys.component import run
+from deploys.component import Component, Step, run
 from deploys.components import (
     alertmanager,
     cluster_addons,
     coredns,
+    file_permissions,
     grafana,
     journal_upload,
     local_storage,
@@ -26,10 +29,13 @@ from deploys.components import (
     victorialogs,
     victorialogs_agent,
 )
+from deploys.operations import managed
 
 pyinfra_speedups.enable()
 
-ADDON_COMPONENTS = [
+this_host = ctx_host.get()
+
+ADDON_COMPONENTS: list[Component | Step] = [
     cluster_addons.COMPONENT,
     coredns.COMPONENT,
     local_volume_dirs.COMPONENT,  # on the hosts that hold the volumes
@@ -41,7 +47,12 @@ ADDON_COMPONENTS = [
     victorialogs.COMPONENT,  # the log store (its PV comes from local_storage)
     victorialogs_agent.COMPONENT,  # vlagent on every node
     journal_upload.COMPONENT,  # on every Kubernetes node: the journal to its node's vlagent
+    # Again last (as in node.py and cluster.py) when this run changed the host: the journal upload's package
+    # adds a system user (/etc/shadow-, /etc/gshadow-, which it tightens).
+    Step(file_permissions.COMPONENT, {"_if": lambda: managed.host_changed_this_run(this_host)}),
 ]
 
-addon.select(ADDON_COMPONENTS)  # namespaces and volumes of these addons only
+addon.select(
+    [step for step in ADDON_COMPONENTS if isinstance(step, Component)]
+)  # namespaces and volumes of these addons only
 run(ADDON_COMPONENTS)
