@@ -77,8 +77,9 @@ def exposed_listeners(listeners: Iterable[Listener], allowed_tcp: Iterable[int])
 def expected_listeners(member: topology.Member) -> dict[int, str]:
     """TCP port -> the program that must hold it beyond loopback, from the host's roles and settings: sshd and
     node_exporter everywhere, kubelet on Kubernetes nodes, kube-apiserver on control planes, etcd on etcd
-    members (each unless its component is turned off for the host)."""
-    from deploys.components import node_exporter
+    members, controller-manager and scheduler on control planes while Prometheus scrapes them (each unless its
+component is turned off for the host)."""
+    from deploys.components import control_plane_flags, node_exporter
     from deploys.settings import Settings
 
     settings = Settings(member)
@@ -90,6 +91,9 @@ def expected_listeners(member: topology.Member) -> dict[int, str]:
         owners[int(settings["kubelet_port"])] = "kubelet"
     if topology.has_role(member, topology.CONTROL_PLANE) and settings["control_plane_enabled"]:
         owners[int(settings["apiserver_port"])] = "kube-apiserver"
+        if control_plane_flags.metrics_exposed(settings):  # on the node address for Prometheus
+            owners[int(settings["controller_manager_port"])] = "kube-controller-manager"
+            owners[int(settings["scheduler_port"])] = "kube-scheduler"
     if topology.has_role(member, topology.ETCD) and settings["etcd_enabled"]:
         owners[int(settings["etcd_client_port"])] = "etcd"
         owners[int(settings["etcd_peer_port"])] = "etcd"

@@ -89,9 +89,10 @@ def test_services_run_and_the_apiserver_is_ready(control_plane: tuple[LabNode, P
     sockets = [line.split() for line in lab.ssh(node, "ss -Hltnp 'sport = :6443'").splitlines()]
     apiserver = sorted(fields[3] for fields in sockets if '"kube-apiserver"' in fields[-1])
     assert apiserver == [f"{node.address}:6443"], sockets
-    # controller manager and scheduler: loopback only, and each holds its leader lease
-    assert "127.0.0.1:10257" in lab.ssh(node, "ss -Hltn 'sport = :10257'")
-    assert "127.0.0.1:10259" in lab.ssh(node, "ss -Hltn 'sport = :10259'")
+    # controller manager and scheduler: on the node address (Prometheus scrapes them; control_plane_metrics_bind
+    # "auto"), and each holds its leader lease
+    assert f"{node.address}:10257" in lab.ssh(node, "ss -Hltn 'sport = :10257'")
+    assert f"{node.address}:10259" in lab.ssh(node, "ss -Hltn 'sport = :10259'")
     leases = lab.ssh(node, f"{ADMIN} -n kube-system get leases -o name")
     assert "lease.coordination.k8s.io/kube-controller-manager" in leases
     assert "lease.coordination.k8s.io/kube-scheduler" in leases

@@ -125,6 +125,8 @@ tcp LISTEN 0      4096   127.0.0.1:6443  0.0.0.0:* users:(("haproxy",pid=7,fd=8)
 tcp LISTEN 0      4096   10.0.0.11:6443  0.0.0.0:* users:(("kube-apiserver",pid=8,fd=5))
 tcp LISTEN 0      4096   10.0.0.11:2379  0.0.0.0:* users:(("etcd",pid=9,fd=7))
 tcp LISTEN 0      4096   10.0.0.11:2380  0.0.0.0:* users:(("etcd",pid=9,fd=8))
+tcp LISTEN 0      4096   10.0.0.11:10257 0.0.0.0:* users:(("kube-controller",pid=10,fd=3))
+tcp LISTEN 0      4096   10.0.0.11:10259 0.0.0.0:* users:(("kube-scheduler",pid=11,fd=3))
 """
 
 AUDIT_RULES = "-w /etc/kubernetes -p wa -k kubernetes\n-w /etc/passwd -p wa -k identity\n"

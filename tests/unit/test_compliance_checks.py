@@ -87,7 +87,7 @@ def test_a_converged_control_plane_passes_every_check() -> None:
     assert {check_id: outcome.status for check_id, outcome in results.items()} == dict.fromkeys(IDS, "pass")
     assert results["SPX-SVC-011"].reason == (
         "22/tcp: sshd, 2379/tcp: etcd, 2380/tcp: etcd, 6443/tcp: kube-apiserver, 9100/tcp: node_exporter, "
-        "10250/tcp: kubelet"
+        "10250/tcp: kubelet, 10257/tcp: kube-controller-manager, 10259/tcp: kube-scheduler"
     )
 
 
@@ -97,7 +97,7 @@ def test_on_a_worker_the_control_plane_checks_are_out_of_scope_and_its_ports_une
     assert results["1.1.11"].reason == "not a control_plane or etcd host"
     assert results["SPX-SVC-010"] == failed(
         "also listening beyond loopback: tcp 10.0.0.11:6443 (kube-apiserver), tcp 10.0.0.11:2379 (etcd), "
-        "tcp 10.0.0.11:2380 (etcd)"
+        "tcp 10.0.0.11:2380 (etcd), tcp 10.0.0.11:10257 (kube-controller), tcp 10.0.0.11:10259 (kube-scheduler)"
     )
 
 

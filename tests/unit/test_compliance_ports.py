@@ -31,14 +31,19 @@ def test_expected_listeners_by_role() -> None:
     }
     assert expected_listeners(HostContext("cp", roles=["control_plane", "etcd"])) == {
         22: "sshd", 2379: "etcd", 2380: "etcd", 6443: "kube-apiserver", 9100: "node_exporter", 10250: "kubelet",
+        10257: "kube-controller-manager", 10259: "kube-scheduler",  # Prometheus on: they listen on the node
     }  # fmt: skip
+    loopback = HostContext("cp", roles=["control_plane"], data={"control_plane_metrics_bind": "loopback"})
+    assert 10257 not in expected_listeners(loopback) and 10259 not in expected_listeners(loopback)
     assert expected_listeners(HostContext("m", roles=["monitoring"])) == {22: "sshd", 9100: "node_exporter"}
 
 
 def test_ports_follow_the_hosts_settings() -> None:
-    moved = {"ssh_port": 2222, "kubelet_port": 11250, "apiserver_port": 7443, "etcd_client_port": 3379}
+    moved = {"ssh_port": 2222, "kubelet_port": 11250, "apiserver_port": 7443, "etcd_client_port": 3379,
+             "controller_manager_port": 11257}  # fmt: skip
     assert expected_listeners(HostContext("cp", roles=["control_plane", "etcd"], data=moved)) == {
         2222: "sshd", 2380: "etcd", 3379: "etcd", 7443: "kube-apiserver", 9100: "node_exporter", 11250: "kubelet",
+        10259: "kube-scheduler", 11257: "kube-controller-manager",
     }  # fmt: skip
     off = {"node_exporter_enabled": False, "kubelet_enabled": False}
     assert expected_listeners(HostContext("w", roles=["workers"], data=off)) == {22: "sshd"}
@@ -95,6 +100,7 @@ def test_without_an_inventory_the_suite_reads_the_exporters_unit_and_allows_ever
     assert observed.exporter_port == 9200
     assert observed.listeners == {
         22: "sshd", 2379: "etcd", 2380: "etcd", 6443: "kube-apiserver", 9200: "node_exporter", 10250: "kubelet",
+        10257: "kube-controller-manager", 10259: "kube-scheduler",
     }  # fmt: skip
     # no unit (or no flag in it): the owner's default
     assert expectations(host_context("node1", None, lambda: "")).exporter_port == 9100
