@@ -78,7 +78,7 @@ def expected_listeners(member: topology.Member) -> dict[int, str]:
     """TCP port -> the program that must hold it beyond loopback, from the host's roles and settings: sshd and
     node_exporter everywhere, kubelet on Kubernetes nodes, kube-apiserver on control planes, etcd on etcd
     members, controller-manager and scheduler on control planes while Prometheus scrapes them (each unless its
-component is turned off for the host)."""
+    component is turned off for the host)."""
     from deploys.components import control_plane_flags, node_exporter
     from deploys.settings import Settings
 

@@ -325,6 +325,23 @@ def template_files(addon_dir: str) -> tuple[str, ...]:
     return tuple(str(path.relative_to(TEMPLATES_DIR)) for path in sorted(base.glob("*.yaml.j2")))
 
 
+def data_node(settings: Mapping[str, Any], key: str, what: str) -> str:
+    """Where an addon keeps its data (its node-local volume and so its pod): the host named by setting ``key``,
+    else the first host (by name) with the ``monitoring`` role that runs kubelet."""
+    inventory = host.state.inventory
+    if settings[key]:
+        name = str(settings[key])
+        if name not in {member.name for member in topology.kubelet_hosts(inventory)}:
+            raise AddonError(f"{key}={name!r}: not an inventory host that runs kubelet")
+        return name
+    candidates = [m for m in topology.with_role(inventory, topology.MONITORING) if topology.runs_kubelet(m)]
+    if not candidates:
+        raise AddonError(
+            f"{what} needs a node for its data: give a host that runs kubelet the monitoring role, or set {key}"
+        )
+    return str(topology.by_name(candidates)[0].name)
+
+
 def local_volumes(settings: Mapping[str, Any]) -> list[LocalVolume]:
     """The node-local volumes of every enabled addon."""
     return [

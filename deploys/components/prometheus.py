@@ -121,19 +121,7 @@ def check(settings: Mapping[str, Any]) -> list[str]:
 
 def prometheus_node(settings: Mapping[str, Any]) -> str:
     """Where Prometheus and its volume go: ``prometheus_node``, else the first monitoring host running kubelet."""
-    inventory = host.state.inventory
-    if settings["prometheus_node"]:
-        name = str(settings["prometheus_node"])
-        if name not in {member.name for member in topology.kubelet_hosts(inventory)}:
-            raise addon.AddonError(f"prometheus_node={name!r}: not an inventory host that runs kubelet")
-        return name
-    candidates = [m for m in topology.with_role(inventory, topology.MONITORING) if topology.runs_kubelet(m)]
-    if not candidates:
-        raise addon.AddonError(
-            "Prometheus needs a node for its data: give a host that runs kubelet the monitoring role, "
-            "or set prometheus_node"
-        )
-    return str(topology.by_name(candidates)[0].name)
+    return addon.data_node(settings, "prometheus_node", "Prometheus")
 
 
 def volumes(settings: Mapping[str, Any]) -> list[addon.LocalVolume]:

@@ -25,10 +25,8 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-from pyinfra import host
-
 from deploys import addon
-from spectra import cluster_settings, topology
+from spectra import cluster_settings
 
 NAMESPACE = "logging"
 NAME = "victorialogs"
@@ -128,19 +126,7 @@ def check(settings: Mapping[str, Any]) -> list[str]:
 
 def store_node(settings: Mapping[str, Any]) -> str:
     """Where the store and its volume go: ``victorialogs_node``, else the first monitoring host running kubelet."""
-    inventory = host.state.inventory
-    if settings["victorialogs_node"]:
-        name = str(settings["victorialogs_node"])
-        if name not in {member.name for member in topology.kubelet_hosts(inventory)}:
-            raise addon.AddonError(f"victorialogs_node={name!r}: not an inventory host that runs kubelet")
-        return name
-    candidates = [m for m in topology.with_role(inventory, topology.MONITORING) if topology.runs_kubelet(m)]
-    if not candidates:
-        raise addon.AddonError(
-            "VictoriaLogs needs a node for its data: give a host that runs kubelet the monitoring role, "
-            "or set victorialogs_node"
-        )
-    return str(topology.by_name(candidates)[0].name)
+    return addon.data_node(settings, "victorialogs_node", "VictoriaLogs")
 
 
 def volumes(settings: Mapping[str, Any]) -> list[addon.LocalVolume]:

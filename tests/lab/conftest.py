@@ -121,3 +121,12 @@ def lab() -> Iterator[Lab]:
     if up.returncode != 0:
         pytest.fail(f"the lab did not start (`python -m lab up` exit {up.returncode}):\n{up.stderr}{up.stdout}")
     yield read_lab()
+
+
+@pytest.fixture(scope="module")
+def converged(lab: Lab, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """The site converged, and its summary: a no-op on a converged lab, a converge on a fresh one."""
+    result, summary = spectra_deploy(tmp_path_factory.mktemp("site") / "site.json", "inventories/lab.py",
+                                     "deploys/site.py")  # fmt: skip
+    assert result.returncode == 0, result.stdout[-6000:] + result.stderr[-4000:]
+    return dict(summary)

@@ -12,31 +12,23 @@ import json
 import re
 import subprocess
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.lab.conftest import REPO, Lab, LabNode, spectra_deploy
+from tests.lab.cluster_support import KUBECTL, control_plane, kubectl, until
+from tests.lab.conftest import REPO, Lab
 
 pytestmark = pytest.mark.lab
 
-KUBECTL = "/usr/local/bin/kubectl --kubeconfig /etc/kubernetes/admin.conf"
 EXAMPLES = REPO / "templates" / "addons" / "metrics-server" / "examples"
 NAMESPACE = "hpa-example"  # the examples' namespace (restricted Pod Security)
 LOAD_SECONDS = 150  # the load Job's loop (hpa-load.yaml): scale-up must happen while it runs
 SCALE_DOWN_TIMEOUT = 240  # the HPA's 30 s window, two metric resolutions and the HPA's 15 s sync, with margin
 # kubectl top nodes: NAME CPU(cores) CPU(%) MEMORY(bytes) MEMORY(%)
 TOP_LINE = re.compile(r"^(\S+)\s+(\d+)m\s+(\d+)%\s+(\d+)Mi\s+(\d+)%$")
-
-
-def control_plane(lab: Lab) -> LabNode:
-    return next(node for node in lab.nodes if "control_plane" in node.roles)
-
-
-def kubectl(lab: Lab, args: str, check: bool = True) -> str:
-    return lab.ssh(control_plane(lab), f"{KUBECTL} {args}", check=check)
 
 
 def get(lab: Lab, args: str) -> Any:
@@ -49,26 +41,6 @@ def apply_file(lab: Lab, path: Path) -> None:
                             capture_output=True, text=True, timeout=120)  # fmt: skip
     assert result.returncode == 0, f"apply {path.name}: {result.stdout}{result.stderr}"
     assert "Warning" not in result.stderr, result.stderr  # Pod Security warnings included
-
-
-def until(what: str, check: Callable[[], tuple[bool, Any]], timeout: float, every: float = 3) -> Any:
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        last = check()
-        if last[0]:
-            return last[1]
-        time.sleep(every)
-    raise AssertionError(f"{what} not reached in {timeout:.0f} s; last: {last}")
-
-
-@pytest.fixture(scope="module")
-def converged(lab: Lab, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
-    result, summary = spectra_deploy(
-        tmp_path_factory.mktemp("autoscaling") / "site.json", "inventories/lab.py", "deploys/site.py"
-    )
-    assert result.returncode == 0, result.stdout[-6000:] + result.stderr[-4000:]
-    return dict(summary)
 
 
 @pytest.fixture

@@ -17,11 +17,11 @@ from typing import Any
 
 import pytest
 
-from tests.lab.conftest import Lab, LabNode, spectra_deploy
+from tests.lab.cluster_support import KUBECTL, control_plane, kubectl
+from tests.lab.conftest import Lab, spectra_deploy
 
 pytestmark = pytest.mark.lab
 
-KUBECTL = "/usr/local/bin/kubectl --kubeconfig /etc/kubernetes/admin.conf"
 NAMESPACE = "spectra-lab-test"
 ROLE_LABELS = {"control_plane": "node-role.kubernetes.io/control-plane", "workers": "node-role.kubernetes.io/worker"}
 
@@ -62,14 +62,6 @@ spec:
   selector: {{app: hello}}
   ports: [{{port: 80, targetPort: 8080}}]
 """
-
-
-def control_plane(lab: Lab) -> LabNode:
-    return next(node for node in lab.nodes if "control_plane" in node.roles)
-
-
-def kubectl(lab: Lab, args: str, check: bool = True) -> str:
-    return lab.ssh(control_plane(lab), f"{KUBECTL} {args}", check=check)
 
 
 @pytest.fixture(scope="module")

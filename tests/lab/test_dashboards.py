@@ -32,11 +32,11 @@ import pytest
 from deploys import addon
 from deploys.components import grafana
 from spectra import dashboards
-from tests.lab.conftest import Lab, LabNode, spectra_deploy
+from tests.lab.cluster_support import KUBECTL, control_plane
+from tests.lab.conftest import Lab
 
 pytestmark = pytest.mark.lab
 
-KUBECTL = "/usr/local/bin/kubectl --kubeconfig /etc/kubernetes/admin.conf"
 PROXY = "/api/v1/namespaces/monitoring/services/prometheus:9090/proxy"
 DASHBOARD_FILES = sorted(grafana.DASHBOARDS_DIR.glob("*.json"))
 # how long data may take to show after a converge (a rate() over $__rate_interval needs two scrapes in it)
@@ -46,19 +46,6 @@ SETTLE_SECONDS = 240
 class Answer(NamedTuple):
     kind: str  # "data", "empty", "invalid" (Prometheus refused the query) or "unavailable" (try again)
     detail: str
-
-
-@pytest.fixture(scope="module")
-def converged(lab: Lab, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
-    result, summary = spectra_deploy(
-        tmp_path_factory.mktemp("dashboards") / "site.json", "inventories/lab.py", "deploys/site.py"
-    )
-    assert result.returncode == 0, result.stdout[-6000:] + result.stderr[-4000:]
-    return dict(summary)
-
-
-def control_plane(lab: Lab) -> LabNode:
-    return next(node for node in lab.nodes if "control_plane" in node.roles)
 
 
 def get_raw(lab: Lab, path: str, **query: str) -> Answer:

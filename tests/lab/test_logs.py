@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import calendar
 import collections
+import functools
 import json
 import re
 import subprocess
@@ -26,11 +27,13 @@ from typing import Any
 
 import pytest
 
-from tests.lab.conftest import Lab, LabNode, spectra_deploy
+from tests.lab.cluster_support import KUBECTL, control_plane, kubectl
+from tests.lab.cluster_support import until as wait_until
+from tests.lab.conftest import Lab
 
 pytestmark = pytest.mark.lab
+until = functools.partial(wait_until, every=0.5)  # the delays measured here are seconds
 
-KUBECTL = "/usr/local/bin/kubectl --kubeconfig /etc/kubernetes/admin.conf"
 PROXY = "/api/v1/namespaces/logging/services/victorialogs:9428/proxy"
 NAMESPACE = "spectra-logs-test"
 ZONE = "kubernetes.node_labels.topology.kubernetes.io/zone"
@@ -39,30 +42,11 @@ UNITS = ("kubelet.service", "containerd.service", "ssh.service")  # Debian's ssh
 REQUIRED_DELAY = 10.0  # seconds from written to searchable (the issue's bound)
 
 
-def control_plane(lab: Lab) -> LabNode:
-    return next(node for node in lab.nodes if "control_plane" in node.roles)
-
-
-def kubectl(lab: Lab, args: str, check: bool = True, timeout: int = 600) -> str:
-    return lab.ssh(control_plane(lab), f"{KUBECTL} {args}", check=check, timeout=timeout)
-
-
 def logsql(lab: Lab, query: str, limit: int = 10000) -> list[dict[str, Any]]:
     """Rows of a LogsQL query (newest first is not promised: callers sort)."""
     url = f"{PROXY}/select/logsql/query?" + urllib.parse.urlencode({"query": query, "limit": str(limit)})
     out = kubectl(lab, f"get --raw '{url}'", timeout=60)
     return [json.loads(line) for line in out.splitlines() if line.strip()]
-
-
-def until(what: str, check: Any, timeout: float, every: float = 0.5) -> Any:
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        last = check()
-        if last and last[0]:
-            return last[1]
-        time.sleep(every)
-    raise AssertionError(f"{what} not reached in {timeout:.0f} s; last: {last}")
 
 
 def writer(name: str, node: str, args: list[str]) -> str:
@@ -104,17 +88,16 @@ def unix(text: str) -> float:
 
 
 @pytest.fixture(scope="module")
-def converged(lab: Lab, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
-    result, summary = spectra_deploy(tmp_path_factory.mktemp("logs") / "site.json", "inventories/lab.py",
-                                     "deploys/site.py")  # fmt: skip
-    assert result.returncode == 0, result.stdout[-6000:] + result.stderr[-4000:]
+def store(converged: dict[str, Any], lab: Lab) -> dict[str, Any]:
+    """The converged site with the store and every agent rolled out."""
+    summary = converged
     kubectl(lab, "-n logging rollout status statefulset/victorialogs --timeout=180s")
     kubectl(lab, "-n logging-agents rollout status daemonset/vlagent --timeout=180s")
     return dict(summary)
 
 
 @pytest.fixture(scope="module")
-def namespace(converged: dict[str, Any], lab: Lab) -> Iterator[str]:
+def namespace(store: dict[str, Any], lab: Lab) -> Iterator[str]:
     kubectl(lab, f"delete namespace {NAMESPACE} --ignore-not-found --wait=true", timeout=300)
     kubectl(lab, f"create namespace {NAMESPACE}")
     kubectl(lab, f"label namespace {NAMESPACE} pod-security.kubernetes.io/enforce=restricted")
@@ -184,7 +167,7 @@ def test_a_line_after_a_quiet_period_is_found_within_vlagents_idle_poll(namespac
     assert delay <= QUIET_DELAY
 
 
-def test_journal_of_kubelet_containerd_and_sshd_from_every_node(converged: dict[str, Any], lab: Lab) -> None:
+def test_journal_of_kubelet_containerd_and_sshd_from_every_node(store: dict[str, Any], lab: Lab) -> None:
     units = ", ".join(UNITS)
     query = f'_SYSTEMD_UNIT:in({units}) | stats by (_SYSTEMD_UNIT, "{HOSTNAME}", "{ZONE}") count() lines'
 

@@ -22,11 +22,11 @@ from typing import Any
 
 import pytest
 
-from tests.lab.conftest import LAB_DIR, SPECTRA, Lab, LabNode, lab_cli, spectra_deploy
+from tests.lab.cluster_support import control_plane, kubectl, until
+from tests.lab.conftest import LAB_DIR, SPECTRA, Lab, lab_cli, spectra_deploy
 
 pytestmark = pytest.mark.lab
 
-KUBECTL = "/usr/local/bin/kubectl --kubeconfig /etc/kubernetes/admin.conf"
 PROXY = "/api/v1/namespaces/monitoring/services/prometheus:9090/proxy"
 ALERTMANAGER = "/api/v1/namespaces/monitoring/services/alertmanager:9093/proxy"
 WEBHOOK_LOG = LAB_DIR / "webhooks" / "alerts.jsonl"
@@ -38,39 +38,11 @@ EXPECTED_TARGETS = {
 }  # fmt: skip
 
 
-def control_plane(lab: Lab) -> LabNode:
-    return next(node for node in lab.nodes if "control_plane" in node.roles)
-
-
-def kubectl(lab: Lab, args: str, check: bool = True) -> str:
-    return lab.ssh(control_plane(lab), f"{KUBECTL} {args}", check=check)
-
-
 def api(lab: Lab, path: str, **query: str) -> Any:
     url = f"{PROXY}{path}" + (f"?{urllib.parse.urlencode(query)}" if query else "")
     body = json.loads(kubectl(lab, f"get --raw '{url}'"))
     assert body.get("status") == "success", body
     return body["data"]
-
-
-def until(what: str, check: Any, timeout: float = 180, every: float = 3) -> Any:
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        last = check()
-        if last and last[0]:
-            return last[1]
-        time.sleep(every)
-    raise AssertionError(f"{what} not reached in {timeout:.0f} s; last: {last}")
-
-
-@pytest.fixture(scope="module")
-def converged(lab: Lab, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
-    result, summary = spectra_deploy(
-        tmp_path_factory.mktemp("monitoring") / "site.json", "inventories/lab.py", "deploys/site.py"
-    )
-    assert result.returncode == 0, result.stdout[-6000:] + result.stderr[-4000:]
-    return dict(summary)
 
 
 def test_every_scrape_target_is_up(converged: dict[str, Any], lab: Lab) -> None:
@@ -100,7 +72,12 @@ def test_kubelet_cadvisor_and_etcd_metrics_flow(converged: dict[str, Any], lab: 
         'coredns_dns_requests_total{job="coredns"}',
         'node_filesystem_avail_bytes{job="node-exporter",mountpoint="/"}',
     ):
-        result = until(query, lambda q=query: (bool(r := api(lab, "/api/v1/query", query=q)["result"]), r), 120)
+
+        def found(q: str = query) -> tuple[bool, Any]:
+            series = api(lab, "/api/v1/query", query=q)["result"]
+            return bool(series), series
+
+        result = until(query, found, 120)
         assert result, query
 
 
