@@ -41,6 +41,8 @@ BAD_ALL = """
     firewall_policy = "reject"
     cluster_dns_ip = "10.200.0.10"
     node_exporter_listen_address = "9100"
+    prometheus_retention_time = "-1d"
+    alertmanager_receivers = [{"name": "ops", "type": "pager"}]
 """
 BAD_WORKERS = 'cluster_domain = "other.local"\n'
 
@@ -93,6 +95,10 @@ def test_validate_names_each_bad_value_where_it_was_set(runs: dict[str, Finished
     ]
     for text in expected:
         assert any(text in line for line in lines), (text, result.output)
+    # an addon's setting: the key, what is wrong, the module that checks it and the file that set it
+    (retention,) = [line for line in lines if "prometheus_retention_time='-1d'" in line]
+    assert "checked by deploys/components/prometheus.py; set in " in retention and "all.py" in retention
+    assert any("unknown receiver type 'pager'" in line and "all.py" in line for line in lines), result.output
     assert "nothing was run" in result.output
 
 
