@@ -46,6 +46,11 @@ DEFAULTS: dict[str, Any] = {
         "vm.overcommit_memory": 1,
         "kernel.panic": 10,
         "kernel.panic_on_oops": 1,
+        # kubelet (cAdvisor), containerd, systemd and log agents each hold inotify instances: the kernel's
+        # default of 128 per user runs out on a busy node and kubelet then exits ("inotify_init: too many open
+        # files"), as seen in the lab where several nodes share one kernel
+        "fs.inotify.max_user_instances": 8192,
+        "fs.inotify.max_user_watches": 524288,
     },
     "kubernetes_sysctl_file": "/etc/sysctl.d/90-kubernetes.conf",  # sorts after the hardening file (60-)
     "swap_disabled": True,  # swapoff now and comment swap out of /etc/fstab

@@ -27,6 +27,8 @@ SYSCTLS = {
     "vm.overcommit_memory": "1",
     "kernel.panic": "10",
     "kernel.panic_on_oops": "1",
+    "fs.inotify.max_user_instances": "8192",
+    "fs.inotify.max_user_watches": "524288",
 }
 
 
@@ -41,7 +43,10 @@ def test_fresh_node_loadable_modules() -> None:
     assert "net.ipv4.ip_forward = 1" in sysctl_file
     assert "net.bridge.bridge-nf-call-iptables = 1" in sysctl_file
     applied = result.op("Apply Kubernetes sysctls").commands[0]
-    assert applied.startswith("sysctl -q -w kernel.panic=10 kernel.panic_on_oops=1 net.bridge")
+    assert applied.startswith(
+        "sysctl -q -w fs.inotify.max_user_instances=8192 fs.inotify.max_user_watches=524288 kernel.panic=10 "
+        "kernel.panic_on_oops=1 net.bridge"
+    )
     assert result.op("Disable swap").commands[0] == "swapoff -a"
     assert "sed -i.spectra-bak" in result.op("Disable swap").commands[1]
     install = result.op("Install OS packages").commands[-1]
