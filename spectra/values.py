@@ -25,3 +25,13 @@ def is_url(value: Any, schemes: tuple[str, ...] = ("http", "https")) -> bool:
 
 def is_https_url(value: Any) -> bool:
     return is_url(value, ("https",))
+
+
+# registry/path:tag or @sha256:digest, the characters a reference can hold (no spaces, quotes or braces)
+IMAGE_REFERENCE = re.compile(
+    r"^[a-z0-9][a-z0-9._:/-]*[a-z0-9](:[A-Za-z0-9_][A-Za-z0-9_.-]{0,127})?(@sha256:[0-9a-f]{64})?$"
+)
+# a Kubernetes resource quantity: 100m, 1, 512Mi, 10Gi
+QUANTITY = re.compile(r"^[0-9]+(\.[0-9]+)?(m|k|M|G|T|Ki|Mi|Gi|Ti)?$")
+# a Prometheus/Alertmanager duration: 30s, 15d, 1h30m (never negative)
+PROMETHEUS_DURATION = re.compile(r"^([0-9]+(ms|s|m|h|d|w|y))+$")

@@ -23,6 +23,7 @@ from typing import Any
 import yaml
 
 from deploys import addon
+from spectra import values
 
 NAMESPACE = "monitoring"
 CLAIM = "data-alertmanager-0"
@@ -57,8 +58,6 @@ OPTIONAL_KEYS: dict[str, tuple[str, ...]] = {
     "slack": ("send_resolved", "title", "text"),
 }
 _NAME = re.compile(r"^[A-Za-z0-9_-]{1,63}$")
-_DURATION = re.compile(r"^([0-9]+(ms|s|m|h|d|w|y))+$")
-_QUANTITY = re.compile(r"^[0-9]+(\.[0-9]+)?(m|k|M|G|T|Ki|Mi|Gi|Ti)?$")
 _MATCHER = re.compile(r'^[a-zA-Z_][a-zA-Z0-9_]*(=|!=|=~|!~)"?[^"]*"?$')
 _URL = re.compile(r"^https?://[^\s]+$")
 RESOURCE_KEYS = (
@@ -113,10 +112,10 @@ def check(settings: Mapping[str, Any]) -> list[str]:
             if not _MATCHER.match(str(matcher)):
                 problems.append(f"{key}: matcher {matcher!r} is not label=value (or !=, =~, !~)")
     for key in ("alertmanager_group_wait", "alertmanager_group_interval", "alertmanager_repeat_interval"):
-        if not _DURATION.match(str(settings[key])):
+        if not values.PROMETHEUS_DURATION.match(str(settings[key])):
             problems.append(f"{key}={settings[key]!r}: a duration such as 30s or 4h")
     for key in ("alertmanager_storage_size", *RESOURCE_KEYS):
-        if not _QUANTITY.match(str(settings[key])):
+        if not values.QUANTITY.match(str(settings[key])):
             problems.append(f"{key}={settings[key]!r}: a Kubernetes quantity such as 1Gi or 20m")
     return problems
 

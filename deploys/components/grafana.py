@@ -35,7 +35,7 @@ import yaml
 from deploys import addon
 from deploys.components import prometheus
 from deploys.templating import TEMPLATES_DIR
-from spectra import dashboards
+from spectra import dashboards, values
 
 NAMESPACE = prometheus.NAMESPACE
 DASHBOARDS_DIR = TEMPLATES_DIR / "addons" / "grafana" / "dashboards"
@@ -64,8 +64,6 @@ DEFAULTS: dict[str, Any] = {
 TYPES: dict[str, type | tuple[type, ...]] = {"grafana_admin_password": str, "grafana_extra_dashboards_dir": str}
 RESOURCE_KEYS = ("grafana_cpu_request", "grafana_memory_request", "grafana_cpu_limit", "grafana_memory_limit")
 
-_IMAGE = re.compile(r"^[a-z0-9][a-z0-9._:/-]*[a-z0-9](:[A-Za-z0-9_][A-Za-z0-9_.-]{0,127})?(@sha256:[0-9a-f]{64})?$")
-_QUANTITY = re.compile(r"^[0-9]+(\.[0-9]+)?(m|k|M|G|T|Ki|Mi|Gi|Ti)?$")
 _USER = re.compile(r"^[A-Za-z0-9._@-]{1,64}$")
 # the file's stem names its ConfigMap (grafana-dashboard-<stem>): a DNS label
 _STEM = re.compile(r"^[a-z0-9]([a-z0-9-]{0,43}[a-z0-9])?$")
@@ -125,7 +123,7 @@ def check(settings: Mapping[str, Any]) -> list[str]:
     ``spectra validate`` runs it too)."""
     problems: list[str] = []
     image = settings["grafana_image"]
-    if not isinstance(image, str) or not _IMAGE.match(image):
+    if not isinstance(image, str) or not values.IMAGE_REFERENCE.match(image):
         problems.append(f"grafana_image={image!r}: an image reference")
     password = settings["grafana_admin_password"]
     if password == "admin":
@@ -136,7 +134,7 @@ def check(settings: Mapping[str, Any]) -> list[str]:
     if not isinstance(user, str) or not _USER.match(user):
         problems.append(f"grafana_admin_user={user!r}: 1 to 64 characters of A-Z a-z 0-9 . _ @ -")
     for key in RESOURCE_KEYS:
-        if not _QUANTITY.match(str(settings[key])):
+        if not values.QUANTITY.match(str(settings[key])):
             problems.append(f"{key}={settings[key]!r}: a Kubernetes quantity such as 256Mi, 100m or 1")
     if not _prometheus_setting(settings, "prometheus_enabled"):
         problems.append("grafana_enabled: its datasource is the Prometheus addon; set prometheus_enabled too")

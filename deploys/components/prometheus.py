@@ -35,7 +35,7 @@ from pyinfra import host
 from deploys import addon
 from deploys.components import node_exporter
 from deploys.templating import TEMPLATES_DIR
-from spectra import topology
+from spectra import topology, values
 
 NAMESPACE = "monitoring"
 CLAIM = "data-prometheus-0"  # the StatefulSet's claim of its one replica
@@ -63,12 +63,9 @@ DEFAULTS: dict[str, Any] = {
     "prometheus_extra_scrape_configs": [],
 }
 
-_DURATION = re.compile(r"^([0-9]+(ms|s|m|h|d|w|y))+$")
 _SIZE = re.compile(r"^[0-9]+(B|KB|MB|GB|TB|PB|EB)$")
-_QUANTITY = re.compile(r"^[0-9]+(\.[0-9]+)?(m|k|M|G|T|Ki|Mi|Gi|Ti)?$")
 _LABEL = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
 _TARGET = re.compile(r"^[A-Za-z0-9.\-\[\]:]+:[0-9]{1,5}$")
-_IMAGE = re.compile(r"^[a-z0-9][a-z0-9._:/-]*[a-z0-9](:[A-Za-z0-9_][A-Za-z0-9_.-]{0,127})?(@sha256:[0-9a-f]{64})?$")
 RESOURCE_KEYS = (
     "prometheus_cpu_request",
     "prometheus_memory_request",
@@ -86,15 +83,19 @@ def check(settings: Mapping[str, Any]) -> list[str]:
         if not ok:
             problems.append(f"{key}={settings[key] if value is None else value!r}: {expected}")
 
-    expect(bool(_IMAGE.match(str(settings["prometheus_image"]))), "prometheus_image", "an image reference")
+    expect(
+        bool(values.IMAGE_REFERENCE.match(str(settings["prometheus_image"]))), "prometheus_image", "an image reference"
+    )
     for key in ("prometheus_retention_time", "prometheus_scrape_interval"):
         expect(
-            bool(_DURATION.match(str(settings[key]))), key, "a Prometheus duration such as 15d or 30s (not negative)"
+            bool(values.PROMETHEUS_DURATION.match(str(settings[key]))),
+            key,
+            "a Prometheus duration such as 15d or 30s (not negative)",
         )
     expect(bool(_SIZE.match(str(settings["prometheus_retention_size"]))), "prometheus_retention_size",
            "a size such as 8GB (units B, KB, MB, GB, TB)")  # fmt: skip
     for key in ("prometheus_storage_size", *RESOURCE_KEYS):
-        expect(bool(_QUANTITY.match(str(settings[key]))), key, "a Kubernetes quantity such as 10Gi, 200m or 1")
+        expect(bool(values.QUANTITY.match(str(settings[key]))), key, "a Kubernetes quantity such as 10Gi, 200m or 1")
     labels = settings["prometheus_external_labels"]
     expect(isinstance(labels, dict) and all(_LABEL.match(str(k)) for k in labels), "prometheus_external_labels",
            "a mapping of label names ([a-zA-Z_][a-zA-Z0-9_]*) to values")  # fmt: skip
