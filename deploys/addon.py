@@ -16,7 +16,8 @@ manifest (every template, as one YAML stream) is one *addon set*:
    is taken back), then objects of the kept manifest that left the rendered set are deleted (the kept
    manifest is the inventory of what was applied), then each Deployment, DaemonSet and StatefulSet is
    waited for, and only then is the manifest kept. A failed step keeps the old manifest: the next run
-   applies again.
+   applies again. A set that renders no objects (tenancy without teams) applies nothing: the objects of
+   its kept manifest are deleted and the kept manifest removed; never applied, it costs nothing.
 
 Namespaces are not in the sets that use them (a dry run of objects in a namespace that does not exist yet
 fails): ``addon_namespaces`` applies every enabled addon's namespace, with its Pod Security labels, first.
@@ -87,7 +88,8 @@ class Addon:
     ``context(settings)`` returns what the templates place (and raises ``AddonError`` on a value they cannot
     take); ``checks`` are pure ``(settings) -> [problem]`` functions (``spectra validate`` runs them too).
     ``namespace`` is created by ``addon_namespaces`` with ``pod_security`` enforced (None: an existing one,
-    such as kube-system)."""
+    such as kube-system). ``namespaces(settings)`` names further namespaces the addon's objects live in, each
+    with the Pod Security level it enforces (tenancy's team namespaces): made the same way, in the same set."""
 
     name: str
     defaults: Mapping[str, Any]
@@ -98,6 +100,7 @@ class Addon:
     checks: tuple[Check, ...] = ()
     choices: Mapping[str, tuple[Any, ...]] = field(default_factory=dict)
     volumes: Callable[[Mapping[str, Any]], list[LocalVolume]] | None = None  # node-local volumes it needs
+    namespaces: Callable[[Mapping[str, Any]], Mapping[str, str]] | None = None  # more namespaces -> level
 
     @property
     def switch(self) -> str:
@@ -170,6 +173,12 @@ def _kubectl(kubectl: str, kubeconfig: str, *arguments: Any) -> StringCommand:
     return StringCommand(QuoteString(kubectl), "--kubeconfig", QuoteString(kubeconfig), *arguments)
 
 
+def _delete(kubectl: str, kubeconfig: str, ref: ObjectRef) -> StringCommand:
+    namespace = ("-n", QuoteString(ref.namespace)) if ref.namespace else ()
+    return _kubectl(kubectl, kubeconfig, "delete", *namespace, "--ignore-not-found", "--wait=false",
+                    QuoteString(ref.resource))  # fmt: skip
+
+
 @operation()
 def apply_set(
     set_name: str,
@@ -188,6 +197,16 @@ def apply_set(
     if kept == manifest and state is not None and state["drift"] == []:
         host.noop(f"addon set {set_name}: applied as rendered, no drift")
         return
+    if not objects(manifest):
+        # kubectl refuses to apply (or diff) no objects: an empty set only deletes what it applied before, and
+        # drops its kept manifest, so the next run has nothing to compare and costs nothing
+        if kept is None:
+            host.noop(f"addon set {set_name}: no objects, none applied before")
+            return
+        for ref in pruned(kept, manifest):
+            yield _delete(kubectl, kubeconfig, ref)
+        yield StringCommand("rm", "-f", QuoteString(path))
+        return
     staged = f"{path}.spectra-new"
     apply = ("apply", "--server-side", f"--field-manager={FIELD_MANAGER}", "--force-conflicts",
              "-f", QuoteString(staged))  # fmt: skip
@@ -196,9 +215,7 @@ def apply_set(
     yield _kubectl(kubectl, kubeconfig, *apply, "--dry-run=server", "-o", "name")
     yield _kubectl(kubectl, kubeconfig, *apply)
     for ref in pruned(kept, manifest):
-        namespace = ("-n", QuoteString(ref.namespace)) if ref.namespace else ()
-        yield _kubectl(kubectl, kubeconfig, "delete", *namespace, "--ignore-not-found", "--wait=false",
-                       QuoteString(ref.resource))  # fmt: skip
+        yield _delete(kubectl, kubeconfig, ref)
     for ref in rollouts(manifest):
         ns = ("-n", QuoteString(ref.namespace or "default"))
         target = QuoteString(f"{ref.kind.lower()}/{ref.name}")

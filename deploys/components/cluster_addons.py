@@ -3,8 +3,8 @@ may take, and the namespaces the addons live in (one per concern, Pod Security e
 
 Addons are pushed from the first control plane (``deploys/addon.py`` says how). This component runs there
 first: it makes the directory that keeps the applied manifests (0700: a set may hold a Secret) and applies the
-``namespaces`` set, every enabled addon's namespace labelled with the Pod Security level it enforces, so the
-sets applied after it can be dry-run against namespaces that exist.
+``namespaces`` set, every enabled addon's namespace (and the team namespaces of ``tenancy``) labelled with the
+Pod Security level it enforces, so the sets applied after it can be dry-run against namespaces that exist.
 """
 
 from __future__ import annotations
@@ -44,14 +44,19 @@ def check(settings: Mapping[str, Any]) -> list[str]:
 
 
 def namespaces(addons: list[addon.Addon], settings: Mapping[str, Any]) -> dict[str, str]:
-    """Namespace -> the Pod Security level it enforces, for the enabled addons; the strictest level an addon
+    """Namespace -> the Pod Security level it enforces, for the enabled addons (each addon's ``namespace`` and
+    the ones its ``namespaces(settings)`` adds, such as team namespaces); the strictest level an addon
     sharing the namespace allows (a namespace two addons share takes the looser of their two levels)."""
     order = {level: rank for rank, level in enumerate(addon.POD_SECURITY_LEVELS)}
     found: dict[str, str] = {}
     for one in addons:
-        if one.namespace and settings[one.switch]:
-            level = found.get(one.namespace, one.pod_security)
-            found[one.namespace] = max(level, one.pod_security, key=order.__getitem__)
+        if not (one.namespace or one.namespaces) or not settings[one.switch]:
+            continue
+        wanted: dict[str, str] = {one.namespace: one.pod_security} if one.namespace else {}
+        wanted.update(one.namespaces(settings) if one.namespaces else {})
+        for name, wanted_level in wanted.items():
+            level = found.get(name, wanted_level)
+            found[name] = max(level, wanted_level, key=order.__getitem__)
     return dict(sorted(found.items()))
 
 

@@ -43,6 +43,7 @@ BAD_ALL = """
     node_exporter_listen_address = "9100"
     prometheus_retention_time = "-1d"
     alertmanager_receivers = [{"name": "ops", "type": "pager"}]
+    teams = {"shop": {"admins": ["group:shop-admins"]}}
 """
 BAD_WORKERS = 'cluster_domain = "other.local"\n'
 
@@ -100,6 +101,14 @@ def test_validate_names_each_bad_value_where_it_was_set(runs: dict[str, Finished
     assert "checked by deploys/components/prometheus.py; set in " in retention and "all.py" in retention
     assert any("unknown receiver type 'pager'" in line and "all.py" in line for line in lines), result.output
     assert "nothing was run" in result.output
+
+
+def test_validate_stops_on_a_team_without_namespace(runs: dict[str, Finished]) -> None:
+    result = runs["validate_bad"]
+    (line,) = [line for line in result.output.splitlines() if "teams['shop'].namespaces" in line]
+    assert "a team needs at least one namespace" in line, line
+    assert "checked by deploys/components/tenancy.py; set in " in line and "all.py" in line, line
+    assert result.code == 2 and "nothing was run" in result.output
 
 
 def test_validate_passes_good_settings(runs: dict[str, Finished]) -> None:
