@@ -8,6 +8,7 @@ inside its ``@deploy`` or outside (fact requests at prepare time), on this host 
 
 :class:`Settings` is that view as a mapping, what components' ``should_run``, ``fact_requests`` and
 ``checks`` receive. :func:`require` stops the run for this host at prepare time, before anything changes.
+Secrets referenced in data (``spectra.secrets.from_env``/``from_file``) are resolved here, when read.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from typing import Any
 from pyinfra import host
 from pyinfra.api import DeployError
 
-from spectra import cluster_settings
+from spectra import cluster_settings, secrets
 
 COMPONENTS_PACKAGE = "deploys.components"
 
@@ -113,7 +114,10 @@ def setting(key: str, member: Any = None) -> Any:
     target = host if member is None else member
     found = target.data.get(key, _MISSING)
     if found is not _MISSING:
-        return found
+        try:
+            return secrets.resolve(found, key)  # from_env()/from_file() references in group data
+        except secrets.SecretError as error:
+            raise DeployError(f"{target.name}: setting {error}") from None
     known = owner(key)
     if known is None:
         raise SettingsError(f"no module declares the setting {key!r}")

@@ -6,11 +6,14 @@
     spectra rollout  INVENTORY DEPLOY.py... --by-zone [--zones a,b] [--pause S] [-- more pyinfra options]
     spectra comply   INVENTORY [--limit GROUP|ZONE|HOST] [--report-dir DIR] [--waivers FILE] [-n N]
     spectra drift    INVENTORY DEPLOY.py... [--limit ...]
+    spectra render   INVENTORY --out DIR [--limit ...]
     spectra checksums kubernetes --version vX.Y.Z [--from-url BASE] [--arch amd64,arm64] [--table PATH]
                                  [--dry-run]
 
 comply: 0 compliant; 1 a check failed or a waiver expired; 2 invalid input (nothing run).
 drift: 0 nothing would change; 3 something would change (listed); 1 the dry run failed.
+render: 0 written (spectra_cli/render.py says what); 2 invalid inventory, a setting the manifests cannot take,
+or an output directory it will not write into (nothing written).
 checksums: 0 the table holds the sums; 1 the source failed or disagrees with the table (nothing written);
 2 invalid arguments or table (see spectra_cli/checksums.py).
 
@@ -123,6 +126,10 @@ def build_parser() -> argparse.ArgumentParser:
     drift_parser.add_argument("operations", nargs="+", help="deploy file(s), e.g. deploys/site.py")
     drift_parser.add_argument("-v", dest="verbose", action="count", default=0, help="pyinfra -v (repeatable)")
 
+    render_parser = sub.add_parser("render", help="write the addon manifests and cluster files to a directory")
+    _common(render_parser)
+    render_parser.add_argument("--out", required=True, help="a new or empty directory (or one render wrote)")
+
     checksums.add_parser(sub)
     return parser
 
@@ -172,6 +179,23 @@ def _base_run(args: argparse.Namespace, extra: Sequence[str]) -> PyinfraRun:
         flags=flags,
         extra=extra,
     )
+
+
+def _render(args: argparse.Namespace, result: ValidationResult) -> int:
+    from pathlib import Path
+
+    from spectra_cli import render
+
+    try:
+        files = render.everything(result.inventory, hosts=result.selected)
+        written = render.write(Path(args.out), files)
+    except (render.RenderError, OSError) as error:
+        print(f"spectra: render: {error}; nothing was written", file=sys.stderr)
+        return EXIT_INVALID
+    print(f"spectra: render: {len(written)} files in {args.out}", file=sys.stderr)
+    for path in written:
+        print(path)
+    return EXIT_OK
 
 
 def _check_extra(extra: Sequence[str]) -> str | None:
@@ -231,6 +255,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     if args.command == "validate":
         return EXIT_OK
+    if args.command == "render":
+        return _render(args, result)
     if args.command == "zones":
         for zone, hosts in result.zones().items():
             print(f"{zone}\t{len(hosts)}\t{' '.join(hosts)}")

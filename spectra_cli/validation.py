@@ -8,6 +8,7 @@ Errors (the run stops):
 * a value of the wrong type (bool and int are told apart; int is accepted for float) or outside
   the allowed choices;
 * a ``REQUIRED`` component setting without a value on a host that runs the component;
+* a secret referenced with ``spectra.secrets.from_env``/``from_file`` that cannot be read (unset, empty);
 * a value a component's or the cluster settings' checks refuse (the same pure checks every deploy runs
   before it changes anything), and a cluster-wide setting with different values on different hosts;
 * a group_data file named like a role but for no group (``group_data/worker.py``);
@@ -39,6 +40,7 @@ from inventories.grouping import (
     normalise_role,
     zone_group,
 )
+from spectra import secrets
 from spectra_cli.schema import (
     DEFAULT_COMPONENTS_PACKAGE,
     ETCD_TOPOLOGIES,
@@ -128,6 +130,11 @@ def check_value(result: ValidationResult, schema: Schema, where: str, key: str, 
     spec = schema.keys.get(key)
     if spec is None:
         result.error(where, key, f"unknown key{suggest(key, schema.keys)}")
+        return
+    try:
+        value = secrets.resolve(value, key)  # the type and choices are the secret's, as a deploy reads it
+    except secrets.SecretError as error:
+        result.error(where, key, str(error))
         return
     if not type_matches(value, spec.types):
         result.error(
@@ -343,7 +350,11 @@ class HostSettings(Mapping[str, Any]):
 
     def __getitem__(self, key: str) -> Any:
         spec = self.schema.keys.get(key)
-        return self.host.data.get(key, spec.default if spec else None)
+        value = self.host.data.get(key, spec.default if spec else None)
+        try:
+            return secrets.resolve(value, key)
+        except secrets.SecretError:
+            return value  # reported where the key is set (check_value)
 
     def __iter__(self) -> Iterator[str]:
         return iter(self.schema.keys)
