@@ -23,6 +23,8 @@ CONTEXT_KEYS: tuple[str, ...] = (
     "control_plane_enabled",
     "etcd_enabled",
     "node_exporter_enabled",
+    "kube_router_enabled",
+    "kube_router_health_port",
     "node_exporter_listen_address",
     "fluentd_enabled",
     "audit_rules_path",

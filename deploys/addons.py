@@ -22,10 +22,13 @@ from deploys.components import (
     file_permissions,
     grafana,
     journal_upload,
+    kube_router,
     local_storage,
     local_volume_dirs,
     metrics_server,
+    network_policies,
     prometheus,
+    tenancy,
     victorialogs,
     victorialogs_agent,
 )
@@ -38,6 +41,9 @@ this_host = ctx_host.get()
 ADDON_COMPONENTS: list[Component | Step] = [
     cluster_addons.COMPONENT,
     coredns.COMPONENT,
+    tenancy.COMPONENT,  # team RBAC, quotas and limits (its namespaces come with cluster_addons)
+    kube_router.COMPONENT,  # NetworkPolicies enforced before any policy is applied
+    network_policies.COMPONENT,  # default deny in the application namespaces, the declared allows
     local_volume_dirs.COMPONENT,  # on the hosts that hold the volumes
     local_storage.COMPONENT,
     alertmanager.COMPONENT,  # before Prometheus, which sends its alerts there

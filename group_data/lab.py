@@ -38,6 +38,9 @@ __all__ = [
     "node_exporter_download_base_url",
     "node_exporter_sha256",
     "pki_dir",
+    "teams",
+    "application_services",
+    "network_allows",
 ]
 
 # Lab nodes share the host's kernel clock: chrony keeps time but must not set the clock (-x).
@@ -52,6 +55,33 @@ kubelet_allow_cgroup_v1 = True
 
 # The conntrack table size is the one shared host kernel's: kube-proxy in a lab node must leave it alone.
 kube_proxy_conntrack_max_per_core = 0
+
+# Two teams, three namespaces (tenancy): tests/lab/test_tenancy.py makes real requests as a namespace's CI
+# deployer and checks Pod Security, the quota (shop's own pod count) and the default container resources
+# (data's own memory limit).
+teams = {
+    "shop": {
+        "namespaces": ["shop-web", "shop-api"],
+        "admins": ["group:shop-admins"],
+        "developers": ["group:shop-developers"],
+        "viewers": ["user:auditor"],
+        "quota": {"pods": "10"},
+    },
+    "data": {
+        "namespaces": ["data-etl"],
+        "admins": ["user:dana"],
+        "limits": {"default": {"memory": "128Mi"}},
+    },
+}
+
+# The lab's applications (tests/lab/test_network_policies.py runs them): the web pods may call the api; Prometheus
+# scrapes the api's metrics; nothing else crosses a namespace (default deny in every team namespace).
+application_services = {
+    "shop-web/web": {"selector": {"app.kubernetes.io/name": "web"}, "ports": {"http": 8080}},
+    "shop-api/api": {"selector": {"app.kubernetes.io/name": "api"}, "ports": {"http": 8080}, "metrics_port": "http"},
+    "data-etl/etl": {"selector": {"app.kubernetes.io/name": "etl"}, "ports": {"http": 8080}},
+}
+network_allows = [{"from": "shop-web/web", "to": "shop-api/api", "ports": ["http"]}]
 
 # Fluentd's apt repository cannot be reached from the lab machines: the component is tested by its
 # rendered configuration (unit tests) and by its fail-fast check on an unreachable repository (lab test).

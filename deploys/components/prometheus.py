@@ -144,6 +144,36 @@ def _hosts_with_port(members: list[Any], port: int, why: str) -> list[tuple[str,
     return found
 
 
+def application_jobs(services: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """One job per application Service with a ``metrics_port`` (``application_services``, the network policies'
+    owner of what applications are): its pods, found by their labels, on that container port. Job name
+    ``<namespace>/<name>``."""
+    jobs = []
+    for reference, service in sorted(services.items()):
+        if not isinstance(service, Mapping) or not service.get("metrics_port"):
+            continue
+        namespace, _, name = str(reference).partition("/")
+        keep = [
+            {"source_labels": [f"__meta_kubernetes_pod_label_{re.sub('[^a-zA-Z0-9_]', '_', key)}"],
+             "regex": re.escape(str(value)), "action": "keep"}
+            for key, value in sorted(service["selector"].items())
+        ]  # fmt: skip
+        port = {"source_labels": ["__meta_kubernetes_pod_container_port_number"], "action": "keep",
+                "regex": str(service["ports"][service["metrics_port"]])}  # fmt: skip
+        jobs.append({
+            "job_name": f"{namespace}/{name}",
+            "kubernetes_sd_configs": [{"role": "pod", "namespaces": {"names": [namespace]}}],
+            "relabel_configs": [
+                *keep,
+                port,
+                {"source_labels": ["__meta_kubernetes_namespace"], "target_label": "namespace"},
+                {"source_labels": ["__meta_kubernetes_pod_name"], "target_label": "pod"},
+                {"source_labels": ["__meta_kubernetes_pod_node_name"], "target_label": "node"},
+            ],
+        })  # fmt: skip
+    return jobs
+
+
 def scrape_configs(settings: Mapping[str, Any]) -> list[dict[str, Any]]:
     """Every scrape job (the job names are those the alert rules use)."""
     inventory = list(host.state.inventory)
@@ -187,6 +217,7 @@ def scrape_configs(settings: Mapping[str, Any]) -> list[dict[str, Any]]:
             {"source_labels": ["__meta_kubernetes_pod_node_name"], "target_label": "node"},
         ],
     })  # fmt: skip
+    jobs += application_jobs(settings.get("application_services") or {})
     if settings.get("alertmanager_enabled"):
         jobs.append({"job_name": "alertmanager", "static_configs": [{"targets": [ALERTMANAGER]}]})
     if settings.get("metrics_server_enabled"):

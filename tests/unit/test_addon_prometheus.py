@@ -178,3 +178,25 @@ def test_no_monitoring_host_is_a_clear_error(tmp_path: Path) -> None:
     others["node2"]["roles"] = ["workers"]
     with pytest.raises(DeployError, match="give a host that runs kubelet the monitoring role"):
         run_component(prometheus.COMPONENT, facts={AddonSets: {}}, data=cp, others=others)
+
+
+def test_application_services_with_a_metrics_port_are_scraped_by_their_pod_labels() -> None:
+    services = {
+        "shop-api/api": {"selector": {"app.kubernetes.io/name": "api"}, "ports": {"http": 8080, "m": 9090},
+                         "metrics_port": "m"},
+        "shop-web/web": {"selector": {"app.kubernetes.io/name": "web"}, "ports": {"http": 8080}},
+    }  # fmt: skip
+    assert prometheus.application_jobs(services) == [
+        {
+            "job_name": "shop-api/api",
+            "kubernetes_sd_configs": [{"role": "pod", "namespaces": {"names": ["shop-api"]}}],
+            "relabel_configs": [
+                {"source_labels": ["__meta_kubernetes_pod_label_app_kubernetes_io_name"], "regex": "api",
+                 "action": "keep"},
+                {"source_labels": ["__meta_kubernetes_pod_container_port_number"], "action": "keep", "regex": "9090"},
+                {"source_labels": ["__meta_kubernetes_namespace"], "target_label": "namespace"},
+                {"source_labels": ["__meta_kubernetes_pod_name"], "target_label": "pod"},
+                {"source_labels": ["__meta_kubernetes_pod_node_name"], "target_label": "node"},
+            ],
+        }
+    ]  # fmt: skip

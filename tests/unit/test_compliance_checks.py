@@ -87,7 +87,7 @@ def test_a_converged_control_plane_passes_every_check() -> None:
     assert {check_id: outcome.status for check_id, outcome in results.items()} == dict.fromkeys(IDS, "pass")
     assert results["SPX-SVC-011"].reason == (
         "22/tcp: sshd, 2379/tcp: etcd, 2380/tcp: etcd, 6443/tcp: kube-apiserver, 9100/tcp: node_exporter, "
-        "10250/tcp: kubelet, 10257/tcp: kube-controller-manager, 10259/tcp: kube-scheduler"
+        "10250/tcp: kubelet, 10257/tcp: kube-controller-manager, 10259/tcp: kube-scheduler, 20244/tcp: kube-router"
     )
 
 

@@ -28,11 +28,15 @@ def test_expected_listeners_by_role() -> None:
         22: "sshd",
         9100: "node_exporter",
         10250: "kubelet",
+        20244: "kube-router",  # its health port, on every address
     }
     assert expected_listeners(HostContext("cp", roles=["control_plane", "etcd"])) == {
         22: "sshd", 2379: "etcd", 2380: "etcd", 6443: "kube-apiserver", 9100: "node_exporter", 10250: "kubelet",
         10257: "kube-controller-manager", 10259: "kube-scheduler",  # Prometheus on: they listen on the node
+        20244: "kube-router",
     }  # fmt: skip
+    no_router = HostContext("w", roles=["workers"], data={"kube_router_enabled": False})
+    assert 20244 not in expected_listeners(no_router)
     loopback = HostContext("cp", roles=["control_plane"], data={"control_plane_metrics_bind": "loopback"})
     assert 10257 not in expected_listeners(loopback) and 10259 not in expected_listeners(loopback)
     assert expected_listeners(HostContext("m", roles=["monitoring"])) == {22: "sshd", 9100: "node_exporter"}
@@ -43,7 +47,7 @@ def test_ports_follow_the_hosts_settings() -> None:
              "controller_manager_port": 11257}  # fmt: skip
     assert expected_listeners(HostContext("cp", roles=["control_plane", "etcd"], data=moved)) == {
         2222: "sshd", 2380: "etcd", 3379: "etcd", 7443: "kube-apiserver", 9100: "node_exporter", 11250: "kubelet",
-        10259: "kube-scheduler", 11257: "kube-controller-manager",
+        10259: "kube-scheduler", 11257: "kube-controller-manager", 20244: "kube-router",
     }  # fmt: skip
     off = {"node_exporter_enabled": False, "kubelet_enabled": False}
     assert expected_listeners(HostContext("w", roles=["workers"], data=off)) == {22: "sshd"}
@@ -51,7 +55,7 @@ def test_ports_follow_the_hosts_settings() -> None:
 
 def test_the_exporters_listen_address_moves_the_compliance_expectation() -> None:
     worker = HostContext("w", roles=["workers"], data=dict(EXPORTER_9200))
-    assert expected_listeners(worker) == {22: "sshd", 9200: "node_exporter", 10250: "kubelet"}
+    assert expected_listeners(worker) == {22: "sshd", 9200: "node_exporter", 10250: "kubelet", 20244: "kube-router"}
 
     on_9100 = converged_control_plane()
     results = {
@@ -82,7 +86,7 @@ def test_the_inventorys_exporter_address_reaches_the_host_state_suite(tmp_path: 
 
     expected = expectations(host_context("node1", inventory_context, lambda: pytest.fail("the unit is not read")))
     assert expected.exporter_port == 9200
-    assert expected.listeners == {22: "sshd", 9200: "node_exporter", 10250: "kubelet"}
+    assert expected.listeners == {22: "sshd", 9200: "node_exporter", 10250: "kubelet", 20244: "kube-router"}
     assert 9100 not in expected.listeners
     assert (expected.ssh_port, expected.firewall_table) == (22, "spectra")
 
@@ -100,7 +104,7 @@ def test_without_an_inventory_the_suite_reads_the_exporters_unit_and_allows_ever
     assert observed.exporter_port == 9200
     assert observed.listeners == {
         22: "sshd", 2379: "etcd", 2380: "etcd", 6443: "kube-apiserver", 9200: "node_exporter", 10250: "kubelet",
-        10257: "kube-controller-manager", 10259: "kube-scheduler",
+        10257: "kube-controller-manager", 10259: "kube-scheduler", 20244: "kube-router",
     }  # fmt: skip
     # no unit (or no flag in it): the owner's default
     assert expectations(host_context("node1", None, lambda: "")).exporter_port == 9100

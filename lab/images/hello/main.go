@@ -9,12 +9,16 @@
 //	                       a bounded load generator (a new connection per request, so a Service spreads it)
 //	hello count N MS TEXT  print "TEXT seq I" for I = 1..N, one every MS milliseconds, then wait for the end
 //	                       (a log writer whose every line can be counted; a long-running container)
+//	hello probe MS ADDR... try a TCP connection to every HOST:PORT at once, each given MS milliseconds, and print
+//	                       "ADDR open|refused|timeout|error" per line (a connectivity matrix row in one exec)
 //
-// `hello serve` also answers /burn?ms=N by spinning the CPU for N milliseconds (at most 1000) first.
+// `hello serve` also answers /burn?ms=N by spinning the CPU for N milliseconds (at most 1000) first, and
+// /metrics with its request count in Prometheus' text format (a scrape target).
 package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -22,6 +26,7 @@ import (
 	"os"
 	"os/signal"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -90,6 +95,34 @@ func count(n int, every time.Duration, text string) {
 	<-stop
 }
 
+// probe dials every address concurrently and reports how each attempt ended, in the order given.
+func probe(timeout time.Duration, addrs []string) {
+	results := make([]string, len(addrs))
+	var wg sync.WaitGroup
+	for i, addr := range addrs {
+		wg.Add(1)
+		go func(i int, addr string) {
+			defer wg.Done()
+			conn, err := net.DialTimeout("tcp", addr, timeout)
+			switch {
+			case err == nil:
+				conn.Close()
+				results[i] = "open"
+			case errors.Is(err, syscall.ECONNREFUSED):
+				results[i] = "refused"
+			case os.IsTimeout(err):
+				results[i] = "timeout" // a dropped SYN: what a policy's drop looks like
+			default:
+				results[i] = "error " + strings.ReplaceAll(err.Error(), " ", "_")
+			}
+		}(i, addr)
+	}
+	wg.Wait()
+	for i, addr := range addrs {
+		fmt.Printf("%s %s\n", addr, results[i])
+	}
+}
+
 func fail(format string, args ...any) {
 	fmt.Fprintf(os.Stderr, format+"\n", args...)
 	os.Exit(1)
@@ -107,8 +140,15 @@ func main() {
 		if len(os.Args) > 2 {
 			addr = os.Args[2]
 		}
+		var served atomic.Int64
 		http.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+			served.Add(1)
 			fmt.Fprintf(w, "hello from %s\n", host)
+		})
+		http.HandleFunc("/metrics", func(w http.ResponseWriter, r *http.Request) {
+			w.Header().Set("Content-Type", "text/plain; version=0.0.4")
+			fmt.Fprintf(w, "# HELP hello_requests_total Requests answered with hello.\n"+
+				"# TYPE hello_requests_total counter\nhello_requests_total %d\n", served.Load())
 		})
 		http.HandleFunc("/burn", func(w http.ResponseWriter, r *http.Request) {
 			ms, err := strconv.Atoi(r.URL.Query().Get("ms"))
@@ -179,7 +219,16 @@ func main() {
 			fail("count: MS must be a whole number of milliseconds")
 		}
 		count(n, time.Duration(ms)*time.Millisecond, os.Args[4])
+	case "probe":
+		if len(os.Args) < 4 {
+			fail("usage: hello probe MS HOST:PORT...")
+		}
+		ms, err := strconv.Atoi(os.Args[2])
+		if err != nil || ms < 1 {
+			fail("probe: MS must be a whole number of milliseconds, at least 1")
+		}
+		probe(time.Duration(ms)*time.Millisecond, os.Args[3:])
 	default:
-		fail("unknown command %q (serve, get, resolve, load, count)", os.Args[1])
+		fail("unknown command %q (serve, get, resolve, load, count, probe)", os.Args[1])
 	}
 }
