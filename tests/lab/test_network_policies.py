@@ -3,12 +3,16 @@ run from real pods in the team namespaces (group_data/lab.py: web may call api, 
 else denied), before and after a policy change pushed through the toolkit, and how long a new policy takes.
 
 Pods sit on fixed nodes so the matrix has pairs on one node (through the bridge) and across nodes (routed):
-web and other on node2, api and etl on node3. A denied connection is a dropped SYN: the probe times out.
+web and other on node2, api and etl on node3. kube-router answers a denied connection with a REJECT (ICMP
+port unreachable): the client sees "connection refused" at once, not a timeout. That it was the policy and not
+a missing listener shows three ways: the same server is open to the allowed client, it opens when an allow
+is added, and the packet counter of the pod's REJECT rule (kube-router's ``KUBE-POD-FW-*`` chain) grows.
 """
 
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import time
 from collections.abc import Iterator
@@ -24,7 +28,8 @@ pytestmark = pytest.mark.lab
 
 IMAGE = "docker.io/spectra/hello:lab"
 PORT = 8080
-PROBE_MS = 1500  # a connection the policy drops never completes; an allowed one takes milliseconds
+PROBE_MS = 1500  # an allowed or rejected connection answers in milliseconds; more means a lost packet
+DENIED = "refused"  # kube-router's REJECT
 # name -> (namespace, node); the app label is the name (group_data/lab.py's application_services)
 PODS = {
     "web": ("shop-web", "node2"),
@@ -101,7 +106,18 @@ def probe(lab: Lab, client: str, targets: dict[str, str], ms: int = PROBE_MS) ->
     """From pod ``client``, one connection attempt to each target's port: target -> open|refused|timeout|..."""
     namespace, _ = PODS[client]
     addresses = " ".join(f"{address}:{PORT}" for address in targets.values())
-    out = kubectl(lab, f"-n {namespace} exec {client} -- /hello probe {ms} {addresses}", timeout=60)
+    command = lab.ssh_args(
+        control_plane(lab), f"{KUBECTL} -n {namespace} exec {client} -- /hello probe {ms} {addresses}"
+    )
+    for _ in range(3):
+        result = subprocess.run(command, capture_output=True, text=True, timeout=60)
+        # runc's exec now and then fails before the program starts ("read init-p: connection reset by peer"):
+        # nothing was probed, so try again
+        if result.returncode == 0 or "OCI runtime exec failed" not in result.stderr:
+            break
+        time.sleep(0.5)
+    assert result.returncode == 0, f"probe from {client}: {result.stdout}{result.stderr}"
+    out = result.stdout
     by_address = dict(line.split(" ", 1) for line in out.strip().splitlines())
     return {name: by_address[f"{address}:{PORT}"] for name, address in targets.items()}
 
@@ -116,8 +132,18 @@ def matrix(lab: Lab, ips: dict[str, str]) -> dict[tuple[str, str], str]:
 
 
 def expected(allowed: set[tuple[str, str]]) -> dict[tuple[str, str], str]:
-    return {(client, server): "open" if (client, server) in allowed else "timeout"
+    return {(client, server): "open" if (client, server) in allowed else DENIED
             for client in PODS for server in SERVERS if server != client}  # fmt: skip
+
+
+def rejected_packets(lab: Lab, pod: str) -> int:
+    """Packets kube-router's REJECT rule for ``pod`` took on its node (``iptables-save -c`` counters)."""
+    namespace, node = PODS[pod]
+    out = lab.ssh(lab.node(node), "iptables-save -c -t filter", timeout=60)
+    pattern = re.compile(rf"^\[(\d+):\d+\] .*REJECT traffic destined for POD name:{pod} namespace: {namespace}\"")
+    counts = [int(m.group(1)) for line in out.splitlines() if (m := pattern.match(line))]
+    assert counts, f"no REJECT rule for {namespace}/{pod} on {node}"
+    return sum(counts)
 
 
 def show(title: str, found: dict[tuple[str, str], str]) -> None:
@@ -145,7 +171,13 @@ def test_the_connectivity_matrix_follows_the_policies(pods: dict[str, str], lab:
     assert found == expected(ALLOWED)
     # through the Service's cluster IP too (kube-proxy translates, the policy still decides)
     service = {"api": kubectl(lab, "-n shop-api get service api -o jsonpath='{.spec.clusterIP}'").strip()}
-    assert (probe(lab, "web", service)["api"], probe(lab, "etl", service)["api"]) == ("open", "timeout")
+    assert (probe(lab, "web", service)["api"], probe(lab, "etl", service)["api"]) == ("open", DENIED)
+    # the refusal is the policy's: a REJECT rule of the client's or the server's pod chain counts each denied
+    # attempt (the client's own default-deny egress rejects it first)
+    for client in ("etl", "other"):
+        before = rejected_packets(lab, client) + rejected_packets(lab, "api")
+        assert probe(lab, client, {"api": pods["api"]})["api"] == DENIED
+        assert rejected_packets(lab, client) + rejected_packets(lab, "api") > before, client
     # DNS egress stays open from every namespace: each client resolves a cluster name
     for client, (namespace, _) in PODS.items():
         out = kubectl(lab, f"-n {namespace} exec {client} -- /hello resolve kubernetes.default.svc.cluster.local")
@@ -185,7 +217,7 @@ def test_a_policy_change_takes_effect_and_is_taken_back(pods: dict[str, str], la
     assert found == expected(ALLOWED | {("etl", "api")})
 
     restored = deploy()  # the lab's own data again: the extra allow is pruned
-    until("etl cut off from api again", lambda: etl_to_api("timeout"), timeout=60, every=0.2)
+    until("etl cut off from api again", lambda: etl_to_api(DENIED), timeout=60, every=0.2)
     took_close = time.monotonic() - restored
     assert matrix(lab, pods) == expected(ALLOWED)
     print(f"\npolicy change in effect {took_open:.1f} s after the deploy ended (allow), {took_close:.1f} s (removal)")
@@ -207,7 +239,7 @@ def test_a_hand_made_policy_is_enforced_within_seconds(pods: dict[str, str], lab
         "spec": {"podSelector": {"matchLabels": {"app.kubernetes.io/name": "other"}}, "policyTypes": ["Egress"],
                  "egress": [{"to": [{"podSelector": {"matchLabels": {"app.kubernetes.io/name": "web"}}}]}]},
     }  # fmt: skip
-    assert probe(lab, "other", {"web": pods["web"]})["web"] == "timeout"
+    assert probe(lab, "other", {"web": pods["web"]})["web"] == DENIED
     try:
         started = time.monotonic()
         apply(lab, [policy, egress])
@@ -223,6 +255,6 @@ def test_a_hand_made_policy_is_enforced_within_seconds(pods: dict[str, str], lab
 
     def cut_off() -> tuple[bool, str]:
         result = probe(lab, "other", {"web": pods["web"]}, ms=500)["web"]
-        return result == "timeout", result
+        return result == DENIED, result
 
     until("other cut off again", cut_off, timeout=60, every=0.5)
