@@ -28,6 +28,7 @@ from deploys.components import (
     metrics_server,
     network_policies,
     prometheus,
+    sealed_secrets,
     tenancy,
     victorialogs,
     victorialogs_agent,
@@ -44,6 +45,8 @@ ADDON_COMPONENTS: list[Component | Step] = [
     tenancy.COMPONENT,  # team RBAC, quotas and limits (its namespaces come with cluster_addons)
     kube_router.COMPONENT,  # NetworkPolicies enforced before any policy is applied
     network_policies.COMPONENT,  # default deny in the application namespaces, the declared allows
+    sealed_secrets.COMPONENT,  # the SealedSecret CRD, the controller and its key from the PKI
+    sealed_secrets.FILES_COMPONENT,  # the repository's SealedSecrets (CRD and team namespaces exist)
     local_volume_dirs.COMPONENT,  # on the hosts that hold the volumes
     local_storage.COMPONENT,
     alertmanager.COMPONENT,  # before Prometheus, which sends its alerts there

@@ -7,11 +7,13 @@
     spectra comply   INVENTORY [--limit GROUP|ZONE|HOST] [--report-dir DIR] [--waivers FILE] [-n N]
     spectra drift    INVENTORY DEPLOY.py... [--limit ...]
     spectra render   INVENTORY --out DIR [--limit ...]
+    spectra seal     INVENTORY --namespace NS --name NAME --from-literal KEY=VALUE... > secrets/NAME.yaml
     spectra checksums kubernetes --version vX.Y.Z [--from-url BASE] [--arch amd64,arm64] [--table PATH]
                                  [--dry-run]
 
 comply: 0 compliant; 1 a check failed or a waiver expired; 2 invalid input (nothing run).
 drift: 0 nothing would change; 3 something would change (listed); 1 the dry run failed.
+seal: 0 sealed (printed); 1 kubeseal failed; 2 invalid arguments, no kubeseal (spectra_cli/seal.py).
 render: 0 written (spectra_cli/render.py says what); 2 invalid inventory, a setting the manifests cannot take,
 or an output directory it will not write into (nothing written).
 checksums: 0 the table holds the sums; 1 the source failed or disagrees with the table (nothing written);
@@ -30,7 +32,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from spectra import pyinfra_compat
-from spectra_cli import checksums
+from spectra_cli import checksums, seal
 from spectra_cli.comply import DEFAULT_WAIVERS, ComplyOptions, comply
 from spectra_cli.drift import report as drift_report
 from spectra_cli.rollout import RolloutError, plan, rollout
@@ -129,6 +131,10 @@ def build_parser() -> argparse.ArgumentParser:
     render_parser = sub.add_parser("render", help="write the addon manifests and cluster files to a directory")
     _common(render_parser)
     render_parser.add_argument("--out", required=True, help="a new or empty directory (or one render wrote)")
+
+    seal_parser = sub.add_parser("seal", help="seal a Secret for the cluster's key (kubeseal, offline)")
+    _common(seal_parser)
+    seal.add_arguments(seal_parser)
 
     checksums.add_parser(sub)
     return parser
@@ -257,6 +263,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_OK
     if args.command == "render":
         return _render(args, result)
+    if args.command == "seal":
+        return seal.run(args, result.inventory)
     if args.command == "zones":
         for zone, hosts in result.zones().items():
             print(f"{zone}\t{len(hosts)}\t{' '.join(hosts)}")

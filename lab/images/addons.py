@@ -14,7 +14,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from lab.config import LabConfig
-from lab.images import alertmanager, kube_router, metrics_server, prometheus, victorialogs
+from lab.images import alertmanager, kube_router, metrics_server, prometheus, sealed_secrets, victorialogs
 
 REPO = Path(__file__).resolve().parents[2]
 GROUP_DATA = (REPO / "group_data" / "all.py", REPO / "group_data" / "lab.py")  # later files win
@@ -26,6 +26,7 @@ IMAGES: dict[str, Callable[[LabConfig], dict[str, str]]] = {
     "metrics_server_enabled": metrics_server.publish_image,
     "victorialogs_enabled": victorialogs.publish_images,  # the store and its agent vlagent
     "kube_router_enabled": kube_router.publish_image,
+    "sealed_secrets_enabled": sealed_secrets.publish_image,  # and kubeseal for the lab host
 }
 
 

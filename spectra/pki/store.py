@@ -11,6 +11,7 @@ Layout (kubeadm's names; ``<name>`` is an inventory host name)::
       admin, super-admin, controller-manager, scheduler, kube-proxy, etcd/healthcheck-client
       etcd/<name>/server, etcd/<name>/peer
       nodes/<name>/kubelet (serving), nodes/<name>/kubelet-client
+      sealed-secrets/sealing.key .crt  the sealed-secrets sealing pair (spectra.pki.sealing; not made here)
       .lock                         held while the directory is read or changed
 
 Directories 0700, keys 0600, certificates 0644; every write goes to a temporary file renamed into place.
