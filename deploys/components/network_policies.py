@@ -181,12 +181,15 @@ def check(settings: Mapping[str, Any]) -> list[str]:
     return problems
 
 
+def _selector(labels: Mapping[str, str] | None) -> dict[str, Any]:
+    """A label selector; every pod as ``{}`` (the apiserver drops an empty ``matchLabels``: writing one would
+    change the object on every apply)."""
+    return {"matchLabels": dict(labels)} if labels else {}
+
+
 def _in_namespace(namespace: str, pods: Mapping[str, str] | None = None) -> dict[str, Any]:
     """A NetworkPolicy peer: the pods with labels ``pods`` (every pod: None) of ``namespace``."""
-    return {
-        "namespaceSelector": {"matchLabels": {NAMESPACE_LABEL: namespace}},
-        "podSelector": {"matchLabels": dict(pods or {})},
-    }
+    return {"namespaceSelector": _selector({NAMESPACE_LABEL: namespace}), "podSelector": _selector(pods)}
 
 
 def _peer(source: str, services: Mapping[str, Any]) -> dict[str, Any]:
@@ -209,7 +212,7 @@ def _policy(namespace: str, name: str, pods: Mapping[str, str], **spec: Any) -> 
         "apiVersion": "networking.k8s.io/v1",
         "kind": "NetworkPolicy",
         "metadata": {"name": name, "namespace": namespace},
-        "spec": {"podSelector": {"matchLabels": dict(pods)}, **spec},
+        "spec": {"podSelector": _selector(pods), **spec},
     }
 
 

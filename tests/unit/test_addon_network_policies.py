@@ -49,7 +49,7 @@ def manifest(component: Any, set_name: str, **data: Any) -> Docs:
 
 def peer(namespace: str, **pods: str) -> dict[str, Any]:
     return {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": namespace}},
-            "podSelector": {"matchLabels": dict(pods)}}  # fmt: skip
+            "podSelector": {"matchLabels": dict(pods)} if pods else {}}  # fmt: skip
 
 
 def spec(docs: Docs, namespace: str, name: str) -> dict[str, Any]:
@@ -130,10 +130,10 @@ def test_policies_for_two_namespaces_with_egress_denied() -> None:
         ("NetworkPolicy", "shop-web", "allow-to-web"),
         ("NetworkPolicy", "shop-web", "default-deny"),
     ]
-    assert spec(docs, "shop-api", "default-deny") == {"podSelector": {"matchLabels": {}},
+    assert spec(docs, "shop-api", "default-deny") == {"podSelector": {},
                                                       "policyTypes": ["Ingress", "Egress"]}  # fmt: skip
     assert spec(docs, "shop-web", "allow-dns") == {
-        "podSelector": {"matchLabels": {}},
+        "podSelector": {},
         "policyTypes": ["Egress"],
         "egress": [
             {
@@ -190,7 +190,7 @@ def test_egress_cidrs_and_a_whole_namespace_source() -> None:
                     network_policies_egress_cidrs=["203.0.113.0/24"])  # fmt: skip
     assert spec(docs, "shop-web", "allow-egress-cidrs")["egress"] == [{"to": [{"ipBlock": {"cidr": "203.0.113.0/24"}}]}]
     assert spec(docs, "shop-web", "allow-from-namespace") == {
-        "podSelector": {"matchLabels": {}},
+        "podSelector": {},
         "policyTypes": ["Egress"],
         "egress": [
             {
