@@ -96,7 +96,8 @@ if inventory.get_group("lab", []):
     _mirror = json.loads((_lab_dir / "inventory.json").read_text())["mirror_url"]
     _sums = json.loads((_lab_dir / "checksums.json").read_text())
 
-    # The lab cluster's CAs live with the lab (not in ~/.local/share/spectra/pki): a new lab, a new cluster.
+    # The lab cluster's CAs live with the lab (not in ~/.local/share/spectra/pki); `lab down` keeps them, so a
+    # fresh lab reuses them (the sealed-secrets restore drill removes and restores the directory on purpose).
     pki_dir = str(_lab_dir / "pki")
 
     node_exporter_download_base_url = f"{_mirror}/prometheus/node_exporter/releases/download"
