@@ -92,9 +92,7 @@ def args(settings: Mapping[str, Any]) -> list[str]:
 
 
 def context(settings: Mapping[str, Any]) -> dict[str, Any]:
-    problems = check(settings)
-    if problems:
-        raise addon.AddonError("; ".join(problems))
+    """What the templates place (``addon.render_addon`` has run ``check`` first)."""
     return {
         "namespace": NAMESPACE,
         "name": NAME,

@@ -265,9 +265,7 @@ def policies(settings: Mapping[str, Any]) -> list[dict[str, Any]]:
 
 
 def context(settings: Mapping[str, Any]) -> dict[str, Any]:
-    problems = check(settings)
-    if problems:
-        raise addon.AddonError("; ".join(problems))
+    """What the templates place (``addon.render_addon`` has run ``check`` first)."""
     return {"policies": policies(settings)}
 
 

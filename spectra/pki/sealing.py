@@ -27,10 +27,9 @@ from pathlib import Path
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import rsa
-from cryptography.x509.oid import NameOID
 
 from spectra.pki.store import CERT_MODE, KEY_MODE, locked, write_atomic
-from spectra.pki.x509 import BACKDATE, PKIError, cert_pem, key_matches, key_pem, load_cert, load_key
+from spectra.pki.x509 import BACKDATE, PKIError, cert_pem, key_matches, key_pem, load_cert, load_key, subject_name
 
 DIRECTORY = "sealed-secrets"  # under the PKI directory
 ACTIVE = "sealing"  # file stem of the active pair
@@ -74,12 +73,7 @@ class SealingKeys:
 
 def sealing_cert(key: rsa.RSAPrivateKey, cluster_name: str, now: dt.datetime) -> x509.Certificate:
     """A self-signed certificate for the sealing key: kubeseal reads only its RSA public key and expiry."""
-    name = x509.Name(
-        [
-            x509.NameAttribute(NameOID.ORGANIZATION_NAME, cluster_name),
-            x509.NameAttribute(NameOID.COMMON_NAME, SUBJECT),
-        ]
-    )
+    name = subject_name(SUBJECT, [cluster_name])
     usage = x509.KeyUsage(
         digital_signature=False, content_commitment=False, key_encipherment=True, data_encipherment=False,
         key_agreement=False, key_cert_sign=False, crl_sign=False, encipher_only=False, decipher_only=False,
