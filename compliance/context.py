@@ -29,6 +29,11 @@ CONTEXT_KEYS: tuple[str, ...] = (
     "fluentd_enabled",
     "audit_rules_path",
     "firewall_table",
+    "gateway_enabled",
+    "gateway_http_port",
+    "gateway_https_port",
+    "gateway_admin_port",
+    "gateway_edge",  # derived (compliance.hosts): the API gateway listens on this host
 )
 
 

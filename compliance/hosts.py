@@ -63,8 +63,9 @@ def _proxy(config_file: str | None, hostname: str) -> tuple[str | None, str | No
     return options.get("proxyjump"), options.get("proxycommand")
 
 
-def resolve_host(host: Any) -> ComplyHost:
-    """A pyinfra ``Host`` (inventory data and groups applied) as a target."""
+def resolve_host(host: Any, edge: bool = False) -> ComplyHost:
+    """A pyinfra ``Host`` (inventory data and groups applied) as a target; ``edge``: one the API gateway
+    listens on (``spectra.topology.edge_hosts`` of its inventory)."""
     name = str(host.name)
     if not NAME_RE.match(name):
         raise HostError(f"{name!r}: host names for compliance runs use letters, digits, '.', '_' and '-' only")
@@ -74,6 +75,8 @@ def resolve_host(host: Any) -> ComplyHost:
     strict = data.get("ssh_strict_host_key_checking")
     proxy_jump, proxy_command = _proxy(_text(data.get("ssh_config_file"), "ssh_config_file", name), hostname)
     context = {key: data.get(key) for key in CONTEXT_KEYS if data.get(key) is not None}
+    if edge:
+        context["gateway_edge"] = True
     roles = data.get("roles") or []
     return ComplyHost(
         name=name,
@@ -92,8 +95,11 @@ def resolve_host(host: Any) -> ComplyHost:
 
 
 def resolve_hosts(inventory: Any, names: Sequence[str]) -> list[ComplyHost]:
+    from spectra import topology
+
     by_name = {host.name: host for host in inventory}
-    return [resolve_host(by_name[name]) for name in names]
+    edge = {member.name for member in topology.edge_hosts(list(by_name.values()))}
+    return [resolve_host(by_name[name], edge=name in edge) for name in names]
 
 
 def ssh_config(hosts: Iterable[ComplyHost], control_dir: str | None = None) -> str:

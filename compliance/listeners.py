@@ -78,7 +78,8 @@ def expected_listeners(member: topology.Member) -> dict[int, str]:
     """TCP port -> the program that must hold it beyond loopback, from the host's roles and settings: sshd and
     node_exporter everywhere, kubelet on Kubernetes nodes, kube-apiserver on control planes, etcd on etcd
     members, controller-manager and scheduler on control planes while Prometheus scrapes them, kube-router's
-    health port on Kubernetes nodes (each unless its component is turned off for the host)."""
+    health port on Kubernetes nodes, the API gateway's ports on its edge hosts (each unless its component is
+    turned off for the host)."""
     from deploys.components import control_plane_flags, node_exporter
     from deploys.settings import Settings
 
@@ -91,6 +92,9 @@ def expected_listeners(member: topology.Member) -> dict[int, str]:
         owners[int(settings["kubelet_port"])] = "kubelet"
         if settings["kube_router_enabled"]:  # its health port listens on every address (the firewall keeps it in)
             owners[int(settings["kube_router_health_port"])] = "kube-router"
+        if settings["gateway_enabled"] and member.data.get("gateway_edge"):  # Traefik on the host's network
+            for key in ("gateway_http_port", "gateway_https_port", "gateway_admin_port"):
+                owners[int(settings[key])] = "traefik"
     if topology.has_role(member, topology.CONTROL_PLANE) and settings["control_plane_enabled"]:
         owners[int(settings["apiserver_port"])] = "kube-apiserver"
         if control_plane_flags.metrics_exposed(settings):  # on the node address for Prometheus

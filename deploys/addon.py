@@ -214,6 +214,11 @@ def apply_set(
     yield StringCommand("chmod", "0600", QuoteString(staged))
     yield _kubectl(kubectl, kubeconfig, *apply, "--dry-run=server", "-o", "name")
     yield _kubectl(kubectl, kubeconfig, *apply)
+    crds = [ref for ref in objects(manifest) if ref.kind == "CustomResourceDefinition"]
+    if crds:
+        # the next set's dry run may create objects of these kinds: only once they are served
+        yield _kubectl(kubectl, kubeconfig, "wait", "--for=condition=Established", f"--timeout={int(timeout)}s",
+                       *[QuoteString(f"crd/{ref.name}") for ref in crds])  # fmt: skip
     for ref in pruned(kept, manifest):
         yield _delete(kubectl, kubeconfig, ref)
     for ref in rollouts(manifest):

@@ -20,6 +20,7 @@ from deploys.components import (
     cluster_addons,
     coredns,
     file_permissions,
+    gateway,
     grafana,
     journal_upload,
     kube_router,
@@ -47,6 +48,8 @@ ADDON_COMPONENTS: list[Component | Step] = [
     network_policies.COMPONENT,  # default deny in the application namespaces, the declared allows
     sealed_secrets.COMPONENT,  # the SealedSecret CRD, the controller and its key from the PKI
     sealed_secrets.FILES_COMPONENT,  # the repository's SealedSecrets (CRD and team namespaces exist)
+    gateway.CRDS_COMPONENT,  # the Gateway API's and Traefik's CRDs
+    gateway.COMPONENT,  # Traefik on the edge hosts, the Gateway, its routes and certificates
     local_volume_dirs.COMPONENT,  # on the hosts that hold the volumes
     local_storage.COMPONENT,
     alertmanager.COMPONENT,  # before Prometheus, which sends its alerts there

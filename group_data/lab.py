@@ -41,6 +41,9 @@ __all__ = [
     "teams",
     "application_services",
     "network_allows",
+    "gateway_enabled",
+    "gateway_module_proxy",
+    "gateway_routes",
 ]
 
 # Lab nodes share the host's kernel clock: chrony keeps time but must not set the clock (-x).
@@ -83,6 +86,15 @@ application_services = {
 }
 network_allows = [{"from": "shop-web/web", "to": "shop-api/api", "ports": ["http"]}]
 
+# The API gateway on the workers (the lab has no edge role): tests/lab/test_gateway.py calls shop's web app
+# through it over TLS and counts the 429s above the route's low limit.
+gateway_enabled = True
+gateway_routes = {
+    "shop": {"hostnames": ["shop.lab.spectra.test"], "to": "shop-web/web", "port": "http",
+             "rate_limit": {"average": 5, "burst": 10}},
+    "api": {"hostnames": ["api.lab.spectra.test"], "to": "shop-api/api", "port": "http"},
+}  # fmt: skip
+
 # Fluentd's apt repository cannot be reached from the lab machines: the component is tested by its
 # rendered configuration (unit tests) and by its fail-fast check on an unreachable repository (lab test).
 fluentd_enabled = False
@@ -123,6 +135,10 @@ if inventory.get_group("lab", []):
     # Alerts go to the lab mirror's webhook recorder (lab/mirror_server.py), as to an operator's endpoint.
     alertmanager_receivers = [{"name": "lab", "type": "webhook", "url": f"{_mirror}/webhook/alerts"}]
     alertmanager_default_receiver = "lab"
+
+    # The Gateway API's and Traefik's CRDs come out of their Go module zips, which the lab mirror serves in the
+    # module proxy's layout (lab/images/traefik.py); the same h1 hashes verify them.
+    gateway_module_proxy = f"{_mirror}/goproxy"
 # the alert test measures how fast NodeDown is delivered and resolved (resolutions go out per group interval)
 alertmanager_group_wait = "10s"
 alertmanager_group_interval = "30s"

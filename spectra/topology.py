@@ -30,8 +30,9 @@ CONTROL_PLANE = "control_plane"
 ETCD = "etcd"
 WORKERS = "workers"
 MONITORING = "monitoring"
+EDGE = "edge"  # Kubernetes nodes that take outside traffic: the API gateway listens there
 # The roles the deploys know about, in the order their group data is merged (later wins).
-KNOWN_ROLES: tuple[str, ...] = (CONTROL_PLANE, ETCD, WORKERS, MONITORING)
+KNOWN_ROLES: tuple[str, ...] = (CONTROL_PLANE, ETCD, WORKERS, MONITORING, EDGE)
 
 ADDRESS_KEYS = ("node_address", "private_ip", "ssh_hostname")
 
@@ -133,6 +134,13 @@ def runs_kubelet(member: Member) -> bool:
 def kubelet_hosts(members: Iterable[Member]) -> list[Any]:
     """Every member that is a Kubernetes node, by name."""
     return [member for member in by_name(members) if runs_kubelet(member)]
+
+
+def edge_hosts(members: Iterable[Member]) -> list[Any]:
+    """The Kubernetes nodes that take outside traffic (the API gateway's): those with the ``edge`` role, else
+    every worker, by name."""
+    chosen = with_role(members, EDGE) or with_role(members, WORKERS)
+    return [member for member in chosen if runs_kubelet(member)]
 
 
 def addresses(members: Iterable[Member], *wanted: str, why: str = "") -> list[str]:

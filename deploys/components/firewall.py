@@ -73,7 +73,7 @@ CHOICES: dict[str, tuple[Any, ...]] = {"firewall_policy": ("drop", "accept")}
 
 _INTERFACE = re.compile(r"^[A-Za-z0-9_.:+-]{1,15}\*?$")
 _TABLE = re.compile(r"^[a-z][a-z0-9_]{0,31}$")
-_SET_NAMES = ("admin", "control_plane", "etcd_peers", "nodes", "monitoring", "apiserver", "nodeport")
+_SET_NAMES = ("admin", "control_plane", "etcd_peers", "nodes", "monitoring", "apiserver", "nodeport", "gateway")
 CIDR_KEYS = (
     "firewall_admin_cidrs",
     "firewall_control_plane_cidrs",
@@ -184,6 +184,8 @@ def firewall_model(settings: Mapping[str, Any], roles: Iterable[str], hostname: 
 
     is_control_plane = topology.CONTROL_PLANE in roles
     is_etcd = topology.ETCD in roles or is_control_plane
+    # the API gateway (deploys.components.gateway) listens on the host's network of the edge hosts
+    edge = bool(settings["gateway_enabled"]) and hostname in {m.name for m in topology.edge_hosts(host.state.inventory)}
     cp_and_etcd = [topology.CONTROL_PLANE, topology.ETCD]
     sources = {
         "admin": settings["firewall_admin_cidrs"],
@@ -196,6 +198,7 @@ def firewall_model(settings: Mapping[str, Any], roles: Iterable[str], hostname: 
         ],
         "apiserver": settings["firewall_apiserver_cidrs"],
         "nodeport": settings["firewall_nodeport_cidrs"],
+        "gateway": settings["gateway_cidrs"] if edge else [],
     }
     sets: list[dict[str, Any]] = []
     for name in _SET_NAMES:
@@ -219,6 +222,10 @@ def firewall_model(settings: Mapping[str, Any], roles: Iterable[str], hostname: 
         rules += allow("udp", settings["cluster_nodeport_range"], "nodeport", "Service NodePorts")
     if is_control_plane:
         rules += allow("tcp", settings["apiserver_port"], "apiserver", "kube-apiserver")
+    if edge:
+        web = sorted({int(settings["gateway_http_port"]), int(settings["gateway_https_port"])})
+        rules += allow("tcp", web, "gateway", "API gateway")
+        rules += allow("tcp", int(settings["gateway_admin_port"]), "monitoring", "API gateway metrics from monitoring")
     if is_etcd:
         etcd_ports = sorted({settings["etcd_client_port"], settings["etcd_peer_port"]})
         rules += allow("tcp", etcd_ports, "etcd_peers", "etcd clients and peers")

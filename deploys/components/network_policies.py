@@ -28,7 +28,7 @@ from typing import Any
 
 from deploys import addon
 from deploys.components import prometheus
-from spectra import values
+from spectra import topology, values
 
 TEMPLATES = ("addons/network-policies/network-policies.yaml.j2",)
 PROMETHEUS = "prometheus"  # the source name of Prometheus' pods in network_allows
@@ -216,8 +216,21 @@ def _policy(namespace: str, name: str, pods: Mapping[str, str], **spec: Any) -> 
     }
 
 
-def policies(settings: Mapping[str, Any]) -> list[dict[str, Any]]:
-    """Every NetworkPolicy object, by namespace and name (pure)."""
+def gateway_cidrs(settings: Mapping[str, Any], members: Any) -> list[str]:
+    """Where the API gateway's connections come from: the edge hosts' addresses (its pods use the host's
+    network, so no pod selector matches them; kube-router accepts a node's own traffic to its local pods)."""
+    if not settings.get("gateway_enabled"):
+        return []
+    from deploys.components import gateway
+
+    hosts = gateway.edge_hosts(members)
+    return sorted(f"{ip}/{32 if ipaddress.ip_address(ip).version == 4 else 128}"
+                  for ip in {topology.ip_address(m, "the gateway's network policy") for m in hosts})  # fmt: skip
+
+
+def policies(settings: Mapping[str, Any], gateway_sources: list[str] | None = None) -> list[dict[str, Any]]:
+    """Every NetworkPolicy object, by namespace and name (pure). ``gateway_sources``: the CIDRs the gateway's
+    connections come from (:func:`gateway_cidrs`); each routed Service's port is opened to them."""
     namespaces = application_namespaces(settings)
     services: Mapping[str, Any] = settings["application_services"]
     deny_egress = bool(settings["network_policies_deny_egress"])
@@ -234,6 +247,11 @@ def policies(settings: Mapping[str, Any]) -> list[dict[str, Any]]:
                 found.append(_policy(namespace, "allow-egress-cidrs", {}, policyTypes=["Egress"],
                                      egress=[{"to": peers}]))  # fmt: skip
     allows: list[Mapping[str, Any]] = list(settings["network_allows"])
+    routed: dict[str, list[str]] = {}
+    if settings.get("gateway_enabled") and gateway_sources:
+        from deploys.components import gateway
+
+        routed = gateway.routed_ports(settings)
     egress: dict[tuple[str, str], list[dict[str, Any]]] = {}  # (namespace, source) -> egress rules
     for reference in sorted(services):
         namespace, name = reference.split("/")
@@ -250,6 +268,9 @@ def policies(settings: Mapping[str, Any]) -> list[dict[str, Any]]:
                 egress.setdefault((source_namespace, source), []).append(
                     {"to": [_in_namespace(namespace, service["selector"])], "ports": ports}
                 )
+        if reference in routed:
+            peers = [{"ipBlock": {"cidr": cidr}} for cidr in gateway_sources or []]
+            rules.append({"from": peers, "ports": _ports(service, routed[reference])})
         if service.get("metrics_port"):
             rules.append({"from": [_peer(PROMETHEUS, services)], "ports": _ports(service, [service["metrics_port"]])})
         if rules:
@@ -266,7 +287,9 @@ def policies(settings: Mapping[str, Any]) -> list[dict[str, Any]]:
 
 def context(settings: Mapping[str, Any]) -> dict[str, Any]:
     """What the templates place (``addon.render_addon`` has run ``check`` first)."""
-    return {"policies": policies(settings)}
+    from pyinfra import host
+
+    return {"policies": policies(settings, gateway_cidrs(settings, list(host.state.inventory)))}
 
 
 ADDON = addon.Addon(

@@ -220,6 +220,13 @@ def scrape_configs(settings: Mapping[str, Any]) -> list[dict[str, Any]]:
     jobs += application_jobs(settings.get("application_services") or {})
     if settings.get("alertmanager_enabled"):
         jobs.append({"job_name": "alertmanager", "static_configs": [{"targets": [ALERTMANAGER]}]})
+    if settings.get("gateway_enabled"):
+        from deploys.components import gateway
+
+        # Traefik on the host network of each edge host: its admin entry point
+        edges = _hosts_with_port(gateway.edge_hosts(inventory), int(settings["gateway_admin_port"]),
+                                 "the gateway scrape targets")  # fmt: skip
+        jobs.append({"job_name": "gateway", "static_configs": _static(edges)})
     if settings.get("metrics_server_enabled"):
         # its serving certificate is the cluster PKI's, for the Service's name
         jobs.append({"job_name": "metrics-server", "scheme": "https", "tls_config": sa_tls, **token,

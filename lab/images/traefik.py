@@ -19,11 +19,18 @@ and the dashboard is empty. Not in the lab image: Alpine, its CA bundle and time
 from __future__ import annotations
 
 import importlib
+import json
+import os
 import re
+import shutil
+import subprocess
+from pathlib import Path
 
+from lab.artifacts import _go
 from lab.config import LabConfig, LabError
 from lab.images.go_image import GoImage, build_record, publish
 from lab.images.sealed_secrets import go_proxy_env
+from lab.mirror import mirror_root
 
 MODULE = "github.com/traefik/traefik/v3"
 REPOSITORY = "docker.io/library/traefik"
@@ -34,11 +41,8 @@ PLACEHOLDERS = ("webui/static/index.html",)  # webui/embed.go: //go:embed static
 
 
 def pinned_image() -> str:
-    """The reference the gateway addon pins (its ``gateway_image``); the addon is not written yet."""
-    try:
-        gateway = importlib.import_module("deploys.components.gateway")
-    except ModuleNotFoundError:
-        raise LabError("no gateway addon (deploys/components/gateway.py) pins a Traefik image yet") from None
+    """The reference the gateway addon pins (its ``gateway_image``)."""
+    gateway = importlib.import_module("deploys.components.gateway")
     return str(gateway.DEFAULTS["gateway_image"])
 
 
@@ -75,7 +79,34 @@ def image(reference: str | None = None) -> GoImage:
     )
 
 
+def publish_modules(config: LabConfig) -> list[str]:
+    """The Go module zips the gateway addon reads its CRDs out of, on the lab mirror in the module proxy's
+    layout (``<mirror>/goproxy/<module>/@v/<version>.zip``): taken from the machine's module proxy with
+    ``go mod download`` (into the shared module cache), as production takes them from proxy.golang.org."""
+    gateway = importlib.import_module("deploys.components.gateway")
+    go_modules = importlib.import_module("spectra.go_modules")
+    settings = gateway.DEFAULTS
+    wanted = [(gateway.GATEWAY_API_MODULE, str(settings["gateway_api_version"])),
+              (gateway.TRAEFIK_MODULE, gateway.traefik_version(settings))]  # fmt: skip
+    published = []
+    for module, version in wanted:
+        found = subprocess.run([_go(), "mod", "download", "-json", f"{module}@{version}"], capture_output=True,
+                               text=True, env={**os.environ, **go_proxy_env(), "GOFLAGS": "-mod=mod"},
+                               cwd=config.cache_dir)  # fmt: skip
+        if found.returncode != 0:
+            raise LabError(f"go mod download {module}@{version}: {found.stdout}{found.stderr}")
+        source = Path(json.loads(found.stdout)["Zip"])
+        target = mirror_root(config) / "goproxy" / go_modules.escaped(module) / "@v" / f"{version}.zip"
+        if not target.is_file() or target.stat().st_size != source.stat().st_size:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(source, target.with_suffix(".tmp"))
+            target.with_suffix(".tmp").rename(target)
+        published.append(f"{module}@{version}")
+    return published
+
+
 def publish_image(config: LabConfig) -> dict[str, str]:
+    publish_modules(config)
     return publish(config, image())
 
 

@@ -112,11 +112,12 @@ def test_bad_addon_setting_stops_before_any_operation() -> None:
 
 def test_namespaces_set_holds_enabled_addons_namespaces_with_pod_security() -> None:
     files = {FileStates: lambda paths, **_: dict.fromkeys(paths), AddonSets: {}}
-    result = run_component(cluster_addons.COMPONENT, facts=files, data=CP)
+    namespaces = addon.registered()
+    switches = {one.switch: True for one in namespaces}  # every addon on (the gateway is off by default)
+    result = run_component(cluster_addons.COMPONENT, facts=files, data={**CP, **switches})
     assert result.ops[0].commands[0] == "mkdir -p /etc/kubernetes/addons"
     assert "chmod 700 /etc/kubernetes/addons" in result.ops[0].commands
-    namespaces = addon.registered()
-    wanted = cluster_addons.namespaces(namespaces, {one.switch: True for one in namespaces})
+    wanted = cluster_addons.namespaces(namespaces, switches)
     if not wanted:
         assert len(result.ops) == 1
         return

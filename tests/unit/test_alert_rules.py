@@ -43,6 +43,7 @@ ALERTS = {
     "NodeMemoryPressure",
     "CertificateExpiringSoon",
     "CertificateExpired",
+    "GatewayCertificateExpiring",
     "EtcdNoLeader",
     "EtcdMemberDown",
     "EtcdInsufficientMembers",

@@ -241,7 +241,7 @@ def test_unknown_and_custom_roles(schema: Schema) -> None:
     records = [*_hosts(), *_roles(("x", ("wrokers",)), ("y", ("ingress",)))]
     result = _check(schema, records)
     assert _messages(result) == ["error: host x: roles: unknown role 'wrokers' (did you mean 'workers'?)"]
-    assert "warning: host y: roles: custom role 'ingress' (known: control_plane, etcd, workers, monitoring)" in (
+    assert "warning: host y: roles: custom role 'ingress' (known: control_plane, etcd, workers, monitoring, edge)" in (
         _messages(result, "warning")
     )
 

@@ -49,18 +49,20 @@ def test_publish_pushes_the_pinned_reference(monkeypatch: pytest.MonkeyPatch) ->
 
     monkeypatch.setattr(lab_image, "pinned_image", lambda: REFERENCE)
     monkeypatch.setattr(lab_image, "publish", publish)
+    monkeypatch.setattr(lab_image, "publish_modules", lambda config: [])
     assert lab_image.publish_image(None) == {REFERENCE: "docker.io"}  # type: ignore[arg-type]
     assert [image.version for image in calls] == ["v3.6.12"]
 
 
-def test_no_pinned_reference_until_the_gateway_addon_exists() -> None:
-    with pytest.raises(LabError, match="no gateway addon"):
-        lab_image.pinned_image()
+def test_the_pinned_reference_is_the_gateway_addons() -> None:
+    from deploys.components import gateway
+
+    assert lab_image.pinned_image() == gateway.DEFAULTS["gateway_image"] == REFERENCE
 
 
 def test_the_lab_builds_it_only_when_the_gateway_is_on(tmp_path: Path) -> None:
     assert addons.IMAGES["gateway_enabled"] is lab_image.publish_image
-    assert addons.enabled("gateway_enabled", ()) is False  # no owner of the switch yet: off
+    assert addons.enabled("gateway_enabled", ()) is False  # off by default (deploys/components/gateway.py)
     on = tmp_path / "lab.py"
     on.write_text("gateway_enabled = True\n")
     assert addons.enabled("gateway_enabled", (on,)) is True
