@@ -8,13 +8,13 @@ Every application namespace (the teams' namespaces, ``tenancy``; or ``network_po
 * ``allow-egress-cidrs`` (egress deny only, when ``network_policies_egress_cidrs`` names any): destinations
   outside the cluster every pod may reach;
 * ``allow-to-<service>``: for each declared application Service, the ingress its allows and its metrics
-  port need: from the sources of ``network_allows`` (to the ports each names) and from Prometheus' pods to
-  the Service's ``metrics_port``;
+  port need: from the sources of ``network_allows`` (to the ports each names), from Prometheus' pods to
+  the Service's ``metrics_port``, and from the API gateway's edge hosts to the ports its routes name;
 * ``allow-from-<service>`` / ``allow-from-namespace`` (egress deny only): the egress side of each allow whose
   source is in an application namespace, so one line of group data opens both ends.
 
 Applications are declared once, in ``application_services`` (``"<namespace>/<name>"``: the pods' labels, the
-named container ports, the metrics port); policies (and later the gateway's routes) name them. A name, a
+named container ports, the metrics port); policies and the gateway's routes name them. A name, a
 namespace or a port that is not declared stops ``spectra validate`` with the key. The policies are enforced
 by ``kube_router``; without an enforcer a NetworkPolicy is only a wish, so this addon requires it.
 """

@@ -64,7 +64,7 @@ def image(reference: str | None = None) -> GoImage:
         version=version,
         package="cmd/traefik",
         entrypoint="/usr/local/bin/traefik",
-        user="",  # upstream sets no USER (root); the addon runs it as a non-root user anyway
+        user="",  # upstream sets no USER (root); the addon runs it as root with NET_BIND_SERVICE alone
         ldflags=(
             "-s",
             "-w",

@@ -34,7 +34,7 @@ WEBHOOK_LOG = LAB_DIR / "webhooks" / "alerts.jsonl"
 EXPECTED_TARGETS = {
     "prometheus": 1, "node-exporter": 3, "kubelet": 3, "cadvisor": 3, "apiserver": 1, "etcd": 1,
     "kube-controller-manager": 1, "kube-scheduler": 1, "coredns": 2, "alertmanager": 1,
-    "metrics-server": 1,
+    "metrics-server": 1, "gateway": 2,
 }  # fmt: skip
 
 
