@@ -50,6 +50,7 @@ ADDON_COMPONENTS: list[Component | Step] = [
     sealed_secrets.FILES_COMPONENT,  # the repository's SealedSecrets (CRD and team namespaces exist)
     gateway.CRDS_COMPONENT,  # the Gateway API's and Traefik's CRDs
     gateway.COMPONENT,  # Traefik on the edge hosts, the Gateway, its routes and certificates
+    gateway.CERT_FILES_COMPONENT,  # the served certificates where the certificate metrics read them
     local_volume_dirs.COMPONENT,  # on the hosts that hold the volumes
     local_storage.COMPONENT,
     alertmanager.COMPONENT,  # before Prometheus, which sends its alerts there

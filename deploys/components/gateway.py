@@ -26,9 +26,10 @@ policies let the gateway's pods reach exactly the routed ports (``network_polici
 
 Certificates: ``gateway_certificates`` (PEM text, usually ``from_file(...)`` outside the repository) cover the
 names their SANs cover; the key must match the certificate and it must be valid now. Every other route name is
-in one certificate of the gateway's own CA in the cluster PKI directory (``spectra.pki.gateway``). Traefik
-reports each served certificate's expiry (``traefik_tls_certs_not_after``), and ``GatewayCertificateExpiring``
-fires 21 days ahead.
+in one certificate of the gateway's own CA in the cluster PKI directory (``spectra.pki.gateway``). Expiry is
+reported twice: each served certificate (no key) is kept under ``<kubernetes_pki_dir>/gateway/`` on the first
+control plane, where the certificate fact and ``certificate_metrics`` read it (``CertificateExpiringSoon``), and
+Traefik's own ``traefik_tls_certs_not_after`` gives ``GatewayCertificateExpiring`` 21 days ahead.
 
 Traefik is told nothing it would phone home with (no version check, no usage statistics) and only reads the
 ``gateway`` namespace and the routed ones. Its ping and metrics answer on ``gateway_admin_port`` (open only to
@@ -48,8 +49,13 @@ from typing import Any
 import yaml
 from cryptography import x509
 from pyinfra import host, logger
+from pyinfra.api import DeployError, QuoteString, StringCommand, deploy
 
 from deploys import addon
+from deploys.component import Component
+from deploys.operations.config_files import ConfigFile, config_files
+from deploys.prepare import FactRequest, prepared_facts
+from facts.config_state import ConfigState
 from spectra import go_modules, topology, values
 from spectra.pki import gateway as gateway_pki
 from spectra.pki.x509 import PKIError, cert_sans, key_matches, load_key
@@ -460,6 +466,72 @@ def context(settings: Mapping[str, Any]) -> dict[str, Any]:
         "tls_secrets": tls_secrets(settings),
         "resources": {key.removeprefix("gateway_"): settings[key] for key in RESOURCE_KEYS},
     }
+
+
+# --- the served certificates on the first control plane -----------------------------------------------------
+
+CERT_DIR = "gateway"  # under kubernetes_pki_dir
+INDEX = "served.list"  # the names of the certificates there: a change of the set changes this file
+
+
+def cert_dir(settings: Mapping[str, Any]) -> str:
+    return f"{str(settings['kubernetes_pki_dir']).rstrip('/')}/{CERT_DIR}"
+
+
+def served_names(settings: Mapping[str, Any]) -> list[str]:
+    """The Secrets' names of the certificates the gateway serves (from the settings alone)."""
+    used = certificate_of(settings)
+    return sorted({f"tls-{name}" if name else PKI_SECRET for name in used.values()})
+
+
+def _cert_paths(settings: Mapping[str, Any]) -> list[str]:
+    return [f"{cert_dir(settings)}/{name}.crt" for name in served_names(settings)] + [f"{cert_dir(settings)}/{INDEX}"]
+
+
+def cert_files_should_run(settings: Mapping[str, Any]) -> bool:
+    return addon.on_first_control_plane(settings, "gateway_enabled")
+
+
+def cert_files_facts(settings: Mapping[str, Any]) -> list[FactRequest]:
+    return [(ConfigState, {"paths": _cert_paths(settings), "units": []})]
+
+
+@deploy("Gateway certificates on the host")
+def gateway_cert_files() -> None:
+    """Each served certificate (no key) under ``<kubernetes_pki_dir>/gateway/``, where the certificate fact and
+    the certificate expiry metrics (``certificate_metrics``: ``CertificateExpiringSoon``) find them; a
+    certificate no longer served is removed when the index changes."""
+    from deploys.settings import Settings
+
+    settings = Settings()
+    try:
+        secrets = tls_secrets(settings)
+    except addon.AddonError as error:
+        raise DeployError(f"{host.name}: addon gateway: {error}") from None
+    (current,) = prepared_facts(*cert_files_facts(settings))
+    directory = cert_dir(settings)
+    names = served_names(settings)
+    mode = str(settings["pki_cert_mode"])
+    files = [ConfigFile(f"{directory}/{name}.crt", secrets[name]["tls.crt"], mode=mode) for name in names]
+    files.append(ConfigFile(f"{directory}/{INDEX}", "".join(f"{name}.crt\n" for name in names), mode=mode))
+    keep = [arg for name in names for arg in ("!", "-name", QuoteString(f"{name}.crt"))]
+    config_files(
+        name="The certificates the gateway serves",
+        files=files,
+        on_change=[
+            StringCommand("find", QuoteString(directory), "-maxdepth", "1", "-name", "'*.crt'", *keep, "-delete")
+        ],  # fmt: skip
+        current=current,
+    )
+
+
+CERT_FILES_COMPONENT = Component(
+    name="gateway_cert_files",
+    defaults={},
+    deploy=gateway_cert_files,
+    should_run=cert_files_should_run,
+    fact_requests=cert_files_facts,
+)
 
 
 @dataclass(frozen=True)

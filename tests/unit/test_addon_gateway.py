@@ -319,3 +319,24 @@ def test_the_firewall_opens_the_gateway_ports_on_the_edge_hosts_only() -> None:
     assert "203.0.113.0/24" in worker
     control_plane = rules(CP, WORKERS)
     assert "API gateway" not in control_plane and "203.0.113.0/24" not in control_plane
+
+
+def test_the_served_certificates_are_kept_on_the_first_control_plane(tmp_path: Path) -> None:
+    from facts.config_state import ConfigState
+
+    cert, key, _ = self_signed(["shop.example.com"])
+    common = {"pki_dir": str(tmp_path / "pki"), "application_services": SERVICES, "gateway_routes": ROUTES,
+              "gateway_enabled": True, "gateway_certificates": {"shop": {"cert": cert, "key": key}}}  # fmt: skip
+    others = {name: {**values, **common} for name, values in WORKERS.items()}
+    facts = {ConfigState: {"files": {}, "units": {}}}
+    result = run_component(gateway.CERT_FILES_COMPONENT, facts=facts, data={**CP, **common}, others=others)
+    directory = "/etc/kubernetes/pki/gateway"
+    assert result.uploads[f"{directory}/.tls-shop.crt.spectra-new"] == cert
+    assert "PRIVATE KEY" not in result.uploads[f"{directory}/.tls-spectra-pki.crt.spectra-new"]
+    assert result.uploads[f"{directory}/.served.list.spectra-new"] == "tls-shop.crt\ntls-spectra-pki.crt\n"
+    commands = [command for op in result.ops for command in op.commands]
+    assert (f"find {directory} -maxdepth 1 -name '*.crt' ! -name tls-shop.crt ! -name tls-spectra-pki.crt -delete"
+            in commands)  # fmt: skip
+    worker = run_component(gateway.CERT_FILES_COMPONENT, facts=facts, data={**WORKERS["node2"], **common},
+                           others={"node1": {**CP, **common}})  # fmt: skip
+    assert worker.ops == []
