@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from pyinfra.api import FactBase, StringCommand
+from pyinfra.api import FactBase, QuoteString, StringCommand
 
 from facts.config_state import split_file_lines
 from facts.files import FileStates
@@ -24,7 +24,12 @@ SSHD_EFFECTIVE_KEYS = (
     "kexalgorithms",
     "ciphers",
     "macs",
+    "hostkey",
+    "compression",
+    "persourcemaxstartups",
 )
+# sshd -T prints one line per value for these: the values are joined with "," (in sshd -T's order, once each)
+SSHD_REPEATED_KEYS = ("hostkey",)
 
 _SSHD_TAIL = (
     "printf 'V\\t%s\\n' \"$(dpkg-query -W -f='${Version}' openssh-server 2>/dev/null)\"; "
@@ -52,16 +57,27 @@ class SshdState(FactBase[dict[str, Any]]):
     .. code:: python
 
         {"dropin": {"type": "file", "mode": "600", "user": "root", "group": "root", "sha256": "..."},
-         "package_version": "1:9.2p1-2+deb12u3", "version": (9, 2),
-         "effective": {"permitrootlogin": "without-password", "passwordauthentication": "no", ...}}
+         "package_version": "1:9.2p1-2+deb12u3", "version": (9, 2), "host_key": True,
+         "effective": {"permitrootlogin": "without-password", "hostkey": "/etc/ssh/ssh_host_ed25519_key", ...}}
+
+    ``host_key`` says whether the private key given as ``host_key`` exists (None when none was asked about).
     """
 
     @staticmethod
     def default() -> dict[str, Any]:
-        return {"dropin": None, "package_version": None, "version": None, "effective": {}}
+        return {"dropin": None, "package_version": None, "version": None, "host_key": None, "effective": {}}
 
-    def command(self, dropin: str) -> StringCommand:
-        return StringCommand(FileStates().command([dropin]), ";", _SSHD_TAIL)
+    def command(self, dropin: str, host_key: str | None = None) -> StringCommand:
+        tail: list[str | StringCommand] = [_SSHD_TAIL]
+        if host_key is not None:
+            # K<TAB>yes when the private host key the drop-in names exists and is not empty
+            tail = [
+                StringCommand(
+                    "if [ -s", QuoteString(host_key), "]; then printf 'K\\tyes\\n'; else printf 'K\\tno\\n'; fi;"
+                ),
+                _SSHD_TAIL,
+            ]
+        return StringCommand(FileStates().command([dropin]), ";", *tail)
 
     def process(self, output: list[str]) -> dict[str, Any]:
         file_lines, output = split_file_lines(output)
@@ -73,9 +89,17 @@ class SshdState(FactBase[dict[str, Any]]):
             if tag == "V":
                 result["package_version"] = rest.strip() or None
                 result["version"] = openssh_version(result["package_version"])
+            elif tag == "K":
+                result["host_key"] = rest.strip() == "yes"
             elif tag == "E":
                 key, _, value = rest.strip().partition(" ")
-                result["effective"][key.lower()] = value.strip()
+                key, value = key.lower(), value.strip()
+                effective = result["effective"]
+                if key in SSHD_REPEATED_KEYS and key in effective:
+                    if value not in effective[key].split(","):
+                        effective[key] = f"{effective[key]},{value}"
+                else:
+                    effective[key] = value
         return result
 
 

@@ -17,6 +17,10 @@ _SSH_FIX = "converge ssh_hardening (drop-in /etc/ssh/sshd_config.d/00-spectra-ha
 WEAK_KEX = ("sha1", "group1-", "nistp")
 WEAK_CIPHERS = ("-cbc", "3des", "arcfour", "blowfish", "cast128", "rijndael")
 WEAK_MACS = ("sha1", "md5", "umac-64", "ripemd")
+# Hybrid key exchanges with a post-quantum part (OpenSSH 8.5+ sntrup761, 9.9+ ML-KEM)
+POST_QUANTUM_KEX = ("sntrup761x25519-sha512@openssh.com", "sntrup761x25519-sha512", "mlkem768x25519-sha256")
+# A host key file named like one of these holds an ECDSA (NIST curve) or DSA key: Debian's names
+WEAK_HOST_KEYS = ("ecdsa", "dsa")
 
 
 def weak_algorithms(value: str, patterns: tuple[str, ...]) -> list[str]:
@@ -81,6 +85,42 @@ def max_auth_tries(probe: Probe) -> Outcome:
     if int(value) > MAX_AUTH_TRIES:
         return failed(f"maxauthtries {value} (want {MAX_AUTH_TRIES} or less)")
     return passed(f"maxauthtries {value}")
+
+
+@check(
+    id="SPX-SSH-011",
+    section=SECTION,
+    title="A post-quantum hybrid key exchange is offered (sntrup761x25519 or mlkem768x25519)",
+    rationale="traffic recorded today must not be decryptable by a future quantum computer",
+    fix=_SSH_FIX,
+)
+def post_quantum_kex(probe: Probe) -> Outcome:
+    value = probe.sshd().get("kexalgorithms")
+    if value is None:
+        return failed("sshd -T prints no kexalgorithms")
+    offered = [name for name in value.split(",") if name in POST_QUANTUM_KEX]
+    if not offered:
+        return failed(f"kexalgorithms {value} has none of {', '.join(POST_QUANTUM_KEX)}")
+    return passed(f"kexalgorithms offers {', '.join(offered)}")
+
+
+@check(
+    id="SPX-SSH-012",
+    section=SECTION,
+    title="No ECDSA or DSA host key is served (HostKey)",
+    rationale="ECDSA host keys use NIST curves whose constants are distrusted, and a weak random number "
+    "generator at signing time reveals the key; DSA is broken",
+    fix=_SSH_FIX,
+)
+def host_keys(probe: Probe) -> Outcome:
+    value = probe.sshd().get("hostkey")
+    if not value:
+        return failed("sshd -T prints no hostkey")
+    keys = value.split(",")
+    weak = [key for key in keys if any(p in key.rsplit("/", 1)[-1].lower() for p in WEAK_HOST_KEYS)]
+    if weak:
+        return failed(f"hostkey {', '.join(weak)} is served")
+    return passed(f"hostkey {', '.join(keys)}")
 
 
 CHECKS: tuple[Check, ...] = (
@@ -156,5 +196,15 @@ CHECKS: tuple[Check, ...] = (
         rationale="trust by source host name is spoofable (HostbasedAuthentication no, IgnoreRhosts yes)",
         fix=_SSH_FIX,
         evaluate=SshdSettings({"hostbasedauthentication": ("no",), "ignorerhosts": ("yes",)}),
+    ),
+    post_quantum_kex,
+    host_keys,
+    Check(
+        id="SPX-SSH-013",
+        section=SECTION,
+        title="Compression is off (Compression no)",
+        rationale="compressing before encrypting leaks plaintext lengths and adds zlib to the attack surface",
+        fix=_SSH_FIX,
+        evaluate=SshdSettings({"compression": ("no",)}),
     ),
 )

@@ -89,6 +89,8 @@ def test_sshd_effective_configuration_is_hardened(probe: Probe) -> None:
     assert effective["x11forwarding"] == "no"
     assert "cbc" not in effective["ciphers"]
     assert not any(mac.startswith("hmac-sha1") or "md5" in mac for mac in effective["macs"].split(","))
+    assert effective["compression"] == "no"
+    assert effective["hostkey"] == "/etc/ssh/ssh_host_ed25519_key"  # the one host key (no ECDSA, no RSA)
 
 
 def test_firewall_drops_by_default_and_keeps_ssh_open(host, expected: Expectations) -> None:

@@ -1,13 +1,23 @@
 """SSH server hardening: one drop-in that sorts first, validated with ``sshd -t`` before it goes live.
 
 - Keys only (no password, no keyboard-interactive), ``PermitRootLogin prohibit-password`` by default
-  (``no`` on request), modern key exchange / ciphers / MACs that both Debian 12 (OpenSSH 9.2) and
-  Debian 13 (OpenSSH 10.0) have; the post-quantum ML-KEM exchange is added where OpenSSH >= 9.9.
+  (``no`` on request).
+- Cryptography chosen against ssh-audit 3.9.0: one host key (ed25519; the NIST-curve ECDSA and the RSA key
+  are no longer served), post-quantum hybrid key exchanges first (``mlkem768x25519-sha256`` and
+  ``sntrup761x25519-sha512`` only where the installed OpenSSH, read from the ``SshdState`` fact, is 9.9 or
+  newer), no finite-field Diffie-Hellman (so ``/etc/ssh/moduli`` and its 2048-bit groups are never used),
+  AEAD/CTR ciphers with encrypt-then-MAC MACs, ``Compression no``, ``PerSourceMaxStartups``. The one
+  exchange without post-quantum protection left is ``curve25519-sha256@libssh.org``: paramiko (pyinfra's
+  SSH client) has no other modern one, and the deploy's next run must log in. ``check_client`` refuses
+  algorithm lists paramiko could not negotiate.
+- A missing ed25519 host key is generated (``ssh-keygen``) before the drop-in that names it is checked.
 - The drop-in is staged next to the live one, checked with ``sshd -t`` and ``sshd -T`` against a
   temporary main file that includes it ahead of the real ``/etc/ssh/sshd_config`` (so the check also
-  proves no earlier line of the main file overrides a hardened value), then renamed into place.
-- ``ssh`` is then *reloaded* (SIGHUP), never restarted: sessions already open, including the one
-  pyinfra works through, stay up.
+  proves no earlier line of the main file overrides a hardened value, nor adds a host key), then renamed
+  into place.
+- ``ssh`` is then *reloaded* (SIGHUP: sshd re-executes and reads its config and host keys again), never
+  restarted, and only when the drop-in changed or a key was generated: sessions already open, including
+  the one pyinfra works through, stay up.
 - Refuses ``PermitRootLogin no`` when the deploy itself logs in as root (or cannot tell), and refuses to
   turn password logins off while the deploy logs in with a password, unless
   ``ssh_allow_root_lockout`` says the operator has another way in.
@@ -20,7 +30,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from pyinfra import host
-from pyinfra.api import OperationError, StringCommand, deploy, operation
+from pyinfra.api import OperationError, QuoteString, StringCommand, deploy, operation
 
 from deploys.component import Component
 from deploys.operations.config_files import (
@@ -35,22 +45,31 @@ from deploys.prepare import FactRequest, prepared_facts
 from deploys.settings import Settings
 from facts.security import SshdState
 
-# Algorithms present in OpenSSH 9.2 (Debian 12) and 10.0 (Debian 13), and supported by paramiko 3.x
-# (pyinfra's SSH client), so the deploy never locks itself out of its next run.
-KEX_COMMON = [
+# Key exchanges in order of preference. ssh-audit 3.9.0 warns about none of them but the last:
+# curve25519-sha256@libssh.org has no post-quantum protection, but paramiko 3.x (pyinfra's SSH client: the
+# deploy's next login) has no post-quantum exchange, and this is the modern one it has (it does not know the
+# RFC name curve25519-sha256). Finite-field DH (group16/18, group-exchange) is left out: no post-quantum
+# protection either, costly to compute (DHEat), and with it /etc/ssh/moduli (2048-bit groups on Debian 13).
+KEX = [
+    "mlkem768x25519-sha256",
+    "sntrup761x25519-sha512",
     "sntrup761x25519-sha512@openssh.com",
-    "curve25519-sha256",
     "curve25519-sha256@libssh.org",
-    "diffie-hellman-group16-sha512",
-    "diffie-hellman-group18-sha512",
-    "diffie-hellman-group-exchange-sha256",
 ]
+# The OpenSSH release that brought a key exchange, for those newer than the oldest supported OpenSSH
+# (9.2, Debian 12): older servers refuse the name, so they are left out there.
+KEX_SINCE: dict[str, tuple[int, int]] = {
+    "mlkem768x25519-sha256": (9, 9),
+    "sntrup761x25519-sha512": (9, 9),
+}
+OLDEST_OPENSSH = (9, 2)
+# Larger keys first, in the order of ssh-audit's "Hardened Debian 12/13" policies
 CIPHERS = [
     "chacha20-poly1305@openssh.com",
     "aes256-gcm@openssh.com",
-    "aes128-gcm@openssh.com",
     "aes256-ctr",
     "aes192-ctr",
+    "aes128-gcm@openssh.com",
     "aes128-ctr",
 ]
 MACS = [
@@ -58,6 +77,9 @@ MACS = [
     "hmac-sha2-256-etm@openssh.com",
     "umac-128-etm@openssh.com",
 ]
+# The one host key sshd serves: ed25519 (paramiko and OpenSSH verify it; ECDSA uses NIST curves, and an
+# RSA key would only add a second identity to pin).
+HOST_KEY = "/etc/ssh/ssh_host_ed25519_key"
 
 DEFAULTS: dict[str, Any] = {
     "ssh_hardening_enabled": True,  # manage the sshd hardening drop-in at all
@@ -73,10 +95,11 @@ DEFAULTS: dict[str, Any] = {
     "ssh_client_alive_count_max": 3,  # ClientAliveCountMax
     "ssh_max_sessions": 10,  # MaxSessions per connection
     "ssh_max_startups": "10:30:60",  # MaxStartups (start:rate:full) against unauthenticated floods
+    # PerSourceMaxStartups: unauthenticated connections one source address may hold at once (DHEat)
+    "ssh_per_source_max_startups": 5,
     "ssh_log_level": "VERBOSE",  # LogLevel; VERBOSE logs the key fingerprint of each login
-    "ssh_kex_algorithms": KEX_COMMON,  # KexAlgorithms for every supported OpenSSH
-    # Added in front of ssh_kex_algorithms where the installed OpenSSH is at least 9.9 (Debian 13)
-    "ssh_kex_algorithms_mlkem": ["mlkem768x25519-sha256"],
+    # KexAlgorithms, by preference; names the installed OpenSSH is too old for (KEX_SINCE) are left out
+    "ssh_kex_algorithms": KEX,
     "ssh_ciphers": CIPHERS,  # Ciphers
     "ssh_macs": MACS,  # MACs
 }
@@ -91,8 +114,13 @@ CHOICES: dict[str, tuple[Any, ...]] = {
 LOG_LEVELS = ("QUIET", "FATAL", "ERROR", "INFO", "VERBOSE", "DEBUG", "DEBUG1", "DEBUG2", "DEBUG3")
 
 DROPIN_DIR = "/etc/ssh/sshd_config.d/"
-POSITIVE_INT_KEYS = ("ssh_max_auth_tries", "ssh_login_grace_time", "ssh_client_alive_interval")
-ALGORITHM_KEYS = ("ssh_kex_algorithms", "ssh_kex_algorithms_mlkem", "ssh_ciphers", "ssh_macs")
+POSITIVE_INT_KEYS = (
+    "ssh_max_auth_tries",
+    "ssh_login_grace_time",
+    "ssh_client_alive_interval",
+    "ssh_per_source_max_startups",
+)
+ALGORITHM_KEYS = ("ssh_kex_algorithms", "ssh_ciphers", "ssh_macs")
 _ALGORITHM = re.compile(r"[a-z0-9][a-z0-9@.+-]*")
 _MAX_STARTUPS = re.compile(r"[0-9]+(:[0-9]+:[0-9]+)?")
 
@@ -127,13 +155,14 @@ effective=$(sshd -T -f "$main") || { rm -f "$main"; echo "sshd -T failed" >&2; e
 rm -f "$main"
 for want in "$@"; do
     key=${want%%|*}; values=${want#*|}
-    line=$(printf '%s\n' "$effective" | grep -i "^$key " | head -n 1)
-    value=${line#* }
+    # every line of a repeated keyword (HostKey), once each: the live drop-in, still read through the
+    # include, names the same key as the staged one
+    value=$(printf '%s\n' "$effective" | grep -i "^$key " | sed 's/^[^ ]* //' | awk '!seen[$0]++' | paste -sd, -)
     ok=no
     IFS='|'; for candidate in $values; do [ "$value" = "$candidate" ] && ok=yes; done; unset IFS
     if [ "$ok" != yes ]; then
         echo "sshd would use '$key $value', not '$values': a line of /etc/ssh/sshd_config above its" \
-             "sshd_config.d include overrides the hardening" >&2
+             "sshd_config.d include overrides the hardening (or adds to it: HostKey)" >&2
         exit 1
     fi
 done
@@ -141,21 +170,31 @@ done
 
 
 def expected_effective(permit_root_login: str) -> dict[str, tuple[str, ...]]:
-    """The security-critical values ``sshd -T`` must report once the drop-in is live."""
+    """The security-critical values ``sshd -T`` must report once the drop-in is live (``hostkey``: every
+    HostKey line, joined with ",", so a key added by another file is caught)."""
     return {
         "passwordauthentication": ("no",),
         "kbdinteractiveauthentication": ("no",),
         "permitemptypasswords": ("no",),
         "pubkeyauthentication": ("yes",),
         "permitrootlogin": EFFECTIVE_ALIASES.get(permit_root_login, (permit_root_login,)),
+        "hostkey": (HOST_KEY,),
+        "compression": ("no",),
     }
 
 
-def kex_for_version(version: tuple[int, int] | None, common: list[str], mlkem: list[str]) -> list[str]:
-    """ML-KEM hybrid key exchange exists from OpenSSH 9.9 on; older servers reject its name."""
-    if version is not None and version >= (9, 9):
-        return [*mlkem, *[name for name in common if name not in mlkem]]
-    return list(common)
+def kex_for_version(version: tuple[int, int], names: list[str]) -> list[str]:
+    """``names`` without those the installed OpenSSH ``version`` does not know (sshd refuses them)."""
+    return [name for name in names if KEX_SINCE.get(name, OLDEST_OPENSSH) <= version]
+
+
+def paramiko_algorithms() -> dict[str, tuple[str, ...]]:
+    """What the deploy's SSH client (paramiko, as installed) offers, per setting."""
+    from paramiko import Transport
+
+    # Transport's class attributes: what a client Transport offers unless told otherwise (pyinfra does not)
+    lists = {"ssh_kex_algorithms": "_preferred_kex", "ssh_ciphers": "_preferred_ciphers", "ssh_macs": "_preferred_macs"}
+    return {key: tuple(getattr(Transport, attribute)) for key, attribute in lists.items()}
 
 
 def sshd_validator(expected: dict[str, tuple[str, ...]]):
@@ -190,6 +229,24 @@ def check_lockout(settings: Mapping[str, Any]) -> list[str]:
     return problems
 
 
+def check_client(settings: Mapping[str, Any]) -> list[str]:
+    """Algorithm lists the deploy's own SSH client could not negotiate: the next run could not connect. Pure
+    (paramiko's lists, no host). Key exchanges count only where the oldest supported OpenSSH has them."""
+    problems = []
+    for key, offered in paramiko_algorithms().items():
+        names = settings[key]
+        if not isinstance(names, list | tuple):
+            continue  # check() reports the format
+        if key == "ssh_kex_algorithms":
+            names = kex_for_version(OLDEST_OPENSSH, list(names))
+        if not set(names) & set(offered):
+            problems.append(
+                f"{key}: none of {list(names)} is offered by paramiko (pyinfra's SSH client, which offers "
+                f"{', '.join(offered)}), so the next run could not connect; keep one of them"
+            )
+    return problems
+
+
 def check(settings: Mapping[str, Any]) -> list[str]:
     """Formats sshd and the drop-in's place depend on (pure: no host needed)."""
     problems = []
@@ -211,7 +268,7 @@ def check(settings: Mapping[str, Any]) -> list[str]:
         problems.append(f"ssh_max_startups={settings['ssh_max_startups']!r}: start:rate:full such as 10:30:60")
     for key in ALGORITHM_KEYS:
         names = settings[key]
-        if not isinstance(names, list | tuple) or (key != "ssh_kex_algorithms_mlkem" and not names):
+        if not isinstance(names, list | tuple) or not names:
             problems.append(f"{key}={names!r}: a list of algorithm names")
             continue
         for algorithm in names:
@@ -224,20 +281,18 @@ def check(settings: Mapping[str, Any]) -> list[str]:
 def sshd_dropin(
     path: str,
     settings: dict[str, Any],
-    kex_common: list[str],
-    kex_mlkem: list[str],
+    kex_algorithms: list[str],
     current: dict[str, Any] | None = None,
 ):
     """
     Render, validate (sshd -t / sshd -T) and install the hardening drop-in, then reload ssh.
 
     + path: the drop-in path (sorts first in /etc/ssh/sshd_config.d)
-    + settings: template values other than the algorithm lists
-    + kex_common: key exchanges every supported OpenSSH has
-    + kex_mlkem: key exchanges added in front when the installed OpenSSH is 9.9 or newer
+    + settings: template values other than the key exchanges
+    + kex_algorithms: key exchanges by preference; those the installed OpenSSH lacks are left out
     + current: ``SshdState`` read at prepare time (read again when an earlier operation changed the host)
     """
-    state = fresh(current, SshdState, dropin=path)
+    state = fresh(current, SshdState, dropin=path, host_key=HOST_KEY)
     version = state.get("version")
     if version is None:
         raise OperationError(
@@ -248,14 +303,16 @@ def sshd_dropin(
     content = render_template(
         "etc/ssh/sshd_config.d/00-spectra-hardening.conf.j2",
         openssh_version=f"{version[0]}.{version[1]}",
-        kex_algorithms=kex_for_version(version, kex_common, kex_mlkem),
+        kex_algorithms=kex_for_version(version, kex_algorithms),
+        host_key=HOST_KEY,
         **settings,
     )
     expected = expected_effective(settings["permit_root_login"])
     file = ConfigFile(path=path, content=content, mode="0600", validate=sshd_validator(expected))
     current = state.get("dropin")
+    make_key = not state.get("host_key")
 
-    if not content_changes(file, current):
+    if not content_changes(file, current) and not make_key:
         # Content is ours: still prove nothing read before the include overrides it.
         effective = state.get("effective") or {}
         wrong = {key: effective.get(key) for key, allowed in expected.items() if effective.get(key) not in allowed}
@@ -263,16 +320,26 @@ def sshd_dropin(
             raise OperationError(
                 f"sshd on {host.name} would use {wrong} although {path} sets otherwise: a line in "
                 "/etc/ssh/sshd_config before its 'Include /etc/ssh/sshd_config.d/*.conf' overrides the "
-                "hardening; remove it"
+                "hardening (or another file adds a HostKey); remove it"
             )
 
     commands = list(install_file_commands(file, current))
+    if make_key:
+        # sshd cannot start without the one key the drop-in names. A new key is a new host identity:
+        # clients that knew the old one will refuse it until their known_hosts is updated.
+        key = QuoteString(HOST_KEY)
+        keygen = StringCommand(
+            "rm", "-f", key, QuoteString(f"{HOST_KEY}.pub"), "&&",
+            "ssh-keygen", "-q", "-t", "ed25519", "-N", "''", "-C", "''", "-f", key, "</dev/null",
+        )  # fmt: skip
+        commands.insert(0, keygen)
     if not commands:
         host.noop(f"{path} already hardened and in effect")
         return
     yield from commands
-    if content_changes(file, current):
-        # Reload = SIGHUP: the listener re-reads its config; open sessions (this one) stay up.
+    if content_changes(file, current) or make_key:
+        # Reload = SIGHUP: sshd re-executes and reads its config and host keys again; open sessions (this
+        # one) stay up.
         yield StringCommand("if systemctl is-active --quiet ssh.service; then systemctl reload ssh.service; fi")
 
 
@@ -282,7 +349,7 @@ def should_run(settings: Mapping[str, Any]) -> bool:
 
 def fact_requests(settings: Mapping[str, Any]) -> list[FactRequest]:
     """What :func:`ssh_hardening` reads at prepare time, for node.py to read with other components' facts."""
-    return [(SshdState, {"dropin": settings["ssh_dropin_path"]})]
+    return [(SshdState, {"dropin": settings["ssh_dropin_path"], "host_key": HOST_KEY})]
 
 
 @deploy("SSH hardening")
@@ -299,6 +366,7 @@ def ssh_hardening() -> None:
         "client_alive_count_max": settings["ssh_client_alive_count_max"],
         "max_sessions": settings["ssh_max_sessions"],
         "max_startups": settings["ssh_max_startups"],
+        "per_source_max_startups": settings["ssh_per_source_max_startups"],
         "log_level": settings["ssh_log_level"],
         "ciphers": list(settings["ssh_ciphers"]),
         "macs": list(settings["ssh_macs"]),
@@ -308,8 +376,7 @@ def ssh_hardening() -> None:
         name="Install validated sshd hardening drop-in, reload ssh if it changed",
         path=settings["ssh_dropin_path"],
         settings=template_values,
-        kex_common=list(settings["ssh_kex_algorithms"]),
-        kex_mlkem=list(settings["ssh_kex_algorithms_mlkem"]),
+        kex_algorithms=list(settings["ssh_kex_algorithms"]),
         current=current,
     )
 
@@ -321,5 +388,5 @@ COMPONENT = Component(
     should_run=should_run,
     fact_requests=fact_requests,
     choices=CHOICES,
-    checks=(check, check_lockout),
+    checks=(check, check_lockout, check_client),
 )

@@ -112,6 +112,8 @@ maxauthtries 3
 x11forwarding no
 hostbasedauthentication no
 ignorerhosts yes
+hostkey /etc/ssh/ssh_host_ed25519_key
+compression no
 """
 
 SS_CONTROL_PLANE = """\

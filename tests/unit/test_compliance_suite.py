@@ -49,7 +49,7 @@ def _suite(tmp_path: Path, broken: bool) -> tuple[subprocess.CompletedProcess[st
 def test_every_check_reports_its_outcome_to_the_results_file(tmp_path: Path) -> None:
     done, raw = _suite(tmp_path, broken=False)
     assert done.returncode == 0, done.stdout[-3000:]
-    assert "75 passed" in done.stdout
+    assert f"{len(check_ids())} passed" in done.stdout
     results = complete(raw, ["local"], check_ids())
     assert [result.check for result in results] == check_ids()
     assert {result.status for result in results} == {"pass"}
