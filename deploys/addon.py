@@ -241,10 +241,14 @@ def on_first_control_plane(settings: Mapping[str, Any], switch: str) -> bool:
     )
 
 
+# the sets cluster_addons applies before every addon's: the namespaces, then their default ServiceAccounts
+BASE_SETS = ("namespaces", "default-service-accounts")
+
+
 def state_request(settings: Mapping[str, Any]) -> FactRequest:
     """The ``AddonSets`` fact of every set this run pushes: the same request from every addon, so it is read
     once, its diffs side by side."""
-    names = ["namespaces", *(one.name for one in registered() if settings[one.switch])]
+    names = [*BASE_SETS, *(one.name for one in registered() if settings[one.switch])]
     return _state_request(settings, names)
 
 

@@ -5,6 +5,12 @@ Addons are pushed from the first control plane (``deploys/addon.py`` says how). 
 first: it makes the directory that keeps the applied manifests (0700: a set may hold a Secret) and applies the
 ``namespaces`` set, every enabled addon's namespace (and the team namespaces of ``tenancy``) labelled with the
 Pod Security level it enforces, so the sets applied after it can be dry-run against namespaces that exist.
+Then the ``default-service-accounts`` set (a set of its own: a dry run of a namespaced object fails while its
+namespace does not exist yet): the ``default`` ServiceAccount of each of those namespaces with
+``automountServiceAccountToken: false`` (CIS 5.1.6), so a pod that names no ServiceAccount gets no API token;
+every addon that calls the API runs under a ServiceAccount of its own, and a pod may still ask for the token
+in its spec. ``cluster_addons_default_sa_token`` True leaves the default ServiceAccounts as the apiserver made
+them (the set then deletes the ones it applied, which the ServiceAccount controller makes again at once).
 """
 
 from __future__ import annotations
@@ -27,9 +33,14 @@ DEFAULTS: dict[str, Any] = {
     "cluster_addons_enabled": True,  # push the addons from the first control plane at all
     "cluster_addons_dir": "/etc/kubernetes/addons",  # where the applied manifests are kept (one per addon set)
     "cluster_addons_timeout": 300,  # seconds to wait for each Deployment, DaemonSet or StatefulSet of a set
+    # mount an API token into pods that run under the `default` ServiceAccount of the namespaces made here
+    # (CIS 5.1.6: no; the addons that call the API have ServiceAccounts of their own)
+    "cluster_addons_default_sa_token": False,
 }
 SET_NAME = "namespaces"
 TEMPLATE = "addons/namespaces/namespaces.yaml.j2"
+SA_SET_NAME = "default-service-accounts"
+SA_TEMPLATE = "addons/namespaces/default-service-accounts.yaml.j2"
 
 
 def check(settings: Mapping[str, Any]) -> list[str]:
@@ -40,6 +51,9 @@ def check(settings: Mapping[str, Any]) -> list[str]:
         problems.append(f"cluster_addons_timeout={timeout!r}: a whole number of seconds, at least 1")
     if not str(settings["cluster_addons_dir"]).startswith("/"):
         problems.append(f"cluster_addons_dir={settings['cluster_addons_dir']!r}: an absolute path")
+    if not isinstance(settings["cluster_addons_default_sa_token"], bool):
+        problems.append(f"cluster_addons_default_sa_token={settings['cluster_addons_default_sa_token']!r}: "
+                        "true or false")  # fmt: skip
     return problems
 
 
@@ -78,11 +92,14 @@ def cluster_addons() -> None:
     wanted = namespaces(addon.registered(), settings)
     if not wanted:
         return
+    closed = [] if settings["cluster_addons_default_sa_token"] else list(wanted)
     try:
         manifest = addon.render_set(SET_NAME, [TEMPLATE], {"namespaces": wanted})
+        accounts = addon.render_set(SA_SET_NAME, [SA_TEMPLATE], {"namespaces": closed})
     except addon.AddonError as error:
         raise DeployError(f"{host.name}: addon namespaces: {error}") from None
     addon.push(SET_NAME, manifest, settings)
+    addon.push(SA_SET_NAME, accounts, settings)
 
 
 COMPONENT = Component(

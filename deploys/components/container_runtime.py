@@ -153,6 +153,13 @@ def pinned_sum(table_key: str, version: str, arch: str, what: str) -> str:
     return str(value)
 
 
+def cni_bin_dir(settings: Mapping[str, Any]) -> str:
+    """Where the CNI plugins are (containerd's CNI bin_dir): ``cni_bin_dir``, else the install method's."""
+    if settings["cni_bin_dir"]:
+        return str(settings["cni_bin_dir"])
+    return "/opt/cni/bin" if settings["container_runtime_install_method"] == "upstream" else "/usr/lib/cni"
+
+
 def systemd_cgroup(cgroup_version: str | None) -> bool:
     forced = setting("containerd_systemd_cgroup")
     if forced is not None:
@@ -219,9 +226,7 @@ def container_runtime() -> None:
     if method == "upstream":
         bin_dir = settings["upstream_bin_dir"]
         runc_path = settings["upstream_runc_path"]
-        cni_dir = settings["cni_bin_dir"] or "/opt/cni/bin"
-    else:
-        cni_dir = settings["cni_bin_dir"] or "/usr/lib/cni"
+    cni_dir = cni_bin_dir(settings)
     # Everything this component decides on, in ONE remote command (node.py usually read it already, with
     # the other components' facts)
     platform, cgroup_version, files, units, installed = prepared_facts(*fact_requests(settings))

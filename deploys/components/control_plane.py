@@ -10,6 +10,9 @@ the hosts whose ``roles`` include ``control_plane``, with the cluster PKI's file
   structured authentication configuration (``--authentication-config``) lets them in only on the paths of
   ``control_plane_anonymous_paths`` (health endpoints, probed by the balancers without a certificate);
   every other path needs a credential. An empty list turns anonymous access off altogether.
+* Admission: ``control_plane_admission_plugins`` (NodeRestriction, DenyServiceExternalIPs, EventRateLimit)
+  with ``admission-config.yaml`` (EventRateLimit's ``control_plane_event_rate_limits``) beside the other
+  configuration files; a change of it restarts the apiserver like theirs.
 * etcd: every member of the inventory (``spectra.topology.etcd_members``) on ``etcd_client_port``, unless
   ``control_plane_etcd_servers`` names an external cluster.
 * Secrets encryption key: one for the cluster, kept in the PKI directory (``control_plane_secrets.py``).
@@ -37,6 +40,7 @@ from deploys.component import Component
 from deploys.components import kubernetes_binaries as binaries
 from deploys.components import pki as pki_component
 from deploys.components.control_plane_flags import (
+    ADMISSION_CONFIG,
     AUDIT_POLICY,
     AUTHENTICATION_CONFIG,
     CONFIG_FILES,
@@ -85,6 +89,20 @@ DEFAULTS: dict[str, Any] = {
     "control_plane_audit_log_maxbackup": 10,  # rotated audit log files kept
     "control_plane_audit_log_maxsize": 100,  # MB before the audit log rotates
     "control_plane_service_account_issuer": None,  # None: https://kubernetes.default.svc.<cluster_domain>
+    # --service-account-extend-token-expiration (CIS 1.2.30: false): true lets tokens live a year for clients
+    # that never reload them; every client of this toolkit (kubelet, client-go) reloads its projected token
+    "control_plane_service_account_extend_token_expiration": False,
+    # admission plugins on top of the apiserver's default ones: NodeRestriction (CIS 1.2.14, required: the Node
+    # authorizer relies on it), DenyServiceExternalIPs (CIS 1.2.3, CVE-2020-8554: no Service may claim an
+    # external IP and intercept its traffic), EventRateLimit (CIS 1.2.9, limits below)
+    "control_plane_admission_plugins": ["NodeRestriction", "DenyServiceExternalIPs", "EventRateLimit"],
+    # EventRateLimit's limits (admission-config.yaml): type Server, Namespace, User or SourceAndObject, qps and
+    # burst, and cacheSize (the LRU of limited keys) for the per-key types. Generous: a rollout's events fit;
+    # a flood is refused with 429 (the event recorders drop it), never a pod or an object
+    "control_plane_event_rate_limits": [
+        {"type": "Server", "qps": 500, "burst": 1000},
+        {"type": "Namespace", "qps": 50, "burst": 100, "cacheSize": 2000},
+    ],
     "control_plane_terminated_pod_gc_threshold": 1000,  # terminated pods kept before the GC deletes them
     "control_plane_apiserver_extra_args": {},  # more kube-apiserver flags: {"flag": "value"} (no leading --)
     "control_plane_controller_manager_extra_args": {},  # same for kube-controller-manager
@@ -130,6 +148,30 @@ EXTRA_ARGS = ("control_plane_apiserver_extra_args", "control_plane_controller_ma
 _URL_PATH = re.compile(r"^/[A-Za-z0-9/_.-]*$")
 _DURATION = re.compile(r"^([0-9]+(\.[0-9]+)?(ns|us|ms|s|m|h))+$")
 _CIPHER = re.compile(r"^TLS_[A-Z0-9_]+$")
+_PLUGIN = re.compile(r"^[A-Z][A-Za-z0-9]*$")
+EVENT_LIMIT_TYPES = ("Server", "Namespace", "User", "SourceAndObject")
+EVENT_LIMIT_KEYS = {"type", "qps", "burst", "cacheSize"}
+
+
+def event_rate_limit_problems(limits: Any) -> list[str]:
+    """What is wrong with ``control_plane_event_rate_limits`` (pure)."""
+    key = "control_plane_event_rate_limits"
+    if not isinstance(limits, list | tuple):
+        return [f"{key}={limits!r}: a list of {{type, qps, burst[, cacheSize]}}"]
+    problems, seen = [], set()
+    for limit in limits:
+        if not isinstance(limit, Mapping) or not {"type", "qps", "burst"} <= set(limit) <= EVENT_LIMIT_KEYS:
+            problems.append(f"{key}: {limit!r} is not a mapping of type, qps, burst (and cacheSize)")
+            continue
+        if limit["type"] not in EVENT_LIMIT_TYPES or limit["type"] in seen:
+            problems.append(f"{key}: type {limit['type']!r}: one of {', '.join(EVENT_LIMIT_TYPES)}, each once")
+        seen.add(limit["type"])
+        for field in ("qps", "burst", "cacheSize"):
+            if field in limit and (not is_whole(limit[field]) or limit[field] < 1):
+                problems.append(f"{key}: {limit['type']} {field}={limit[field]!r}: a whole number of at least 1")
+        if limit["type"] == "Server" and "cacheSize" in limit:
+            problems.append(f"{key}: a Server limit has no cacheSize (one bucket for the whole apiserver)")
+    return problems
 
 
 def check(settings: Mapping[str, Any]) -> list[str]:
@@ -145,6 +187,16 @@ def check(settings: Mapping[str, Any]) -> list[str]:
             fail(key, "a mapping of flag name -> value")
         elif bad := bad_flag_names(extra):
             problems.append(f"{key}: {bad} are not flag names (lowercase, digits, '-', '.', with or without --)")
+    plugins = settings["control_plane_admission_plugins"]
+    if not isinstance(plugins, list | tuple) or not all(_PLUGIN.match(str(name)) for name in plugins):
+        fail("control_plane_admission_plugins", "a list of admission plugin names such as DenyServiceExternalIPs")
+    elif "NodeRestriction" not in plugins:
+        fail("control_plane_admission_plugins", "must keep NodeRestriction (kubelets may only change their own node)")
+    elif "EventRateLimit" in plugins and not settings["control_plane_event_rate_limits"]:
+        fail("control_plane_event_rate_limits", "at least one limit while EventRateLimit is enabled")
+    problems += event_rate_limit_problems(settings["control_plane_event_rate_limits"] or [])
+    if not isinstance(settings["control_plane_service_account_extend_token_expiration"], bool):
+        fail("control_plane_service_account_extend_token_expiration", "true or false")
     paths = settings["control_plane_anonymous_paths"] or []
     if not isinstance(paths, list | tuple) or not all(_URL_PATH.match(str(path)) for path in paths):
         fail("control_plane_anonymous_paths", "a list of URL paths such as /readyz")
@@ -167,6 +219,13 @@ def check(settings: Mapping[str, Any]) -> list[str]:
         if not is_whole(settings[key]) or settings[key] < least:
             fail(key, f"a whole number of at least {least}")
     return problems
+
+
+def admission_event_rate_limits(settings: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """EventRateLimit's limits for the admission configuration: none when the plugin is not enabled."""
+    if "EventRateLimit" not in (settings["control_plane_admission_plugins"] or []):
+        return []
+    return [dict(limit) for limit in settings["control_plane_event_rate_limits"] or []]
 
 
 def etcd_servers(settings: Mapping[str, Any], members: Any) -> list[str]:
@@ -310,6 +369,14 @@ def control_plane() -> None:
             dest=config_file(settings, AUTHENTICATION_CONFIG),
             mode="0600",
             context={"anonymous_paths": [str(path) for path in settings["control_plane_anonymous_paths"] or []]},
+            current=files,
+        ),
+        managed.template(
+            name="Admission configuration (EventRateLimit)",
+            src=f"etc/kubernetes/{ADMISSION_CONFIG}.j2",
+            dest=config_file(settings, ADMISSION_CONFIG),
+            mode="0600",
+            context={"event_rate_limits": admission_event_rate_limits(settings)},
             current=files,
         ),
     ]

@@ -1,11 +1,13 @@
 """The command lines of kube-apiserver, kube-controller-manager and kube-scheduler (``control_plane.py``).
 
-Flags follow the CIS Kubernetes benchmark, section 1.2-1.4 (Node,RBAC authorization, NodeRestriction, no
-profiling, audit log with rotation, Secrets encrypted at rest, kubelet serving certificates verified, TLS
-1.2+ with strong ciphers, service-account issuer and keys, front-proxy request headers). Paths come from
-their owners: the PKI's files and kubeconfigs from ``spectra.pki.layout``, the configuration files the
-control plane writes from ``kubernetes_config_dir``; ports and ranges are cluster settings. Pure: settings in,
-flags out. A helper of the control plane component, with no settings of its own.
+Flags follow the CIS Kubernetes benchmark, section 1.2-1.4 (Node,RBAC authorization, admission plugins
+NodeRestriction, DenyServiceExternalIPs and EventRateLimit with its limits in the admission configuration
+file, no profiling, audit log with rotation, Secrets encrypted at rest, kubelet serving certificates verified,
+TLS 1.2+ with strong ciphers, service-account issuer and keys, tokens not extended past their expiry,
+front-proxy request headers). Paths come from their owners: the PKI's files and kubeconfigs from
+``spectra.pki.layout``, the configuration files the control plane writes from ``kubernetes_config_dir``;
+ports and ranges are cluster settings. Pure: settings in, flags out. A helper of the control plane
+component, with no settings of its own.
 """
 
 from __future__ import annotations
@@ -22,7 +24,8 @@ from spectra.pki import layout
 ENCRYPTION_CONFIG = "encryption-config.yaml"
 AUDIT_POLICY = "audit-policy.yaml"
 AUTHENTICATION_CONFIG = "authentication-config.yaml"
-CONFIG_FILES = (ENCRYPTION_CONFIG, AUDIT_POLICY, AUTHENTICATION_CONFIG)
+ADMISSION_CONFIG = "admission-config.yaml"  # the admission plugins' configuration (EventRateLimit's limits)
+CONFIG_FILES = (ENCRYPTION_CONFIG, AUDIT_POLICY, AUTHENTICATION_CONFIG, ADMISSION_CONFIG)
 
 _FLAG_NAME = re.compile(r"^(--)?[a-z0-9][a-z0-9.-]*$")
 
@@ -87,7 +90,8 @@ def apiserver_flags(settings: Mapping[str, Any], address: str, etcd_servers: lis
         "secure-port": int(settings["apiserver_port"]),
         "authentication-config": config_file(settings, AUTHENTICATION_CONFIG),
         "authorization-mode": "Node,RBAC",
-        "enable-admission-plugins": "NodeRestriction",
+        "enable-admission-plugins": list(settings["control_plane_admission_plugins"]),
+        "admission-control-config-file": config_file(settings, ADMISSION_CONFIG),
         "allow-privileged": True,
         "profiling": False,
         "client-ca-file": pki("ca.crt"),
@@ -109,6 +113,10 @@ def apiserver_flags(settings: Mapping[str, Any], address: str, etcd_servers: lis
         "service-account-key-file": pki("sa.pub"),
         "service-account-signing-key-file": pki("sa.key"),
         "service-account-lookup": True,
+        # CIS 1.2.30: projected tokens expire when they say (kubelet and client-go refresh them)
+        "service-account-extend-token-expiration": bool(
+            settings["control_plane_service_account_extend_token_expiration"]
+        ),
         "requestheader-client-ca-file": pki("front-proxy-ca.crt"),
         "requestheader-allowed-names": "front-proxy-client",
         "requestheader-extra-headers-prefix": "X-Remote-Extra-",

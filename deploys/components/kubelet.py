@@ -5,8 +5,9 @@
   authorization, the cluster CA for client certificates, the API on ``kubelet_port``, read-only port 0,
   serving certificate from the PKI (``spectra.pki.layout``), client certificate rotation on,
   ``protectKernelDefaults`` (the node's sysctls must already be what kubelet wants), the cgroup driver
-  containerd uses (both follow the cgroup fact), cluster DNS. ``kubelet_config_overrides`` is merged over it
-  last, for anything else.
+  containerd uses (both follow the cgroup fact), cluster DNS, a PID limit per pod (``kubelet_pod_pids_limit``)
+  and the runtime's default seccomp profile for containers that name none (``kubelet_seccomp_default``).
+  ``kubelet_config_overrides`` is merged over it last, for anything else.
 * The node registers under its inventory name (the PKI's ``system:node:<name>``) at its address
   (``spectra.topology.ip_address``, also the kubelet API's bind address), with the zone and region
   topology labels from the inventory and, on control planes, the
@@ -51,6 +52,12 @@ DEFAULTS: dict[str, Any] = {
     "kubelet_tls_key_file": None,  # ... and its key
     "kubelet_allow_cgroup_v1": False,  # run on a cgroup v1 host (deprecated upstream; failCgroupV1: false)
     "kubelet_max_pods": 110,
+    # podPidsLimit: processes (threads count) one pod may run, so a fork bomb cannot exhaust the node's PIDs
+    # (CIS 4.2.13 / 4.2.x); -1: no limit
+    "kubelet_pod_pids_limit": 4096,
+    # seccompDefault: containers without a seccomp profile get the runtime's default (RuntimeDefault) instead
+    # of none (CIS 4.2.14 / 4.2.x); privileged containers stay unconfined, as the runtime does for them
+    "kubelet_seccomp_default": True,
     "kubelet_protect_kernel_defaults": True,  # CIS 4.2.6 (recent: 4.2.x): fail if kernel sysctls differ
     "kubelet_taint_control_plane": True,  # control planes register with NoSchedule
     "kubelet_node_labels": {},  # more labels at registration (kubelet may only set some namespaces)
@@ -72,13 +79,15 @@ REQUIRED: set[str] = set()
 
 UNIT = "/etc/systemd/system/kubelet.service"
 RESOLVED_RESOLV_CONF = "/run/systemd/resolve/resolv.conf"
-TLS_CIPHERS = [  # strong AEAD suites only (CIS 4.2.12)
+# strong AEAD suites only (CIS 4.2.12). The ChaCha20 suites by the names CIS 4.2.12 lists: Kubernetes maps
+# them to the same Go suites (..._CHACHA20_POLY1305_SHA256, component-base cli/flag/ciphersuites_flag.go)
+TLS_CIPHERS = [
     "TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256",
     "TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256",
     "TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384",
     "TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384",
-    "TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256",
-    "TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256",
+    "TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305",
+    "TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305",
 ]
 
 
@@ -114,6 +123,11 @@ def check(settings: Mapping[str, Any]) -> list[str]:
     max_pods = settings["kubelet_max_pods"]
     if not isinstance(max_pods, int) or isinstance(max_pods, bool) or max_pods < 1:
         problems.append(f"kubelet_max_pods={max_pods!r}: a whole number of at least 1")
+    pids = settings["kubelet_pod_pids_limit"]
+    if not isinstance(pids, int) or isinstance(pids, bool) or not (pids == -1 or pids >= 64):
+        problems.append(f"kubelet_pod_pids_limit={pids!r}: -1 (no limit) or a whole number of at least 64")
+    if not isinstance(settings["kubelet_seccomp_default"], bool):
+        problems.append(f"kubelet_seccomp_default={settings['kubelet_seccomp_default']!r}: true or false")
     if not str(settings["kubelet_container_runtime_endpoint"]).startswith("unix:///"):
         problems.append(f"kubelet_container_runtime_endpoint={settings['kubelet_container_runtime_endpoint']!r}: "
                         "a unix:/// socket URL")  # fmt: skip
@@ -158,6 +172,8 @@ def kubelet_config(
         "clusterDNS": [settings["cluster_dns_ip"]],
         "resolvConf": resolv_conf,
         "maxPods": int(settings["kubelet_max_pods"]),
+        "podPidsLimit": int(settings["kubelet_pod_pids_limit"]),
+        "seccompDefault": bool(settings["kubelet_seccomp_default"]),
         "healthzBindAddress": "127.0.0.1",
         "streamingConnectionIdleTimeout": "4h0m0s",
         "eventRecordQPS": 5,

@@ -17,6 +17,11 @@ and set ``pod_network_routes_enabled`` to False.
 * Masquerade: traffic from pods to anywhere outside the pod network leaves with the node's address, in
   an nftables table of its own (``/etc/nftables.d/``, loaded at boot by ``nftables.service``, replaced
   atomically when it changes). Pod to pod, across nodes, keeps its source address.
+* CNI files readable by root only (CIS 1.1.9): the network list is 0600, and host-local IPAM runs through
+  ``spectra-host-local`` (beside the plugins, in containerd's CNI directory), which runs host-local with
+  umask 077 and then takes group and other bits off the network's state files in
+  ``/var/lib/cni/networks/<name>``: host-local writes its address files 0644 and its lock 0750 (Debian 12's
+  1.1.1, checked by hand). ``pod_network_private_ipam_state`` False uses host-local directly.
 """
 
 from __future__ import annotations
@@ -31,6 +36,7 @@ from pyinfra import host
 from pyinfra.api import DeployError, QuoteString, StringCommand, deploy
 
 from deploys.component import Component
+from deploys.components.container_runtime import cni_bin_dir
 from deploys.operations.config_files import ConfigFile, config_files, config_state_kwargs
 from deploys.prepare import FactRequest, prepared_facts
 from deploys.settings import Settings, require, setting
@@ -46,6 +52,8 @@ DEFAULTS: dict[str, Any] = {
     "pod_network_routes_enabled": True,  # route other nodes' ranges via their addresses (one L2 network)
     "pod_network_masquerade": True,  # pods -> outside the pod network leave with the node's address
     "pod_network_config_file": "/etc/cni/net.d/10-spectra-bridge.conflist",  # the CNI network config
+    # host-local IPAM through the spectra-host-local wrapper, so its state files are 0600 (CIS 1.1.9)
+    "pod_network_private_ipam_state": True,
 }
 
 TYPES: dict[str, type | tuple[type, ...]] = {"pod_cidr": str}
@@ -56,6 +64,9 @@ ROUTES_SERVICE = "spectra-pod-routes.service"
 ROUTES_UNIT = f"/etc/systemd/system/{ROUTES_SERVICE}"
 NAT_RULES = "/etc/nftables.d/spectra-pod-nat.nft"
 NAT_TABLE = "spectra_pod_nat"
+NETWORK_NAME = "spectra"  # the CNI network's name: host-local keeps its state under IPAM_STATE_DIR/<name>
+IPAM_STATE_DIR = "/var/lib/cni/networks"  # host-local's default dataDir
+IPAM_WRAPPER = "spectra-host-local"  # the IPAM plugin name the network list uses (a script in the CNI dir)
 
 _INTERFACE = re.compile(r"^[A-Za-z0-9_.-]{1,15}$")
 
@@ -88,6 +99,9 @@ def check(settings: Mapping[str, Any]) -> list[str]:
     mtu = settings["pod_network_mtu"]
     if not isinstance(mtu, int) or isinstance(mtu, bool) or not 576 <= mtu <= 65535:
         problems.append(f"pod_network_mtu={mtu!r}: a whole number from 576 to 65535")
+    if not isinstance(settings["pod_network_private_ipam_state"], bool):
+        problems.append(f"pod_network_private_ipam_state={settings['pod_network_private_ipam_state']!r}: "
+                        "true or false")  # fmt: skip
     config = str(settings["pod_network_config_file"])
     if not (config.startswith("/") and config.endswith(".conflist")):
         problems.append(f"pod_network_config_file={config!r}: an absolute path ending in .conflist")
@@ -146,8 +160,9 @@ def pod_ranges(members: Iterable[Any], cluster_cidr: str, node_prefix: int) -> d
     return ranges
 
 
-def cni_config(name: str, bridge: str, pod_cidr: str, mtu: int) -> str:
-    """The CNI network list: bridge (the node is the pods' gateway) with host-local IPAM, then portmap."""
+def cni_config(name: str, bridge: str, pod_cidr: str, mtu: int, ipam: str = "host-local") -> str:
+    """The CNI network list: bridge (the node is the pods' gateway) with host-local IPAM (``ipam``: the plugin
+    that runs it), then portmap."""
     gateway = str(next(ipaddress.ip_network(pod_cidr).hosts()))
     document = {
         "cniVersion": "1.0.0",
@@ -161,7 +176,7 @@ def cni_config(name: str, bridge: str, pod_cidr: str, mtu: int) -> str:
                 "hairpinMode": True,  # a pod reaching itself through a Service
                 "mtu": mtu,
                 "ipam": {
-                    "type": "host-local",
+                    "type": ipam,
                     "ranges": [[{"subnet": pod_cidr, "gateway": gateway}]],
                     "routes": [{"dst": "0.0.0.0/0"}],
                 },
@@ -170,6 +185,34 @@ def cni_config(name: str, bridge: str, pod_cidr: str, mtu: int) -> str:
         ],
     }
     return json.dumps(document, indent=2) + "\n"
+
+
+def state_dir(name: str = NETWORK_NAME) -> str:
+    return f"{IPAM_STATE_DIR}/{name}"
+
+
+def ipam_wrapper(cni_dir: str, name: str = NETWORK_NAME) -> str:
+    """host-local with umask 077, then no group or other bits on the network's state files (its lock and the
+    files written before): its output (the CNI result) and exit status are host-local's."""
+    return "\n".join([
+        "#!/bin/sh",
+        "# Managed by spectra-infra (deploys/components/pod_network.py): host-local IPAM, its state files",
+        "# readable by root only (CIS 1.1.9). Input, output and exit status are host-local's.",
+        "umask 077",
+        f"{cni_dir}/host-local \"$@\"",
+        "status=$?",
+        f"find {state_dir(name)} -type f -perm /0177 -exec chmod 0600 {{}} + 2>/dev/null",
+        "exit $status",
+    ]) + "\n"  # fmt: skip
+
+
+def tighten_state() -> StringCommand:
+    """The state files host-local wrote before the wrapper was in place (when the CNI files change)."""
+    directory = QuoteString(state_dir())
+    return StringCommand(
+        "if", "[", "-d", directory, "];", "then", "find", directory, "-type", "f", "-perm", "/0177",
+        "-exec", "chmod", "0600", "{}", "+;", "fi",
+    )  # fmt: skip
 
 
 def routes_script(routes: list[tuple[str, str]]) -> str:
@@ -224,14 +267,19 @@ def file_sets(
     """The component's files in three sets, each converged (and acted on) by one ``config_files`` operation."""
     cluster_cidr = str(settings["pod_network_cidr"])
     own_cidr = ranges[name][0]
-    sets: dict[str, list[ConfigFile]] = {
-        "cni": [
-            ConfigFile(
-                str(settings["pod_network_config_file"]),
-                cni_config("spectra", str(settings["pod_network_bridge"]), own_cidr, int(settings["pod_network_mtu"])),
-            )
-        ]
-    }
+    private = bool(settings["pod_network_private_ipam_state"])
+    bridge, mtu = str(settings["pod_network_bridge"]), int(settings["pod_network_mtu"])
+    # the wrapper goes live before the network list that names it
+    cni_dir = cni_bin_dir(settings)
+    cni = [ConfigFile(f"{cni_dir}/{IPAM_WRAPPER}", ipam_wrapper(cni_dir), mode="0755")] if private else []
+    cni.append(
+        ConfigFile(
+            str(settings["pod_network_config_file"]),
+            cni_config(NETWORK_NAME, bridge, own_cidr, mtu, IPAM_WRAPPER if private else "host-local"),
+            mode="0600",  # CIS 1.1.9
+        )
+    )
+    sets: dict[str, list[ConfigFile]] = {"cni": cni}
     if settings["pod_network_routes_enabled"]:
         others = sorted((cidr, via) for other, (cidr, via) in ranges.items() if other != name)
         sets["routes"] = [
@@ -274,7 +322,12 @@ def pod_network() -> None:
     sets = file_sets(settings, _ranges(settings), host.name)
     states = dict(zip(sets, prepared_facts(*fact_requests(settings)), strict=True))
 
-    config_files(name="CNI bridge network config", files=sets["cni"], current=states["cni"])
+    config_files(
+        name="CNI bridge network config",
+        files=sets["cni"],
+        on_change=[tighten_state()] if settings["pod_network_private_ipam_state"] else [],
+        current=states["cni"],
+    )
     if "routes" in sets:
         config_files(
             name="Routes to other nodes' pod ranges (now and at boot)",

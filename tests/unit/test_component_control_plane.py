@@ -31,6 +31,7 @@ CONFIGS = {
     "encryption": "/etc/kubernetes/.encryption-config.yaml.spectra-new",
     "audit": "/etc/kubernetes/.audit-policy.yaml.spectra-new",
     "authentication": "/etc/kubernetes/.authentication-config.yaml.spectra-new",
+    "admission": "/etc/kubernetes/.admission-config.yaml.spectra-new",
 }
 OK_BINDINGS: dict[str, Any] = {
     "state": "ok",
@@ -122,7 +123,8 @@ APISERVER_FLAGS = {
     "secure-port": "6443",
     "authentication-config": "/etc/kubernetes/authentication-config.yaml",
     "authorization-mode": "Node,RBAC",
-    "enable-admission-plugins": "NodeRestriction",
+    "enable-admission-plugins": "NodeRestriction,DenyServiceExternalIPs,EventRateLimit",  # CIS 1.2.3, 1.2.9
+    "admission-control-config-file": "/etc/kubernetes/admission-config.yaml",  # EventRateLimit's limits
     "allow-privileged": "true",
     "profiling": "false",
     "client-ca-file": f"{PKI}/ca.crt",
@@ -145,6 +147,7 @@ APISERVER_FLAGS = {
     "service-account-key-file": f"{PKI}/sa.pub",
     "service-account-signing-key-file": f"{PKI}/sa.key",
     "service-account-lookup": "true",
+    "service-account-extend-token-expiration": "false",  # CIS 1.2.30
     "requestheader-client-ca-file": f"{PKI}/front-proxy-ca.crt",
     "requestheader-allowed-names": "front-proxy-client",
     "requestheader-extra-headers-prefix": "X-Remote-Extra-",
@@ -304,6 +307,16 @@ def test_apiserver_address_must_be_a_routable_ip(setup: Path, address: str) -> N
         ({"control_plane_etcd_servers": ["http://ext:2379"]}, "control_plane_etcd_servers=['http://ext:2379']"),
         ({"control_plane_shutdown_watch_grace_period": "5"}, "control_plane_shutdown_watch_grace_period='5'"),
         ({"kubernetes_version": "1.36.3"}, "kubernetes_version='1.36.3': a release tag like v1.36.3"),
+        ({"control_plane_admission_plugins": ["DenyServiceExternalIPs"]}, "must keep NodeRestriction"),
+        ({"control_plane_admission_plugins": ["NodeRestriction", "event-rate"]}, "a list of admission plugin names"),
+        ({"control_plane_event_rate_limits": []}, "at least one limit while EventRateLimit is enabled"),
+        ({"control_plane_event_rate_limits": [{"type": "Pod", "qps": 1, "burst": 1}]}, "type 'Pod': one of Server"),
+        ({"control_plane_event_rate_limits": [{"type": "User", "qps": 0, "burst": 5}]}, "User qps=0: a whole number"),
+        ({"control_plane_event_rate_limits": [{"type": "Server", "qps": 5, "burst": 5, "cacheSize": 9}]},
+         "a Server limit has no cacheSize"),
+        ({"control_plane_event_rate_limits": [{"type": "Server", "qps": 5}]}, "is not a mapping of type, qps, burst"),
+        ({"control_plane_service_account_extend_token_expiration": "no"},
+         "control_plane_service_account_extend_token_expiration='no': true or false"),
     ],
 )  # fmt: skip
 def test_bad_settings_refused_before_anything(setup: Path, data: dict[str, Any], message: str) -> None:
@@ -368,6 +381,39 @@ def test_config_files(setup: Path) -> None:
         deploy(setup, {"control_plane_encryption_provider": "aescbc"}).uploads[CONFIGS["encryption"]]
     )
     assert list(aescbc["resources"][0]["providers"][0]) == ["aescbc"]
+
+
+def test_admission_configuration(setup: Path) -> None:
+    result = deploy(setup)
+    staged = CONFIGS["admission"]
+    assert result.op("Admission configuration (EventRateLimit)").commands[-2:] == [
+        f"chown root:root {staged} && chmod 600 {staged}",
+        f"mv -f {staged} /etc/kubernetes/admission-config.yaml",
+    ]
+    assert yaml.safe_load(result.uploads[staged]) == {
+        "apiVersion": "apiserver.config.k8s.io/v1",
+        "kind": "AdmissionConfiguration",
+        "plugins": [{
+            "name": "EventRateLimit",
+            "configuration": {
+                "apiVersion": "eventratelimit.admission.k8s.io/v1alpha1",
+                "kind": "Configuration",
+                "limits": [
+                    {"type": "Server", "qps": 500, "burst": 1000},
+                    {"type": "Namespace", "qps": 50, "burst": 100, "cacheSize": 2000},
+                ],
+            },
+        }],
+    }  # fmt: skip
+    # EventRateLimit left out: no limits in the file, the plugin not enabled, the file still named
+    data = {"control_plane_admission_plugins": ["NodeRestriction", "DenyServiceExternalIPs"]}
+    without = deploy(setup, data)
+    assert yaml.safe_load(without.uploads[staged])["plugins"] == []
+    api = flags(without.uploads[UNIT.format("kube-apiserver")])
+    assert api["enable-admission-plugins"] == "NodeRestriction,DenyServiceExternalIPs"
+    assert api["admission-control-config-file"] == "/etc/kubernetes/admission-config.yaml"
+    extended = deploy(setup, {"control_plane_service_account_extend_token_expiration": True})
+    assert flags(extended.uploads[UNIT.format("kube-apiserver")])["service-account-extend-token-expiration"] == "true"
 
 
 def test_encryption_key_made_once_and_reused(setup: Path) -> None:

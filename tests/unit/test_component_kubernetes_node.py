@@ -6,6 +6,7 @@ pod ranges, routes and labels.
 
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import dataclass, field
 from typing import Any
@@ -107,6 +108,48 @@ def test_pod_network_first_run_installs_and_starts_routes() -> None:
     assert any(command.startswith("( nft -c -f") for command in nat)
     assert nat[-1] == "nft -f /etc/nftables.d/spectra-pod-nat.nft"
     assert len(result.fact_reads) == 1  # three file sets, one remote command
+
+
+def test_cni_files_are_root_only() -> None:
+    """CIS 1.1.9: the network list 0600, host-local through the wrapper that keeps its state files 0600."""
+    result = run_deploy(pod_network.pod_network, facts={ConfigState: empty_config_state}, data=NODE)
+    conflist, wrapper = "/etc/cni/net.d/10-spectra-bridge.conflist", "/usr/lib/cni/spectra-host-local"
+    staged = {path: path.replace("/10-", "/.10-").replace("/spectra-host", "/.spectra-host") + ".spectra-new"
+              for path in (conflist, wrapper)}  # fmt: skip
+    state = "/var/lib/cni/networks/spectra"
+    assert result.op("CNI bridge network config").commands == [
+        "mkdir -p /usr/lib/cni",
+        f"upload {staged[wrapper]} sha256={sha256(result.uploads[staged[wrapper]])}",
+        f"chown root:root {staged[wrapper]} && chmod 755 {staged[wrapper]}",
+        f"mv -f {staged[wrapper]} {wrapper}",
+        "mkdir -p /etc/cni/net.d",
+        f"upload {staged[conflist]} sha256={sha256(result.uploads[staged[conflist]])}",
+        f"chown root:root {staged[conflist]} && chmod 600 {staged[conflist]}",
+        f"mv -f {staged[conflist]} {conflist}",
+        f"if [ -d {state} ]; then find {state} -type f -perm /0177 -exec chmod 0600 {{}} +; fi",
+    ]
+    assert json.loads(result.uploads[staged[conflist]])["plugins"][0]["ipam"]["type"] == "spectra-host-local"
+    assert result.uploads[staged[wrapper]].splitlines()[3:] == [
+        "umask 077",
+        '/usr/lib/cni/host-local "$@"',
+        "status=$?",
+        f"find {state} -type f -perm /0177 -exec chmod 0600 {{}} + 2>/dev/null",
+        "exit $status",
+    ]
+    # upstream plugins: the wrapper beside them, calling theirs
+    upstream = run_deploy(pod_network.pod_network, facts={ConfigState: empty_config_state},
+                          data={**NODE, "container_runtime_install_method": "upstream"})  # fmt: skip
+    assert '/opt/cni/bin/host-local "$@"' in upstream.uploads["/opt/cni/bin/.spectra-host-local.spectra-new"]
+    # switched off: host-local itself, no wrapper, nothing tightened
+    plain = run_deploy(pod_network.pod_network, facts={ConfigState: empty_config_state},
+                       data={**NODE, "pod_network_private_ipam_state": False})  # fmt: skip
+    assert json.loads(plain.uploads[staged[conflist]])["plugins"][0]["ipam"]["type"] == "host-local"
+    assert staged[wrapper] not in plain.uploads
+    assert not any("find" in command for command in plain.op("CNI bridge network config").commands)
+
+
+def sha256(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()
 
 
 def test_pod_network_skips_hosts_without_a_kubelet_role() -> None:
@@ -238,6 +281,7 @@ def test_kubelet_config_is_cis_aligned() -> None:
     assert config["cgroupDriver"] == "systemd" and "failCgroupV1" not in config
     assert config["address"] == "10.0.0.12" and config["port"] == 10250
     assert config["clusterDNS"] == ["10.96.0.10"] and config["clusterDomain"] == "cluster.local"
+    assert config["podPidsLimit"] == 4096 and config["seccompDefault"] is True  # CIS 4.2.13, 4.2.14
     ported = kubelet_config_of(kubelet_run({"kubelet_port": 11250, "kubernetes_pki_dir": "/srv/pki"}))
     assert ported["port"] == 11250 and ported["tlsCertFile"] == "/srv/pki/kubelet/kubelet.crt"
     assert ported["authentication"]["x509"]["clientCAFile"] == "/srv/pki/ca.crt"
@@ -293,6 +337,22 @@ def test_kubelet_may_not_set_role_labels() -> None:
     data = {**NODE, "kubernetes_sha256": SUMS, "kubelet_node_labels": {"node-role.kubernetes.io/worker": ""}}
     with pytest.raises(DeployError, match="(?s)invalid settings:.*NodeRestriction"):
         run_component(kubelet.COMPONENT, facts=fresh(), data=data)
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        ({"kubelet_pod_pids_limit": 10}, "kubelet_pod_pids_limit=10: -1 (no limit) or a whole number of at least 64"),
+        ({"kubelet_pod_pids_limit": True}, "kubelet_pod_pids_limit=True: -1"),
+        ({"kubelet_seccomp_default": "yes"}, "kubelet_seccomp_default='yes': true or false"),
+    ],
+)
+def test_kubelet_pids_and_seccomp_settings_checked(data: dict[str, Any], message: str) -> None:
+    with pytest.raises(DeployError, match="invalid settings") as error:
+        run_component(kubelet.COMPONENT, facts=fresh(), data={**NODE, "kubernetes_sha256": SUMS, **data})
+    assert message in str(error.value)
+    unlimited = kubelet_config_of(kubelet_run({"kubelet_pod_pids_limit": -1, "kubelet_seccomp_default": False}))
+    assert unlimited["podPidsLimit"] == -1 and unlimited["seccompDefault"] is False
 
 
 def test_kubelet_overrides_merge_deeply() -> None:
