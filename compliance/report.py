@@ -22,9 +22,19 @@ def _message(result: CheckResult) -> str:
 
 def to_junit(result_set: ResultSet) -> str:
     """One testsuite per host, one testcase per check; not applicable and waived are ``skipped``."""
-    root = ET.Element("testsuites", name="spectra comply", tests=str(len(result_set.results)))
+    errors = result_set.connection_errors
+    root = ET.Element("testsuites", name="spectra comply", tests=str(len(result_set.results) + len(errors)))
     root.set("failures", str(len(result_set.failures) + len(result_set.waiver_problems)))
+    root.set("errors", str(len(errors)))
     for host in result_set.hosts:
+        if host in errors:  # not reached: one error, no check ran
+            suite = ET.SubElement(root, "testsuite", name=host, tests="1", failures="0", skipped="0", errors="1")
+            if result_set.generated_at:
+                suite.set("timestamp", result_set.generated_at)
+            case = ET.SubElement(suite, "testcase", classname=f"compliance.connection.{host}", name="ssh connection")
+            error = ET.SubElement(case, "error", message=f"cannot connect: {errors[host]}", type="connection")
+            error.text = f"{host} was not checked: ssh could not connect: {errors[host]}"
+            continue
         results = [result for result in result_set.results if result.host == host]
         counts = result_set.counts(host)
         suite = ET.SubElement(
@@ -87,6 +97,8 @@ def to_html(result_set: ResultSet) -> str:
         banner = f'<div class="banner ok">COMPLIANT: no failing check on {len(hosts)} host(s)</div>'
     else:
         problems = f", {len(result_set.waiver_problems)} expired waiver(s)" if result_set.waiver_problems else ""
+        if result_set.connection_errors:
+            problems += f", {len(result_set.connection_errors)} host(s) not reached"
         banner = (
             f'<div class="banner bad">NOT COMPLIANT: {counts["fail"]} failing check(s) on '
             f"{len({r.host for r in result_set.failures})} host(s){problems}</div>"
@@ -102,6 +114,8 @@ def to_html(result_set: ResultSet) -> str:
     ]  # fmt: skip
     for problem in result_set.waiver_problems:
         out.append(f'<div class="banner bad">Expired waiver: {e(problem)}</div>')
+    for host, cause in result_set.connection_errors.items():
+        out.append(f'<div class="banner bad">ERROR {e(host)}: not checked, cannot connect: {e(cause)}</div>')
     out.append('<div class="legend">' + "".join(
         f'<span class="{status}">{label}</span>' for status, label in LABELS.items()) + "</div>")  # fmt: skip
 
@@ -109,7 +123,7 @@ def to_html(result_set: ResultSet) -> str:
                "<th>Groups</th></tr>")  # fmt: skip
     for host in hosts:
         c = result_set.counts(host)
-        status = "fail" if c["fail"] else "pass"
+        status = "fail" if c["fail"] or host in result_set.connection_errors else "pass"
         out.append(
             f'<tr><td class="{status}"><b>{e(host)}</b></td><td>{c["pass"]}</td><td>{c["fail"]}</td>'
             f"<td>{c['waived']}</td><td>{c['not_applicable']}</td>"

@@ -29,6 +29,8 @@ class ResultSet:
     results: list[CheckResult]
     waiver_problems: list[str] = field(default_factory=list)  # expired waivers: each fails the run
     generated_at: str = ""
+    # hosts ssh could not reach or log in to -> the cause: one error each (no check results), fails the run
+    connection_errors: dict[str, str] = field(default_factory=dict)
 
     def counts(self, host: str | None = None) -> dict[str, int]:
         counted = Counter(r.status for r in self.results if host is None or r.host == host)
@@ -40,7 +42,7 @@ class ResultSet:
 
     @property
     def ok(self) -> bool:
-        return not self.failures and not self.waiver_problems
+        return not self.failures and not self.waiver_problems and not self.connection_errors
 
     def get(self, host: str, check: str) -> CheckResult | None:
         for result in self.results:
@@ -97,6 +99,10 @@ def check_info(check_id: str) -> dict[str, str]:
 def to_json(result_set: ResultSet) -> dict[str, Any]:
     hosts: dict[str, Any] = {}
     for host, groups in result_set.hosts.items():
+        if host in result_set.connection_errors:
+            hosts[host] = {"groups": groups, "status": "error", "error": result_set.connection_errors[host],
+                           "summary": result_set.counts(host), "checks": {}}  # fmt: skip
+            continue
         checks = {}
         for result in result_set.results:
             if result.host == host:
@@ -104,13 +110,15 @@ def to_json(result_set: ResultSet) -> dict[str, Any]:
                 if result.waiver:
                     entry["waiver"] = result.waiver
                 checks[result.check] = entry
-        hosts[host] = {"groups": groups, "summary": result_set.counts(host), "checks": checks}
+        status = "fail" if any(r.host == host and r.status == "fail" for r in result_set.results) else "pass"
+        hosts[host] = {"groups": groups, "status": status, "summary": result_set.counts(host), "checks": checks}
     used = list(dict.fromkeys(result.check for result in result_set.results))
     return {
         "inventory": result_set.inventory,
         "generated_at": result_set.generated_at,
         "ok": result_set.ok,
         "summary": result_set.counts(),
+        "connection_errors": len(result_set.connection_errors),
         "waiver_problems": result_set.waiver_problems,
         "hosts": hosts,
         "checks": {check_id: check_info(check_id) for check_id in used},

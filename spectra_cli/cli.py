@@ -122,6 +122,9 @@ def build_parser() -> argparse.ArgumentParser:
     comply_parser.add_argument("--waivers", default=str(DEFAULT_WAIVERS), help="waivers file (%(default)s)")
     comply_parser.add_argument("-n", dest="workers", type=int, default=4, help="parallel workers (0: none)")
     comply_parser.add_argument("--sudo", action="store_true", help="run the checks' commands with sudo")
+    comply_parser.add_argument(
+        "--connect-timeout", type=int, default=10, help="seconds to wait for a host's ssh (%(default)s)"
+    )
 
     drift_parser = sub.add_parser("drift", help="dry-run a deploy; non-zero exit when anything would change")
     _common(drift_parser)
@@ -235,7 +238,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         # Hosts are selected after loading (zone names are accepted in --limit): load everything once.
         options = ComplyOptions(
             limit=args.limit, exclude=args.exclude, report_dir=args.report_dir, waivers=args.waivers,
-            workers=args.workers, sudo=args.sudo,
+            workers=args.workers, sudo=args.sudo, connect_timeout=args.connect_timeout,
         )  # fmt: skip
         args.limit, args.exclude = [], []
         result = _validate(args, quiet=True)

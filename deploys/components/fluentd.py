@@ -36,6 +36,7 @@ from pyinfra import host
 from pyinfra.api import OperationError, QuoteString, StringCommand, deploy, operation
 
 from deploys.component import Component
+from deploys.operations import managed
 from deploys.operations.config_files import (
     ConfigFile,
     config_files,
@@ -420,20 +421,10 @@ def fluent_package(repo_data: dict[str, Any], version: str, gems: dict[str, str]
         )
     yield from install_file_commands(sources, files.get(SOURCES_LIST))
     if key_needed or list_needed or package_needed:
-        yield StringCommand("apt-get", "update", "-qq")
+        yield managed.apt_lock_notice()
+        yield managed.apt_command("-qq", "update")
     if package_needed:
-        yield StringCommand(
-            "env",
-            "DEBIAN_FRONTEND=noninteractive",
-            "apt-get",
-            "install",
-            "-y",
-            "-q",
-            "--allow-downgrades",
-            "-o",
-            "Dpkg::Options::=--force-confold",
-            QuoteString(f"fluent-package={version}"),
-        )
+        yield managed.apt_command("install", "--allow-downgrades", f"fluent-package={version}")
     for name in missing_gems:
         yield StringCommand(
             "fluent-gem", "install", "--no-document", QuoteString(name), "--version", QuoteString(gems[name])

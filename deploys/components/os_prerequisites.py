@@ -34,6 +34,9 @@ DEFAULTS: dict[str, Any] = {
     "os_prerequisites_enabled": True,  # run this component at all
     "supported_os": {"debian": ["12", "13"]},  # os-release ID -> VERSION_IDs this toolkit is verified on
     "os_packages": ["procps", "curl", "ca-certificates"],  # base tools the other components rely on
+    # seconds every apt call of the toolkit (deploys.operations.managed.apt_command) waits for the apt/dpkg
+    # locks that unattended-upgrades or cloud-init hold on a fresh host, saying so; 0 fails at once
+    "apt_lock_timeout": 300,
     "kernel_modules": ["overlay", "br_netfilter"],  # kernel features Kubernetes needs
     "kernel_modules_file": "/etc/modules-load.d/kubernetes.conf",  # where loadable modules are persisted
     "kubernetes_sysctls": {  # key -> value, persisted and applied now
@@ -77,7 +80,7 @@ _UNQUOTED = re.compile(r'[^"\\\n]*')  # fits between the double quotes of /etc/d
 
 def check(settings: Mapping[str, Any]) -> list[str]:
     """Formats of what goes into modprobe, the sysctl file and chrony's files (pure: no host needed)."""
-    problems = []
+    problems = managed.apt_lock_timeout_problems(settings["apt_lock_timeout"])
     supported = settings["supported_os"]
     if not isinstance(supported, Mapping) or not all(isinstance(v, list | tuple) for v in supported.values()):
         problems.append(f"supported_os={supported!r}: a mapping of os-release ID -> list of VERSION_IDs")

@@ -22,11 +22,12 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from pyinfra import host
-from pyinfra.api import QuoteString, StringCommand, operation
+from pyinfra import host, logger
+from pyinfra.api import FunctionCommand, OperationValueError, QuoteString, StringCommand, operation
 from pyinfra.facts.deb import DebPackages
 
 from deploys.operations.files import ConfigFile, install_file_commands
+from deploys.settings import setting
 from deploys.templating import render
 from facts.files import FileState, FileStates, normalise_mode, state_matches
 from facts.sysctl import SysctlValues, normalise_value
@@ -236,12 +237,111 @@ def _package_name(spec: str) -> tuple[str, str | None]:
     return name, version or None
 
 
+# The locks apt and dpkg take (fcntl locks, as unattended-upgrades, cloud-init and apt-daily hold them while
+# they run): the frontend lock, dpkg's own, the package lists' (apt-get update) and the download cache's.
+APT_LOCKS = (
+    "/var/lib/dpkg/lock-frontend", "/var/lib/dpkg/lock", "/var/lib/apt/lists/lock", "/var/cache/apt/archives/lock",
+)  # fmt: skip
+APT_LOCK_TIMEOUT_MAX = 3600
+
+
+def _one_line(script: str) -> str:
+    return " ".join(line.strip() for line in script.strip().splitlines())
+
+
+# held: true when one of APT_LOCKS is held (a POSIX or OFD lock on its inode in /proc/locks), with $lock and
+# $holder set (the pid /proc/locks gives, else a process that has the file open, and its command name).
+_APT_LOCK_HELD = _one_line(f"""
+held() {{
+  for f in {" ".join(APT_LOCKS)}; do
+    [ -e "$f" ] || continue; i=$(stat -c %i "$f") || continue;
+    p=$(awk -v i="$i" '$2 != "->" && ($2 == "POSIX" || $2 == "OFDLCK")
+      {{ n = split($6, a, ":"); if (a[n] == i) {{ print $5; exit }} }}' /proc/locks);
+    [ -n "$p" ] || continue; lock="$f";
+    if [ "$p" -le 0 ]; then p="";
+      for d in /proc/[0-9]*/fd/*; do
+        if [ "$(readlink "$d" 2>/dev/null)" = "$f" ]; then p="${{d#/proc/}}"; p="${{p%%/*}}"; break; fi;
+      done;
+    fi;
+    if [ -n "$p" ]; then holder="process $p ($(cat "/proc/$p/comm" 2>/dev/null || echo gone))";
+    else holder="a process outside this host's view"; fi;
+    return 0;
+  done;
+  return 1;
+}};
+""")
+
+# $1 the bound in seconds, the rest apt-get's arguments. While a lock is held, say so on stderr (at once, then
+# every 10 s, naming the lock and its holder) and poll every second; at the bound, exit 75 naming them. Then
+# apt-get runs with DPkg::Lock::Timeout set to what is left of the bound, so a lock taken between the poll and
+# apt's own attempt is waited for too (apt >= 1.9.11) instead of failing.
+_APT_LOCK_SCRIPT = _one_line(
+    'bound="$1"; shift; end=$(( $(date +%s) + bound )); said=0; '
+    + _APT_LOCK_HELD
+    + """
+while held; do
+  now=$(date +%s); left=$(( end - now ));
+  if [ "$left" -le 0 ]; then
+    echo "spectra: $lock is still held by $holder after $bound s (apt_lock_timeout): giving up" >&2; exit 75;
+  fi;
+  if [ $(( now - said )) -ge 10 ]; then
+    echo "spectra: waiting for $lock, held by $holder ($left s left of apt_lock_timeout=$bound)" >&2; said=$now;
+  fi;
+  sleep 1;
+done;
+left=$(( end - $(date +%s) )); [ "$left" -gt 0 ] || left=1;
+export DEBIAN_FRONTEND=noninteractive; exec apt-get -q -y -o Acquire::Retries=3
+-o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold -o "DPkg::Lock::Timeout=$left" "$@"
+"""
+)
+
+# One line, "LOCK, held by HOLDER", when a lock is held now; nothing otherwise.
+_APT_LOCK_PROBE = _APT_LOCK_HELD + ' if held; then echo "$lock, held by $holder"; fi; true'
+
+
+def say_if_apt_locked(state: Any, host: Any, bound: int) -> bool:
+    """At execute time, before the first apt call of an operation: when a lock is held now, log it in pyinfra's
+    normal output (the waiting itself is the wrapper's, whose messages pyinfra shows only with -vvv or when
+    the command fails). One cheap remote command, only on a host where packages are to be installed."""
+    probe = StringCommand("sh", "-c", QuoteString(_APT_LOCK_PROBE))
+    ok, output = host.run_shell_command(probe)
+    held = output.stdout.strip() if ok else ""
+    if held:
+        logger.warning(f"{host.print_prefix}waiting up to {bound} s (apt_lock_timeout) for {held}")
+    return True
+
+
+def apt_lock_timeout_problems(value: Any) -> list[str]:
+    """What is wrong with an ``apt_lock_timeout`` value (seconds to wait for the apt/dpkg locks)."""
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= APT_LOCK_TIMEOUT_MAX:
+        return [f"apt_lock_timeout={value!r}: a whole number of seconds from 0 to {APT_LOCK_TIMEOUT_MAX}"]
+    return []
+
+
+def apt_command(*arguments: str | StringCommand, timeout: int | None = None) -> StringCommand:
+    """``apt-get ARGUMENTS`` (non-interactive, keeping changed configuration files) once the apt and dpkg
+    locks are free, waiting at most ``timeout`` seconds (default: the ``apt_lock_timeout`` setting)."""
+    bound = setting("apt_lock_timeout") if timeout is None else timeout
+    problems = apt_lock_timeout_problems(bound)
+    if problems:
+        raise OperationValueError(problems[0])
+    args = [arg if isinstance(arg, StringCommand) else QuoteString(arg) for arg in arguments]
+    return StringCommand("sh", "-c", QuoteString(_APT_LOCK_SCRIPT), "spectra-apt", str(bound), *args)
+
+
+def apt_lock_notice(timeout: int | None = None) -> FunctionCommand:
+    """Yield before the first :func:`apt_command` of an operation: says in pyinfra's output that it waits."""
+    bound = setting("apt_lock_timeout") if timeout is None else timeout
+    return FunctionCommand(say_if_apt_locked, (bound,), {})
+
+
 @operation()
 def apt_packages(packages: Sequence[str], no_recommends: bool = True, update: bool = True, current: Any = UNSET):
     """
     Ensure Debian packages (``name`` or ``name=version``) are installed in ONE apt call; run
     ``apt-get update`` first only when something is missing (so a no-op costs one ``dpkg -l``, or none
-    with ``current``).
+    with ``current``). Each apt call waits for the apt/dpkg locks, up to ``apt_lock_timeout`` seconds
+    (:func:`apt_command`), saying so on stderr, and fails naming the lock and its holder at the bound.
 
     + update: run ``apt-get update`` before installing (off where an earlier component just did)
     + current: ``DebPackages`` read at prepare time (see :func:`fresh`)
@@ -256,14 +356,11 @@ def apt_packages(packages: Sequence[str], no_recommends: bool = True, update: bo
     if not missing:
         host.noop(f"packages installed: {', '.join(packages)}")
         return
-    apt = StringCommand(
-        "DEBIAN_FRONTEND=noninteractive", "apt-get", "-q", "-y", "-o", "Acquire::Retries=3",
-        "-o", "Dpkg::Options::=--force-confdef", "-o", "Dpkg::Options::=--force-confold",
-    )  # fmt: skip
+    yield apt_lock_notice()
     if update:
-        yield StringCommand(apt, "update")
+        yield apt_command("update")
     install = ["install"] + (["--no-install-recommends"] if no_recommends else [])
-    yield StringCommand(apt, *install, *[QuoteString(spec) for spec in missing])
+    yield apt_command(*install, *missing)
 
 
 @operation()

@@ -237,11 +237,13 @@ def test_drift_catches_a_manual_change_and_is_clean_after_a_converge(converged: 
 
 
 def test_host_keys_are_checked_strictly(converged: Lab, tmp_path: Path) -> None:
-    """A host whose key is not in the inventory's known_hosts file is not checked: every check fails."""
+    """A host whose key is not in the inventory's known_hosts file is not checked: one connection error with
+    its cause, no check results, and the run is not compliant."""
     empty = tmp_path / "known_hosts"
     empty.write_text("")
     result, report = comply(tmp_path / "r", "--limit", "node1", "--data", f"ssh_known_hosts_file={empty}")
     assert result.returncode == 1
-    checks = report["hosts"]["node1"]["checks"]
-    assert {entry["status"] for entry in checks.values()} == {"fail"}
-    assert all("Host key verification failed" in entry["reason"] for entry in checks.values()), checks["SPX-OS-001"]
+    node1 = report["hosts"]["node1"]
+    assert node1["status"] == "error" and node1["checks"] == {}, node1
+    assert "host key unknown" in node1["error"], node1
+    assert report["connection_errors"] == 1 and report["ok"] is False

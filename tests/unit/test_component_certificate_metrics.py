@@ -11,6 +11,7 @@ import base64
 import datetime
 import hashlib
 import os
+import shlex
 import shutil
 import subprocess
 import time
@@ -27,6 +28,7 @@ from pyinfra.facts.deb import DebPackages
 
 from deploys.components import certificate_metrics
 from deploys.components.certificate_metrics import COMPONENT, check, is_time_span
+from deploys.operations import managed
 from deploys.settings import owners
 from facts.config_state import ConfigState
 from tests.unit.component_facts import RUNNING, fresh
@@ -40,10 +42,8 @@ TIMER = "/etc/systemd/system/spectra-certificate-metrics.timer"
 STAGED = {path: f"{path.rsplit('/', 1)[0]}/.{path.rsplit('/', 1)[1]}.spectra-new" for path in (SCRIPT, SERVICE, TIMER)}
 TIMER_UNIT = "spectra-certificate-metrics.timer"
 EMPTY: dict[str, dict[str, Any]] = {"files": {}, "units": {}}
-APT = (
-    "DEBIAN_FRONTEND=noninteractive apt-get -q -y -o Acquire::Retries=3 -o Dpkg::Options::=--force-confdef "
-    "-o Dpkg::Options::=--force-confold"
-)
+# apt calls wait for the apt/dpkg locks (deploys.operations.managed.apt_command, apt_lock_timeout=300)
+APT = shlex.join(["sh", "-c", managed._APT_LOCK_SCRIPT, "spectra-apt", "300"])
 
 
 def deploy(data: dict[str, Any] | None = None, facts: dict[Any, Any] | None = None) -> Result:
@@ -75,6 +75,7 @@ def install(result: Result, path: str, mode: str) -> list[str]:
 def test_fresh_host_commands() -> None:
     result = deploy()
     assert result.commands == [
+        "function say_if_apt_locked",
         f"{APT} install --no-install-recommends openssl",
         "mkdir -p /usr/local/sbin",
         *install(result, SCRIPT, "755"),

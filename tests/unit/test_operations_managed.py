@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import shlex
 
 import pytest
 
@@ -97,17 +98,29 @@ def test_sysctl_noop() -> None:
     assert result.commands == []
 
 
+NOTICE = "function say_if_apt_locked"  # says in pyinfra's output when a lock is held (at execute time)
+
+
+def apt(bound: int, *arguments: str) -> str:
+    """An apt call as the operations make it: the lock-waiting wrapper, its bound, apt-get's arguments."""
+    return shlex.join(["sh", "-c", managed._APT_LOCK_SCRIPT, "spectra-apt", str(bound), *arguments])
+
+
 def test_apt_packages_noop_and_missing() -> None:
     installed = {"containerd": ["1.6.20~ds1-1+b1"], "runc": ["1.1.5+ds1-1"]}
-    assert run_op(managed.apt_packages, ["containerd", "runc"], current=installed, facts={}).commands == []
+    noop = run_op(managed.apt_packages, ["containerd", "runc"], current=installed, facts={})
+    assert noop.commands == [] and noop.fact_reads == []
     result = run_op(managed.apt_packages, ["containerd", "runc", "chrony"], facts={"deb.DebPackages": installed})
-    assert len(result.commands) == 2
-    assert result.commands[0].startswith("DEBIAN_FRONTEND=noninteractive apt-get -q -y")
-    assert result.commands[0].endswith("-o Dpkg::Options::=--force-confold update")
-    assert result.commands[1].endswith("install --no-install-recommends chrony")
+    assert result.commands == [
+        NOTICE, apt(300, "update"), apt(300, "install", "--no-install-recommends", "chrony"),
+    ]  # fmt: skip
 
 
 def test_apt_packages_pinned_version() -> None:
     installed = {"containerd": ["1.6.20~ds1-1+b1"]}
     result = run_op(managed.apt_packages, ["containerd=1.6.24-1"], current=installed, facts={})
-    assert result.commands[-1].endswith("install --no-install-recommends containerd=1.6.24-1")
+    assert result.commands == [
+        NOTICE,
+        apt(300, "update"),
+        apt(300, "install", "--no-install-recommends", "containerd=1.6.24-1"),
+    ]
