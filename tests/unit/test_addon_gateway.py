@@ -328,7 +328,7 @@ def test_the_served_certificates_are_kept_on_the_first_control_plane(tmp_path: P
     common = {"pki_dir": str(tmp_path / "pki"), "application_services": SERVICES, "gateway_routes": ROUTES,
               "gateway_enabled": True, "gateway_certificates": {"shop": {"cert": cert, "key": key}}}  # fmt: skip
     others = {name: {**values, **common} for name, values in WORKERS.items()}
-    facts = {ConfigState: {"files": {}, "units": {}}}
+    facts: dict[Any, Any] = {ConfigState: {"files": {}, "units": {}}}
     result = run_component(gateway.CERT_FILES_COMPONENT, facts=facts, data={**CP, **common}, others=others)
     directory = "/etc/kubernetes/pki/gateway"
     assert result.uploads[f"{directory}/.tls-shop.crt.spectra-new"] == cert
