@@ -1,7 +1,8 @@
-"""Predicates the settings checks share (pure): is this value a whole number, a port, a URL of a kind."""
+"""Predicates the settings checks share (pure): is this value a whole number, a port, a URL of a kind, a CIDR."""
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from typing import Any
 from urllib.parse import urlsplit
@@ -35,3 +36,12 @@ IMAGE_REFERENCE = re.compile(
 QUANTITY = re.compile(r"^[0-9]+(\.[0-9]+)?(m|k|M|G|T|Ki|Mi|Gi|Ti)?$")
 # a Prometheus/Alertmanager duration: 30s, 15d, 1h30m (never negative)
 PROMETHEUS_DURATION = re.compile(r"^([0-9]+(ms|s|m|h|d|w|y))+$")
+
+
+def is_cidr(value: Any) -> bool:
+    """A network written with its prefix length and no host bits (``10.0.0.0/8``, ``2001:db8::/32``)."""
+    try:
+        ipaddress.ip_network(str(value), strict=True)
+    except ValueError:
+        return False
+    return "/" in str(value)

@@ -39,7 +39,6 @@ the monitoring addresses).
 from __future__ import annotations
 
 import datetime as dt
-import ipaddress
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -114,14 +113,6 @@ DEFAULTS: dict[str, Any] = {
 
 
 # --- settings -----------------------------------------------------------------------------------------------
-
-
-def _is_cidr(text: Any) -> bool:
-    try:
-        ipaddress.ip_network(str(text), strict=True)
-    except ValueError:
-        return False
-    return "/" in str(text)
 
 
 def rate_limit(settings: Mapping[str, Any], route: Mapping[str, Any]) -> Mapping[str, Any]:
@@ -264,7 +255,7 @@ def check(settings: Mapping[str, Any]) -> list[str]:
     if all(values.is_port(settings[key]) for key in ports) and len({settings[key] for key in ports}) < 3:
         problems.append(f"gateway ports {[settings[key] for key in ports]}: http, https and admin ports differ")
     cidrs = settings["gateway_cidrs"]
-    expect(isinstance(cidrs, list) and bool(cidrs) and all(_is_cidr(c) for c in cidrs), "gateway_cidrs",
+    expect(isinstance(cidrs, list) and bool(cidrs) and all(values.is_cidr(c) for c in cidrs), "gateway_cidrs",
            "a non-empty list of CIDRs")  # fmt: skip
     problems += _check_rate(settings["gateway_rate_limit"], "gateway_rate_limit")
     headers = settings["gateway_security_headers"]

@@ -75,14 +75,6 @@ def _split(reference: Any) -> tuple[str, str] | None:
     return None
 
 
-def _is_cidr(text: Any) -> bool:
-    try:
-        ipaddress.ip_network(str(text), strict=True)
-    except ValueError:
-        return False
-    return "/" in str(text)
-
-
 def _check_services(services: Any, namespaces: list[str]) -> list[str]:
     problems: list[str] = []
     if not isinstance(services, Mapping):
@@ -139,7 +131,7 @@ def _check_allows(allows: Any, services: Mapping[str, Any], namespaces: list[str
         if _split(source) is not None:
             if source not in services:
                 problems.append(f"{key}.from={source!r}: not a declared application service (application_services)")
-        elif source != PROMETHEUS and not _is_cidr(source) and source not in namespaces:
+        elif source != PROMETHEUS and not values.is_cidr(source) and source not in namespaces:
             problems.append(f"{key}.from={source!r}: an application service '<namespace>/<name>', an application "
                             f"namespace ({namespaces}), {PROMETHEUS!r} or a CIDR")  # fmt: skip
         if target not in services:
@@ -171,7 +163,7 @@ def check(settings: Mapping[str, Any]) -> list[str]:
     if not isinstance(settings["network_policies_deny_egress"], bool):
         problems.append(f"network_policies_deny_egress={settings['network_policies_deny_egress']!r}: True or False")
     cidrs = settings["network_policies_egress_cidrs"]
-    if not isinstance(cidrs, list) or not all(_is_cidr(c) for c in cidrs):
+    if not isinstance(cidrs, list) or not all(values.is_cidr(c) for c in cidrs):
         problems.append(f"network_policies_egress_cidrs={cidrs!r}: a list of CIDRs such as 203.0.113.0/24")
     namespaces = application_namespaces(settings)
     services = settings["application_services"]
@@ -195,7 +187,7 @@ def _in_namespace(namespace: str, pods: Mapping[str, str] | None = None) -> dict
 def _peer(source: str, services: Mapping[str, Any]) -> dict[str, Any]:
     if source == PROMETHEUS:
         return _in_namespace(prometheus.NAMESPACE, PROMETHEUS_POD_LABELS)
-    if _is_cidr(source):
+    if values.is_cidr(source):
         return {"ipBlock": {"cidr": source}}
     if source in services:
         return _in_namespace(source.split("/")[0], services[source]["selector"])

@@ -10,6 +10,8 @@ from typing import Any
 from tests.lab.conftest import Lab, LabNode
 
 KUBECTL = "/usr/local/bin/kubectl --kubeconfig /etc/kubernetes/admin.conf"
+HELLO_IMAGE = "docker.io/spectra/hello:lab"  # the lab registry's workload image (lab/registry.py)
+HELLO_PORT = 8080
 
 
 def control_plane(lab: Lab) -> LabNode:
@@ -30,3 +32,32 @@ def until(what: str, check: Callable[[], Any], timeout: float = 180, every: floa
             return last[1]
         time.sleep(every)
     raise AssertionError(f"{what} not reached in {timeout:.0f} s; last: {last}")
+
+
+def hello_pod(name: str, namespace: str, node: str, app: str | None = None) -> dict[str, Any]:
+    """A pod of the hello server on ``node`` (port ``http``), labelled ``app.kubernetes.io/name: app or name``,
+    that Pod Security ``restricted`` admits."""
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": name, "namespace": namespace, "labels": {"app.kubernetes.io/name": app or name}},
+        "spec": {
+            "nodeName": node,
+            "automountServiceAccountToken": False,
+            "securityContext": {"runAsNonRoot": True, "runAsUser": 65534, "seccompProfile": {"type": "RuntimeDefault"}},
+            "containers": [
+                {
+                    "name": "hello",
+                    "image": HELLO_IMAGE,
+                    "args": ["serve", f":{HELLO_PORT}"],
+                    "ports": [{"name": "http", "containerPort": HELLO_PORT}],
+                    "readinessProbe": {"httpGet": {"path": "/", "port": "http"}, "periodSeconds": 2},
+                    "securityContext": {
+                        "allowPrivilegeEscalation": False,
+                        "readOnlyRootFilesystem": True,
+                        "capabilities": {"drop": ["ALL"]},
+                    },
+                }
+            ],  # fmt: skip
+        },
+    }

@@ -5,11 +5,13 @@ Requests come from the lab host, as from the Internet, to a worker's address wit
 redirected, the security headers on every answer. The rate limit is per client address: the lab host gets a
 second address on the lab bridge, so a second client really comes from elsewhere. A bounded loop from the first
 address goes past shop's limit (5/s, burst 10) and gets 429s while the second, at 2 requests a second, gets
-only 200s; Traefik's own metrics, scraped by Prometheus, count the 429s too.
+only 200s; Traefik's own metrics, scraped by Prometheus, count the 429s too. A user-supplied certificate takes
+over the name it covers, and when it is taken out again the PKI's serves that name and the user's is gone.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import subprocess
 import threading
@@ -17,16 +19,21 @@ import time
 import urllib.parse
 from collections import Counter
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
 
-from tests.lab.cluster_support import KUBECTL, control_plane, kubectl, until
-from tests.lab.conftest import LAB_DIR, Lab
+from tests.lab.cluster_support import KUBECTL, control_plane, hello_pod, kubectl, until
+from tests.lab.conftest import LAB_DIR, Lab, spectra_deploy
 
 pytestmark = pytest.mark.lab
 
-IMAGE = "docker.io/spectra/hello:lab"
+API = "api.lab.spectra.test"  # gateway_routes["api"]
 SHOP = "shop.lab.spectra.test"  # group_data/lab.py: gateway_routes["shop"], average 5/s, burst 10
 GATEWAY_CA = LAB_DIR / "pki" / "gateway" / "ca.crt"
 CLUSTER_CA = LAB_DIR / "pki" / "ca.crt"
@@ -38,30 +45,8 @@ REFUSED: Counter[str] = Counter()  # 429s the clients of this module got, for th
 
 def web_manifests() -> list[dict[str, Any]]:
     labels = {"app.kubernetes.io/name": "web"}
-    pod = {
-        "apiVersion": "v1",
-        "kind": "Pod",
-        "metadata": {"name": "web-gateway", "namespace": "shop-web", "labels": labels},
-        "spec": {
-            "nodeName": "node3",  # across nodes from node2's gateway: the network policy's ipBlock, not the node's own
-            "automountServiceAccountToken": False,
-            "securityContext": {"runAsNonRoot": True, "runAsUser": 65534, "seccompProfile": {"type": "RuntimeDefault"}},
-            "containers": [
-                {
-                    "name": "hello",
-                    "image": IMAGE,
-                    "args": ["serve", ":8080"],
-                    "ports": [{"name": "http", "containerPort": 8080}],
-                    "readinessProbe": {"httpGet": {"path": "/", "port": "http"}, "periodSeconds": 2},
-                    "securityContext": {
-                        "allowPrivilegeEscalation": False,
-                        "readOnlyRootFilesystem": True,
-                        "capabilities": {"drop": ["ALL"]},
-                    },
-                }
-            ],  # fmt: skip
-        },
-    }
+    # across nodes from node2's gateway: through the network policy's ipBlock, not as the node's own traffic
+    pod = hello_pod("web-gateway", "shop-web", "node3", app="web")
     service = {
         "apiVersion": "v1",
         "kind": "Service",
@@ -191,3 +176,52 @@ def test_prometheus_counts_the_gateways_429s(lab: Lab, web: None) -> None:
 
     found = until(f"{REFUSED['429']} 429s in Prometheus", counted, timeout=120, every=5)
     print(f"\n429s: {REFUSED['429']} seen by the clients, {found[0]['value'][1]} in Traefik's metrics (Prometheus)")
+
+
+def user_certificate(name: str) -> tuple[str, str]:
+    """A self-signed certificate for ``name`` and its key (PEM), as an operator's own CA would hand one out."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
+    now = dt.datetime.now(dt.UTC)
+    cert = (
+        x509.CertificateBuilder().subject_name(subject).issuer_name(subject).public_key(key.public_key())
+        .serial_number(x509.random_serial_number()).not_valid_before(now - dt.timedelta(hours=1))
+        .not_valid_after(now + dt.timedelta(days=30))
+        .add_extension(x509.SubjectAlternativeName([x509.DNSName(name)]), critical=False)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )  # fmt: skip
+    key_pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                serialization.NoEncryption())  # fmt: skip
+    return cert.public_bytes(serialization.Encoding.PEM).decode(), key_pem.decode()
+
+
+def test_a_user_certificate_is_served_for_its_names_and_goes_with_it(lab: Lab, web: None, tmp_path: Path) -> None:
+    """``gateway_certificates`` takes over the names its certificate covers (api's), the PKI's keeps the rest;
+    taken out again, the PKI's certificate serves api once more and the user's leaves the cluster and the host."""
+    cert, key = user_certificate(API)
+    trusted = tmp_path / "user-ca.crt"
+    trusted.write_text(cert)
+    data = json.dumps({"api": {"cert": cert, "key": key}})
+
+    def handshake(ca: Path) -> tuple[bool, str]:
+        code, out = curl(lab, f"https://{API}/", ca=str(ca))  # TLS is what counts: any HTTP answer will do
+        return code == 0, out
+
+    served = lab.node("node1")
+    try:
+        result, _ = spectra_deploy(tmp_path / "on.json", "inventories/lab.py", "deploys/addons.py", "--data",
+                                   f"gateway_certificates={data}")  # fmt: skip
+        assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]
+        until("the user's certificate served for api", lambda: handshake(trusted), timeout=60, every=2)
+        assert curl(lab, f"https://{API}/")[0] == 60  # the gateway CA no longer vouches for api
+        assert handshake(GATEWAY_CA)[0] is False
+        assert curl(lab, f"https://{SHOP}/")[0] == 0  # shop keeps the PKI's
+        files = lab.ssh(served, "ls /etc/kubernetes/pki/gateway").split()
+        assert sorted(files) == ["served.list", "tls-api.crt", "tls-spectra-pki.crt"], files
+    finally:
+        result, _ = spectra_deploy(tmp_path / "off.json", "inventories/lab.py", "deploys/addons.py")
+    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]
+    until("the PKI's certificate served for api again", lambda: handshake(GATEWAY_CA), timeout=60, every=2)
+    assert lab.ssh(served, "ls /etc/kubernetes/pki/gateway").split() == ["served.list", "tls-spectra-pki.crt"]
+    assert kubectl(lab, "-n gateway get secret tls-api --ignore-not-found").strip() == ""

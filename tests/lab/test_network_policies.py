@@ -21,13 +21,12 @@ from typing import Any
 
 import pytest
 
-from tests.lab.cluster_support import KUBECTL, control_plane, kubectl, until
+from tests.lab.cluster_support import HELLO_PORT, KUBECTL, control_plane, hello_pod, kubectl, until
 from tests.lab.conftest import Lab, spectra_deploy
 
 pytestmark = pytest.mark.lab
 
-IMAGE = "docker.io/spectra/hello:lab"
-PORT = 8080
+PORT = HELLO_PORT
 PROBE_MS = 1500  # an allowed or rejected connection answers in milliseconds; more means a lost packet
 DENIED = "refused"  # kube-router's REJECT
 # name -> (namespace, node); the app label is the name (group_data/lab.py's application_services)
@@ -51,30 +50,7 @@ def service_manifest(name: str, namespace: str) -> dict[str, Any]:
 
 
 def pod_manifest(name: str, namespace: str, node: str) -> dict[str, Any]:
-    return {
-        "apiVersion": "v1",
-        "kind": "Pod",
-        "metadata": {"name": name, "namespace": namespace, "labels": {"app.kubernetes.io/name": name}},
-        "spec": {
-            "nodeName": node,
-            "automountServiceAccountToken": False,
-            "securityContext": {"runAsNonRoot": True, "runAsUser": 65534, "seccompProfile": {"type": "RuntimeDefault"}},
-            "containers": [
-                {
-                    "name": "hello",
-                    "image": IMAGE,
-                    "args": ["serve", f":{PORT}"],
-                    "ports": [{"name": "http", "containerPort": PORT}],
-                    "readinessProbe": {"httpGet": {"path": "/", "port": "http"}, "periodSeconds": 2},
-                    "securityContext": {
-                        "allowPrivilegeEscalation": False,
-                        "readOnlyRootFilesystem": True,
-                        "capabilities": {"drop": ["ALL"]},
-                    },
-                }
-            ],  # fmt: skip
-        },
-    }
+    return hello_pod(name, namespace, node)
 
 
 def apply(lab: Lab, documents: list[dict[str, Any]]) -> None:
