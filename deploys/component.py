@@ -50,6 +50,9 @@ class Component:
     choices: Mapping[str, tuple[Any, ...]] = field(default_factory=dict)
     checks: tuple[Check, ...] = ()
     required: frozenset[str] = frozenset()  # keys that need a value where the component is on (REQUIRED)
+    # settings judged against the host's facts (read with the others, before any deploy of the list is
+    # called): ``(Settings) -> [problem, ...]``; a problem stops the host before anything is applied
+    preflight: Callable[[Settings], Iterable[str]] | None = None
 
     @property
     def switch(self) -> str | None:
@@ -141,6 +144,14 @@ def run(steps: Sequence[Component | Step], base_facts: Sequence[FactRequest] = (
     check_cluster_wide()
     gated = [step for step in wanted if step.component.should_run(settings)]
     prepared_facts(*base_facts, *[request for step in gated for request in step.component.fact_requests(settings)])
+    refused = [
+        f"{step.component.name}: {problem}"
+        for step in gated
+        if step.component.preflight is not None
+        for problem in step.component.preflight(settings)
+    ]
+    if refused:
+        raise DeployError(f"{host.name}: refused before any change:\n  " + "\n  ".join(refused))
     # pyinfra identifies an operation across hosts by the line numbers of its call stack: every deploy is called
     # from the line below, so the position in the full list (host.loop) keeps components apart, the same on
     # every host whichever components its gates skip.

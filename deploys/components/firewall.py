@@ -10,7 +10,18 @@
   from the nodes; on ``control_plane`` hosts the API server and etcd (from its peers); scheduler and
   controller-manager health ports stay local. No forward chain: pod traffic is not filtered here.
 - Every file is checked with ``nft -c -f`` before it replaces the live one; the table is (re)loaded only
-  when a file changed. The SSH session doing the work is an established connection and stays up.
+  when a file changed.
+- It cannot lock the deploy out. At prepare (``preflight``, before any component of the run changes the
+  host), admin CIDRs that leave out the deploy's own source address (``facts.connection.DeploySource``: the
+  SSH_CONNECTION of its session as the host sees it, so a bastion's address through a bastion) are refused,
+  naming the setting and the address. And since the session doing the work is established (conntrack keeps
+  it through any new ruleset, so it proves nothing), a load is guarded: the live table is saved under
+  ``/run/spectra-firewall`` and a transient timer (``systemd-run --on-active``) armed to restore it (table and
+  file) before nftables starts or the table is reloaded; the controller must then open a NEW SSH connection
+  (the host's own connection data, through its ssh config) within ``firewall_reconnect_seconds``, else the
+  deploy fails and the timer restores the previous table after ``firewall_rollback_seconds``.
+- NEW connections to ``ssh_port`` are throttled per source address (a dynamic set with a limit per
+  address; Debian 12's OpenSSH has no PerSourcePenalties), generously enough for the deploy and the tests.
 
 Where addresses are not given, they come from the inventory: each host's address inside the cluster
 (``spectra.topology.node_address``, the one the certificates, kubelet and etcd use), grouped by ``roles``.
@@ -25,16 +36,17 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from pyinfra import host
-from pyinfra.api import DeployError, QuoteString, StringCommand, deploy
+from pyinfra.api import DeployError, FunctionCommand, QuoteString, StringCommand, deploy, operation
 from pyinfra.facts.deb import DebPackages
 
 from deploys.component import Component
 from deploys.components import control_plane_flags, node_exporter
 from deploys.operations import managed
-from deploys.operations.config_files import ConfigFile, config_files, render_template
+from deploys.operations.config_files import ConfigFile, config_files, render_template, shell_script
 from deploys.prepare import FactRequest, prepared_facts
 from deploys.settings import Settings
 from facts.config_state import ConfigState
+from facts.connection import DeploySource
 from spectra import topology
 
 ANY = ["0.0.0.0/0", "::/0"]
@@ -60,6 +72,23 @@ DEFAULTS: dict[str, Any] = {
     # Interfaces of the pod network: traffic from pods to the node (DNS, API via service IP) is accepted
     "firewall_pod_interfaces": ["cni0", "cali*", "flannel.*", "vxlan.calico", "tunl0", "cilium_*", "lxc*"],
     "firewall_extra_rules": [],  # more input-chain rules, nft syntax, appended before the policy
+    # input-chain rules placed BEFORE the SSH and service rules (deny lists, nft syntax). The lockout refusal
+    # cannot read them: the reconnect check with its automatic rollback is what guards them
+    "firewall_early_rules": [],
+    # Lockout guard: refuse admin CIDRs that leave out the deploy's own source address (the SSH_CONNECTION of
+    # its session on the host; through a bastion, the bastion's). True: allow it anyway (another way in exists)
+    "firewall_allow_lockout": False,
+    # A changed ruleset is loaded with a rollback armed on the host (a transient systemd timer restoring the
+    # previous table after this many seconds) and disarmed only once the controller has opened a NEW SSH
+    # connection to the host within firewall_reconnect_seconds (which must be shorter)
+    "firewall_rollback_seconds": 60,
+    "firewall_reconnect_seconds": 20,
+    # Per-source throttle of NEW connections to ssh_port (OpenSSH 9.2 has no PerSourcePenalties): above
+    # firewall_ssh_rate_per_minute, after a burst of firewall_ssh_burst, a source's new connections are dropped.
+    # Generous on purpose: pyinfra's parallel connections, compliance and the lab tests must never hit it
+    "firewall_ssh_throttle_enabled": True,
+    "firewall_ssh_rate_per_minute": 300,
+    "firewall_ssh_burst": 50,
     "firewall_log_dropped": False,  # log dropped packets (rate limited)
 }
 
@@ -70,6 +99,12 @@ TYPES: dict[str, type | tuple[type, ...]] = {
     "firewall_monitoring_cidrs": list,
 }
 CHOICES: dict[str, tuple[Any, ...]] = {"firewall_policy": ("drop", "accept")}
+# Bounds of the SSH throttle: below them the deploy's own parallel connections (one per host and fact batch),
+# `spectra comply` and the lab tests' ssh calls would be dropped; above them it throttles nothing.
+SSH_RATE_BOUNDS = (30, 6000)  # new connections per minute and source
+SSH_BURST_BOUNDS = (20, 1000)  # connections a source may open at once before the rate applies
+ROLLBACK_UNIT = "spectra-firewall-rollback"
+ROLLBACK_DIR = "/run/spectra-firewall"
 
 _INTERFACE = re.compile(r"^[A-Za-z0-9_.:+-]{1,15}\*?$")
 _TABLE = re.compile(r"^[a-z][a-z0-9_]{0,31}$")
@@ -107,10 +142,71 @@ def check(settings: Mapping[str, Any]) -> list[str]:
     for interface in settings["firewall_pod_interfaces"] or []:
         if not _INTERFACE.match(str(interface)):
             problems.append(f"firewall_pod_interfaces: {interface!r} is not an interface name")
-    for rule in settings["firewall_extra_rules"] or []:
-        if "\n" in str(rule) or str(rule).count("{") != str(rule).count("}"):
-            problems.append(f"firewall_extra_rules: one rule per entry, not {rule!r}")
+    for key in ("firewall_extra_rules", "firewall_early_rules"):
+        for rule in settings[key] or []:
+            if "\n" in str(rule) or str(rule).count("{") != str(rule).count("}"):
+                problems.append(f"{key}: one rule per entry, not {rule!r}")
+    for key, (low, high) in (
+        ("firewall_ssh_rate_per_minute", SSH_RATE_BOUNDS),
+        ("firewall_ssh_burst", SSH_BURST_BOUNDS),
+    ):
+        value = settings[key]
+        if not isinstance(value, int) or isinstance(value, bool) or not low <= value <= high:
+            problems.append(
+                f"{key}={value!r}: an integer from {low} to {high} (lower would throttle the deploy's own connections)"
+            )
+    rollback, reconnect = settings["firewall_rollback_seconds"], settings["firewall_reconnect_seconds"]
+    for key, value in (("firewall_rollback_seconds", rollback), ("firewall_reconnect_seconds", reconnect)):
+        if not isinstance(value, int) or isinstance(value, bool) or not 5 <= value <= 3600:
+            problems.append(f"{key}={value!r}: whole seconds from 5 to 3600")
+    if isinstance(rollback, int) and isinstance(reconnect, int) and not reconnect + 5 <= rollback:
+        problems.append(
+            f"firewall_reconnect_seconds={reconnect!r}: must end at least 5 s before firewall_rollback_seconds="
+            f"{rollback!r}, or the rollback could fire while the controller is still being let back in"
+        )
     return problems
+
+
+def admits(cidrs: Iterable[str], address: str) -> bool:
+    """Whether ``address`` is inside one of ``cidrs``."""
+    ip = ipaddress.ip_address(address)
+    for cidr in cidrs:
+        network = ipaddress.ip_network(str(cidr), strict=False)
+        if network.version == ip.version and ip in network:
+            return True
+    return False
+
+
+def lockout_problems(settings: Mapping[str, Any], source: Mapping[str, Any] | None) -> list[str]:
+    """Firewall settings that would refuse the deploy's next SSH connection from ``source`` (the
+    :class:`facts.connection.DeploySource` of this host), as problems naming the setting and the address."""
+    if settings["firewall_allow_lockout"] or settings["firewall_policy"] == "accept":
+        return []
+    cidrs = list(settings["firewall_admin_cidrs"] or [])
+    if source is None:
+        networks = [ipaddress.ip_network(str(cidr), strict=False) for cidr in cidrs]
+        if {network.version for network in networks if network.prefixlen == 0} == {4, 6}:
+            return []  # open to every address of both families: nothing to compare
+        return [
+            f"firewall_admin_cidrs={cidrs!r}: refused, the deploy's source address on this host cannot be read "
+            "(no SSH_CONNECTION in its session), so the SSH rule could lock it out; set "
+            "firewall_allow_lockout=True if another way in exists"
+        ]
+    client = str(source["client"])
+    if admits(cidrs, client):
+        return []
+    return [
+        f"firewall_admin_cidrs={cidrs!r}: refused, the deploy connects from {client} (as this host sees it) and "
+        f"the SSH rule on port {settings['ssh_port']} would not allow it: the next run could not log in. Add "
+        f"{client} (or its network) to firewall_admin_cidrs, or set firewall_allow_lockout=True if another way "
+        "in exists"
+    ]
+
+
+def preflight(settings: Mapping[str, Any]) -> list[str]:
+    """:func:`lockout_problems` with this host's prepared :class:`DeploySource` (read with the other facts)."""
+    (source,) = prepared_facts(DeploySource)
+    return lockout_problems(settings, source)
 
 
 def inventory_addresses(roles: Iterable[str] | None) -> list[str]:
@@ -206,8 +302,21 @@ def firewall_model(settings: Mapping[str, Any], roles: Iterable[str], hostname: 
         sets.append({"name": f"{name}_v4", "type": "ipv4_addr", "elements": v4})
         sets.append({"name": f"{name}_v6", "type": "ipv6_addr", "elements": v6})
 
-    rules: list[str] = []
-    rules += allow("tcp", int(settings["ssh_port"]), "admin", "ssh from admin networks")
+    ssh_port = int(settings["ssh_port"])
+    meters: list[dict[str, Any]] = []
+    rules: list[str] = [str(rule) for rule in settings["firewall_early_rules"] or []]
+    if settings["firewall_ssh_throttle_enabled"]:
+        limit = (
+            f"limit rate over {int(settings['firewall_ssh_rate_per_minute'])}/minute "
+            f"burst {int(settings['firewall_ssh_burst'])} packets"
+        )
+        for family, selector, kind in (("v4", "ip", "ipv4_addr"), ("v6", "ip6", "ipv6_addr")):
+            meters.append({"name": f"ssh_throttle_{family}", "type": kind})
+            rules.append(
+                f"tcp dport {ssh_port} ct state new update @ssh_throttle_{family} "
+                f'{{ {selector} saddr {limit} }} drop comment "ssh: new connections per source throttled"'
+            )
+    rules += allow("tcp", ssh_port, "admin", "ssh from admin networks")
     rules += allow("tcp", settings["kubelet_port"], "control_plane", "kubelet from the control plane")
     rules += allow("tcp", settings["kubelet_port"], "monitoring", "kubelet metrics from monitoring")
     exporter_port = node_exporter.listen_port(settings)
@@ -243,6 +352,7 @@ def firewall_model(settings: Mapping[str, Any], roles: Iterable[str], hostname: 
         "roles": roles or ["(none)"],
         "policy": settings["firewall_policy"],
         "sets": sets,
+        "meters": meters,
         "pod_interfaces": list(settings["firewall_pod_interfaces"] or []),
         "rules": rules,
         "extra_rules": [str(rule) for rule in settings["firewall_extra_rules"] or []],
@@ -262,7 +372,7 @@ def should_run(settings: Mapping[str, Any]) -> bool:
 def fact_requests(settings: Mapping[str, Any]) -> list[FactRequest]:
     """What :func:`firewall` reads at prepare time."""
     paths = [settings["firewall_rules_path"], MAIN_CONFIG, DROPIN]
-    return [DebPackages, (ConfigState, {"paths": paths, "units": UNITS})]
+    return [DebPackages, (ConfigState, {"paths": paths, "units": UNITS}), DeploySource]
 
 
 def nft_check(staged: str) -> StringCommand:
@@ -297,18 +407,125 @@ def firewall() -> None:
             ),
         ),
     ]
-    installed, current = prepared_facts(*fact_requests(settings))  # what config_files(files, units) would read
+    installed, current, _ = prepared_facts(*fact_requests(settings))  # what config_files(files, units) would read
     managed.apt_packages(name="Install nftables", packages=["nftables"], update=False, current=installed)
-    config_files(
-        name=f"Install and load nftables table inet {model['table']} (checked with nft -c first)",
+    guarded_config_files(
+        name=f"Install and load nftables table inet {model['table']} (checked with nft -c first, rollback armed)",
         files=files,
-        daemon_reload=True,
-        enabled_units=UNITS,
-        running_units=UNITS,
         current=current,
-        # Replaces our table only, in one transaction (the file deletes and redefines it)
-        on_change=[StringCommand("nft", "-f", QuoteString(rules_path))],
+        table=model["table"],
+        rollback_seconds=int(settings["firewall_rollback_seconds"]),
+        reconnect_seconds=int(settings["firewall_reconnect_seconds"]),
     )
+
+
+@operation()
+def guarded_config_files(
+    files: list[ConfigFile],
+    current: dict[str, Any] | None,
+    table: str,
+    rollback_seconds: int,
+    reconnect_seconds: int,
+):
+    """
+    ``config_files`` for the firewall's files, guarded: before nftables.service starts or the table is reloaded,
+    the live table is saved and its restore armed on the host; after, a NEW SSH connection must get in within
+    ``reconnect_seconds`` before the rollback is disarmed. Nothing to change: no command at all.
+    """
+    rules_path = files[0].path
+    armed = arm_rollback(table, rules_path, rollback_seconds)
+    commands = list(
+        config_files._inner(
+            files=files,
+            daemon_reload=True,
+            enabled_units=UNITS,
+            running_units=UNITS,
+            current=current,
+            prepare=armed,
+            # Replaces our table only, in one transaction (the file deletes and redefines it)
+            on_change=[StringCommand("nft", "-f", QuoteString(rules_path))],
+        )
+    )
+    yield from commands
+    if any(command is armed[0] for command in commands):  # a ruleset was (re)loaded
+        yield FunctionCommand(new_connection, (), {"seconds": reconnect_seconds})
+        yield from disarm_rollback()
+
+
+ROLLBACK_FILE = f"{ROLLBACK_DIR}/rollback.nft"
+# The rollback unit's script: the saved table back in force, and in the rules file, so the next run sees a
+# difference and tries again (rather than finding its file in place and the old table loaded). Constant text.
+_RESTORE = 'nft -f "$1" && cp "$1" "$2"'
+# The live table as a file `nft -f` replaces ours with (create-if-missing, delete, define; only the delete when
+# there was none): stateless (-s), so no counters or dynamic set elements are saved.
+_SAVE = 'mkdir -p "$(dirname "$3")" && { printf "table inet %s\\ndelete table inet %s\\n" "$1" "$1"; nft -s list table inet "$1" 2>/dev/null || true; } > "$3".new && mv -f "$3".new "$3"'  # noqa: E501
+
+
+def arm_rollback(table: str, rules_path: str, seconds: int) -> list[StringCommand]:
+    """Save the live table, then arm a transient systemd timer that restores it after ``seconds`` (an armed
+    one from an earlier run is replaced)."""
+    return [
+        shell_script(_SAVE, table, rules_path, ROLLBACK_FILE, name="spectra-firewall-save"),
+        StringCommand(
+            "systemctl", "stop", f"{ROLLBACK_UNIT}.timer", f"{ROLLBACK_UNIT}.service", "2>/dev/null", "||", "true"
+        ),
+        StringCommand("systemctl", "reset-failed", f"{ROLLBACK_UNIT}.service", "2>/dev/null", "||", "true"),
+        StringCommand(
+            "systemd-run",
+            "--quiet",
+            f"--unit={ROLLBACK_UNIT}",
+            f"--on-active={seconds}s",
+            "--timer-property=AccuracySec=1s",
+            "sh",
+            "-c",
+            QuoteString(_RESTORE),
+            "spectra-firewall-rollback",
+            QuoteString(ROLLBACK_FILE),
+            QuoteString(rules_path),
+        ),
+    ]
+
+
+def disarm_rollback() -> list[StringCommand]:
+    return [
+        StringCommand("systemctl", "stop", f"{ROLLBACK_UNIT}.timer", "2>/dev/null", "||", "true"),
+        StringCommand("rm", "-f", QuoteString(ROLLBACK_FILE)),
+    ]
+
+
+def new_connection(state: Any, host: Any, seconds: int) -> None:
+    """Open NEW SSH connections to ``host`` (its own connection data: address, port, user, key, ssh config and
+    its ProxyJump) until one runs ``true``, for up to ``seconds``; raise when none did. The connection the run
+    uses is established and passes any ruleset: only a new one shows whether the next run can log in."""
+    import time
+
+    from pyinfra.connectors.sshuserclient import SSHClient
+
+    connector = host.connector
+    deadline = time.monotonic() + seconds
+    problem = "no attempt"
+    while True:
+        kwargs = connector.make_paramiko_kwargs()
+        hostname = kwargs.pop("hostname")
+        kwargs["timeout"] = max(1.0, min(5.0, deadline - time.monotonic()))
+        kwargs["banner_timeout"] = kwargs["auth_timeout"] = kwargs["timeout"]
+        client = SSHClient()
+        try:
+            client.connect(hostname, **kwargs)
+            _, stdout, _ = client.exec_command("true", timeout=kwargs["timeout"])
+            if stdout.channel.recv_exit_status() == 0:
+                return
+            problem = "`true` failed on the new connection"
+        except Exception as error:  # noqa: BLE001 (socket, SSH and auth errors alike: any means not let in)
+            problem = f"{type(error).__name__}: {error}"
+        finally:
+            client.close()
+        if time.monotonic() >= deadline:
+            raise DeployError(
+                f"{host.name}: the new firewall refuses new SSH connections from this controller ({problem}, "
+                f"for {seconds} s); its rollback timer ({ROLLBACK_UNIT}.timer) restores the previous table"
+            )
+        time.sleep(1)
 
 
 COMPONENT = Component(
@@ -319,4 +536,5 @@ COMPONENT = Component(
     fact_requests=fact_requests,
     choices=CHOICES,
     checks=(check,),
+    preflight=preflight,
 )

@@ -303,8 +303,13 @@ def test_the_firewall_opens_the_gateway_ports_on_the_edge_hosts_only() -> None:
 
     from deploys.components import firewall
     from facts.config_state import ConfigState
+    from facts.connection import DeploySource
 
-    facts = {DebPackages: {"nftables": {"1.0.6-2"}}, ConfigState: {"files": {}, "units": {}}}
+    facts: dict[Any, Any] = {
+        DebPackages: {"nftables": {"1.0.6-2"}},
+        ConfigState: {"files": {}, "units": {}},
+        DeploySource: None,
+    }
     common = {"gateway_enabled": True, "gateway_cidrs": ["203.0.113.0/24"]}
     staged = "/etc/nftables.d/.spectra.nft.spectra-new"
 

@@ -120,6 +120,7 @@ def _hardening_cases() -> list[Any]:
     from pyinfra.facts.deb import DebPackages
 
     from deploys.components import audit, auto_updates, file_permissions, firewall, hardening_ssh, hardening_sysctl
+    from facts.connection import DeploySource
     from facts.files import FileStates
     from facts.security import AuditSupport, SshdState
     from facts.sysctl import SysctlValues
@@ -130,7 +131,7 @@ def _hardening_cases() -> list[Any]:
     return [
         (hardening_ssh.COMPONENT, {SshdState: sshd}),
         (hardening_sysctl.COMPONENT, {ConfigState: empty, SysctlValues: {}}),
-        (firewall.COMPONENT, {ConfigState: empty, DebPackages: {}}),
+        (firewall.COMPONENT, {ConfigState: empty, DebPackages: {}, DeploySource: None}),
         (audit.COMPONENT, {ConfigState: empty, DebPackages: {}, AuditSupport: support}),
         (auto_updates.COMPONENT, {ConfigState: empty, DebPackages: {}}),
         (file_permissions.COMPONENT, {FileStates: lambda paths, **_: dict.fromkeys(paths)}),
