@@ -3,7 +3,7 @@
 With the inventory's context (``$SPECTRA_COMPLY_CONTEXT``: the file ``spectra comply`` writes, roles and the
 data the checks read), the expectations are the inventory's for that host. Without one (``pytest
 compliance/node --hosts=...`` on its own) the suite cannot know the host's roles: it allows every role's
-programs, each on its owner's default port, and takes the node exporter's address from the host's own
+programs (the API gateway's included), each on its owner's default port, and takes the node exporter's address from the host's own
 unit, which the deploy rendered from ``node_exporter_listen_address``.
 """
 
@@ -31,7 +31,8 @@ def host_context(name: str, inventory: HostContext | None, exec_start: Callable[
     """The inventory's context of the host when there is one, else what the host itself shows."""
     if inventory is not None:
         return inventory
-    data = {}
+    # every role's programs are allowed, the API gateway's too (Traefik on its default ports, as on an edge host)
+    data: dict[str, object] = {"gateway_enabled": True, "gateway_edge": True}
     address = exporter_address(exec_start())
     if address:
         data["node_exporter_listen_address"] = address

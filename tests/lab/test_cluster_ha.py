@@ -70,11 +70,12 @@ def ha_lab_cli(*args: str, timeout: int = 900) -> subprocess.CompletedProcess[st
 
 # The HA lab has only (tainted) control planes and no monitoring host: the addons that keep data on one are
 # the default lab's to test (test_monitoring, test_logs, test_autoscaling), and so is the sealed-secrets
-# controller (a Deployment that tolerates no control-plane taint); this lab tests the control plane.
+# controller (a Deployment that tolerates no control-plane taint) and the gateway (no worker or edge host to
+# listen on); this lab tests the control plane.
 ADDONS_OFF = [
     f"{switch}=False"
     for switch in ("prometheus_enabled", "alertmanager_enabled", "metrics_server_enabled", "victorialogs_enabled",
-                   "victorialogs_agent_enabled", "journal_upload_enabled", "sealed_secrets_enabled")
+                   "victorialogs_agent_enabled", "journal_upload_enabled", "sealed_secrets_enabled", "gateway_enabled")
 ]  # fmt: skip
 
 

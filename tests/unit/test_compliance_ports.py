@@ -103,8 +103,9 @@ def test_without_an_inventory_the_suite_reads_the_exporters_unit_and_allows_ever
     observed = expectations(host_context("node1", None, lambda: EXEC_START))
     assert observed.exporter_port == 9200
     assert observed.listeners == {
-        22: "sshd", 2379: "etcd", 2380: "etcd", 6443: "kube-apiserver", 9200: "node_exporter", 10250: "kubelet",
-        10257: "kube-controller-manager", 10259: "kube-scheduler", 20244: "kube-router",
+        22: "sshd", 80: "traefik", 443: "traefik", 2379: "etcd", 2380: "etcd", 6443: "kube-apiserver",
+        9180: "traefik", 9200: "node_exporter", 10250: "kubelet", 10257: "kube-controller-manager",
+        10259: "kube-scheduler", 20244: "kube-router",
     }  # fmt: skip
     # no unit (or no flag in it): the owner's default
     assert expectations(host_context("node1", None, lambda: "")).exporter_port == 9100
