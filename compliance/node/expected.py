@@ -3,8 +3,8 @@
 With the inventory's context (``$SPECTRA_COMPLY_CONTEXT``: the file ``spectra comply`` writes, roles and the
 data the checks read), the expectations are the inventory's for that host. Without one (``pytest
 compliance/node --hosts=...`` on its own) the suite cannot know the host's roles: it allows every role's
-programs (the API gateway's included), each on its owner's default port, and takes the node exporter's address from the host's own
-unit, which the deploy rendered from ``node_exporter_listen_address``.
+programs (the API gateway's included), each on its owner's default port, and takes the node exporter's
+address from the host's own unit, which the deploy rendered from ``node_exporter_listen_address``.
 """
 
 from __future__ import annotations
