@@ -80,6 +80,7 @@ _LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
 _HOSTNAME = re.compile(r"^(\*\.)?([a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?\.)+[a-z]([-a-z0-9]{0,61}[a-z0-9])?$")
 _HEADER = re.compile(r"^[A-Za-z0-9-]{1,64}$")
 _QUANTITY = re.compile(r"^[0-9]+(\.[0-9]+)?(m|k|M|G|Ki|Mi|Gi)?$")
+_LOADER: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml: the CRDs are 1.2 MB of YAML
 RESOURCE_KEYS = ("gateway_cpu_request", "gateway_memory_request", "gateway_cpu_limit", "gateway_memory_limit")
 
 DEFAULTS: dict[str, Any] = {
@@ -320,7 +321,7 @@ def crd_documents(settings: Mapping[str, Any]) -> list[dict[str, Any]]:
     )
     for module, version, patterns in sources:
         for path, text in _module_files(settings, module, version, patterns).items():
-            for document in yaml.safe_load_all(text):
+            for document in yaml.load_all(text, Loader=_LOADER):
                 if isinstance(document, dict) and document.get("kind"):
                     found.append(document)
                 elif document is not None:
