@@ -9,7 +9,10 @@ Each module in ``deploys/components/`` that touches hosts ends with ``COMPONENT 
   the run before any host changes, with or without the ``spectra`` command;
 * ``should_run``: the one gate (its ``*_enabled`` switch, the roles it runs on): nothing else decides;
 * ``fact_requests``: the facts its ``@deploy`` decides on, read for all components in ONE remote command;
-* ``deploy``: the ``@deploy`` function.
+* ``deploy``: the ``@deploy`` function;
+* ``exposures``: ``(Settings, the host's groups) -> [Exposure, ...]``, what the component would open to anywhere
+  on a production host (the firewall's). One without a recorded reason stops the run like a bad value
+  (:func:`run`, ``spectra validate``); one with a reason is a warning of ``spectra validate``.
 
 An entry file (``deploys/node.py``, ``deploys/cluster.py``) is a list of components in order and a call to
 :func:`run`; the facts to read and the calls to make are both derived from that list.
@@ -17,7 +20,7 @@ An entry file (``deploys/node.py``, ``deploys/cluster.py``) is a list of compone
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 from weakref import WeakKeyDictionary
@@ -41,6 +44,34 @@ def _nothing(_: Settings) -> list[FactRequest]:
 
 
 @dataclass(frozen=True)
+class Exposure:
+    """A setting that opens a production host to anywhere, with the reason recorded for it (None: refused)."""
+
+    key: str  # the setting that opens it: "firewall_admin_cidrs"
+    what: str  # "SSH (tcp port 22) is open to anywhere (0.0.0.0/0, ::/0)"
+    group: str  # the group that makes the host a production host: "env_prod"
+    allowance: str  # the setting that records allowed exposures: "firewall_exposure_allowed"
+    reason: str | None = None
+
+    def message(self, source: str | None = None) -> str:
+        """``key: text``; ``source``: where the value was set (``spectra validate`` knows it, a deploy does not)."""
+        return f"{self.key}: {self.text(source)}"
+
+    def text(self, source: str | None = None) -> str:
+        where = f"; the value is {source}" if source else ""
+        head = f"{self.what} in production (group {self.group}{where})"
+        if self.reason is not None:
+            return f"{head}: allowed by {self.allowance}: {self.reason!r}"
+        return (
+            f"{head}: refused; narrow {self.key}, or allow it with {self.allowance} = "
+            f"{{{self.key!r}: '<why it must be open to anywhere>'}} in group data"
+        )
+
+
+Exposures = Callable[[Mapping[str, Any], Collection[str]], Iterable[Exposure]]
+
+
+@dataclass(frozen=True)
 class Component:
     name: str
     defaults: Mapping[str, Any]
@@ -53,6 +84,8 @@ class Component:
     # settings judged against the host's facts (read with the others, before any deploy of the list is
     # called): ``(Settings) -> [problem, ...]``; a problem stops the host before anything is applied
     preflight: Callable[[Settings], Iterable[str]] | None = None
+    # what it would open to anywhere on a production host (see :class:`Exposure`); pure, like the checks
+    exposures: Exposures | None = None
 
     @property
     def switch(self) -> str | None:
@@ -109,6 +142,31 @@ def check_settings(components: Iterable[Component], settings: Settings | None = 
         raise DeployError(f"{host.name}: invalid settings:\n  " + "\n  ".join(found))
 
 
+def refused_exposures(
+    components: Iterable[Component], settings: Mapping[str, Any], groups: Collection[str]
+) -> list[str]:
+    """Exposures of switched-on components on a production host without a recorded reason."""
+    found: list[str] = []
+    for component in components:
+        if component.exposures is None or not component.enabled(settings):
+            continue
+        try:
+            exposed = list(component.exposures(settings, groups))
+        except (TypeError, ValueError, KeyError, AttributeError):
+            continue  # a value of the wrong type: the checks already refused it
+        found.extend(f"{component.name}: {item.message()}" for item in exposed if item.reason is None)
+    return found
+
+
+def check_exposures(components: Iterable[Component], settings: Settings | None = None) -> None:
+    """Stop this host's deploy (at prepare, nothing changed yet) when it is a production host opened to
+    anywhere without a recorded reason."""
+    settings = Settings() if settings is None else settings
+    found = refused_exposures(components, settings, [str(group) for group in host.groups])
+    if found:
+        raise DeployError(f"{host.name}: refused, open to anywhere in production:\n  " + "\n  ".join(found))
+
+
 _CLUSTER_WIDE_CHECKED: WeakKeyDictionary[Any, list[str]] = WeakKeyDictionary()
 
 
@@ -141,6 +199,7 @@ def run(steps: Sequence[Component | Step], base_facts: Sequence[FactRequest] = (
     wanted = [step if isinstance(step, Step) else Step(step) for step in steps]
     settings = Settings()
     check_settings([step.component for step in wanted], settings)
+    check_exposures([step.component for step in wanted], settings)
     check_cluster_wide()
     gated = [step for step in wanted if step.component.should_run(settings)]
     prepared_facts(*base_facts, *[request for step in gated for request in step.component.fact_requests(settings)])

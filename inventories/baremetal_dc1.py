@@ -3,7 +3,9 @@
 Racks are the failure domains here, so each rack is a zone: rack ``r01`` of ``dc1`` is zone ``dc1-r01``,
 group ``az_dc1_r01``; the datacenter is the region (``region_dc1``). Roll out rack by rack with
 ``spectra rollout inventories/baremetal_dc1.py deploy.py --by-zone``.
-Addresses are documentation addresses (192.0.2.0/24): replace them with your own.
+Addresses are documentation addresses (192.0.2.0/24): replace them with your own. The hosts are production
+(``env="prod"``): group_data/env_prod.py lets SSH, the API server and NodePorts in from private networks only,
+so the real addresses must be inside its ``firewall_apiserver_cidrs`` (or the file narrowed to them).
 """
 
 from inventories import ssh_tuning

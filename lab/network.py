@@ -7,6 +7,7 @@ import ipaddress
 import json
 import os
 import signal
+import subprocess
 from pathlib import Path
 
 from lab.config import LabConfig, LabError
@@ -103,8 +104,16 @@ def bridge_down(config: LabConfig, ip_forward_was: str | None) -> None:
             pass
     if link_exists(config.bridge):
         run(["ip", "link", "delete", config.bridge])
-    if ip_forward_was is not None:
+    # Forwarding is the host's, shared by every lab on it: turned back off only when no other lab's NAT is left
+    # (a second lab's `down` once cut the first one's nodes off the Debian mirror mid-run).
+    if ip_forward_was is not None and not other_labs_up():
         IP_FORWARD.write_text(ip_forward_was + "\n")
+
+
+def other_labs_up() -> bool:
+    """Whether a NAT rule of any lab is still in place (``bridge_down`` has removed this lab's)."""
+    rules = subprocess.run(["iptables", "-t", "nat", "-S"], capture_output=True, text=True).stdout
+    return f"{NAT_COMMENT}:" in rules
 
 
 def node_network_up(config: LabConfig, node: str, index: int, address: str) -> None:

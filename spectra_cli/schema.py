@@ -12,7 +12,7 @@ Four sources, in this order:
    runs on; ``REQUIRED`` is only enforced on hosts with one of them). The first ``*_enabled`` key of
    ``DEFAULTS`` with a bool default is the component's switch: ``REQUIRED`` is not enforced on hosts where it
    is ``False``. A module's ``COMPONENT`` record (``deploys/component.py``) adds its ``checks``: the same pure
-   functions the deploy runs before it changes anything.
+   functions the deploy runs before it changes anything, and its ``exposures`` (the production rule).
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ import importlib.util
 import pkgutil
 import types
 import typing
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -58,6 +58,8 @@ class SettingsChecks:
     name: str
     checks: tuple[Callable[[Mapping[str, Any]], Iterable[str]], ...]
     switch: str | None = None  # not checked on hosts where this key is False
+    # the component's production rule: (settings, the host's groups) -> exposures (deploys.component.Exposure)
+    exposures: Callable[[Mapping[str, Any], Collection[str]], Iterable[Any]] | None = None
 
 
 @dataclass
@@ -281,9 +283,10 @@ def _add_component(schema: Schema, module_name: str) -> None:
     for key in sorted(required):
         schema.required.append(Requirement(key, where, role_set, switch))
     checks = tuple(getattr(component, "checks", ()) or ())
-    if checks:
+    exposures = getattr(component, "exposures", None)
+    if checks or exposures:
         name = str(getattr(component, "name", module_name.rsplit(".", 1)[-1]))
-        schema.checks.append(SettingsChecks(where, name, checks, switch))
+        schema.checks.append(SettingsChecks(where, name, checks, switch, exposures))
 
 
 def _add_cluster_settings(schema: Schema) -> None:

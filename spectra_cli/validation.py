@@ -12,10 +12,13 @@ Errors (the run stops):
 * a value a component's or the cluster settings' checks refuse (the same pure checks every deploy runs
   before it changes anything), and a cluster-wide setting with different values on different hosts;
 * a group_data file named like a role but for no group (``group_data/worker.py``);
-* conflicting roles (see :func:`check_roles`).
+* conflicting roles (see :func:`check_roles`);
+* a production host (group ``env_prod``, see ``firewall_production_envs``) open to anywhere (SSH, the API
+  server, NodePorts, or no filtering at all) without a reason recorded in ``firewall_exposure_allowed``
+  (see :func:`check_exposures`).
 
 Warnings (printed, the run goes on): custom roles, hosts with no role or no zone, an even number of
-etcd members, no control-plane host.
+etcd members, no control-plane host, production exposures allowed with a reason (the reason is printed).
 
 Every message names where the key was set: a group_data file, the inventory file (and host or group),
 or ``--data``.
@@ -424,6 +427,37 @@ def check_settings(
             result.error("inventory", key, f"a cluster-wide setting must be the same on every host ({detail})")
 
 
+def check_exposures(
+    result: ValidationResult,
+    schema: Schema,
+    files: Sequence[GroupDataFile] = (),
+    override: Mapping[str, Any] | None = None,
+) -> None:
+    """The components' production rule on every host: an exposure without a recorded reason is an error, one
+    with a reason a warning printing it; each names the hosts, the key, where its value was set and, for an
+    error, how to allow it."""
+    found: dict[tuple[str, str, Any], list[str]] = {}
+    for host in result.inventory:
+        values = HostSettings(host, schema)
+        groups = [str(group) for group in host.groups]
+        for entry in schema.checks:
+            if entry.exposures is None or (entry.switch and values[entry.switch] is False):
+                continue
+            try:
+                exposed = list(entry.exposures(values, groups))
+            except Exception:  # a value of the wrong type: reported by the type check and check_settings
+                continue
+            for item in exposed:
+                found.setdefault((entry.name, entry.source, item), []).append(host.name)
+    for (_, source, item), hosts in found.items():
+        origin = value_source(item.key, hosts, result.inventory, files, override or {})
+        if item.reason is None:
+            result.error(_hosts_text(hosts), item.key, f"{item.text(origin)} (checked by {source})")
+        else:
+            allowance = value_source(item.allowance, hosts, result.inventory, files, override or {})
+            result.warn(_hosts_text(hosts), item.key, f"{item.text(origin)} ({item.allowance} {allowance})")
+
+
 def select_hosts(result: ValidationResult, limit: Sequence[str] = (), exclude: Sequence[str] = ()) -> list[str]:
     """pyinfra's --limit/--exclude matching (group name, else host name glob); patterns matching nothing
     are errors instead of pyinfra's warning."""
@@ -539,5 +573,6 @@ def check_loaded(
     check_roles(result)
     check_required(result, schema)
     check_settings(result, schema, files, override_data or {})
+    check_exposures(result, schema, files, override_data or {})
     result.selected = select_hosts(result, limit, exclude)
     return result

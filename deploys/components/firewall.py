@@ -20,6 +20,11 @@
   file) before nftables starts or the table is reloaded; the controller must then open a NEW SSH connection
   (the host's own connection data, through its ssh config) within ``firewall_reconnect_seconds``, else the
   deploy fails and the timer restores the previous table after ``firewall_rollback_seconds``.
+- Production hosts (a group ``env_<name>`` for a name of ``firewall_production_envs``) are not opened to
+  anywhere (a /0 among the sources) by accident: SSH, the API server (control-plane hosts), the NodePorts, or
+  the whole input chain (``firewall_policy`` "accept") so opened is refused by ``spectra validate`` and at
+  prepare (:func:`exposures`), unless ``firewall_exposure_allowed`` records the reason for that setting; then
+  ``spectra validate`` prints it as a warning on every run.
 - NEW connections to ``ssh_port`` are throttled per source address (a dynamic set with a limit per
   address; Debian 12's OpenSSH has no PerSourcePenalties), generously enough for the deploy and the tests.
 
@@ -39,7 +44,7 @@ from pyinfra import host
 from pyinfra.api import DeployError, FunctionCommand, QuoteString, StringCommand, deploy, operation
 from pyinfra.facts.deb import DebPackages
 
-from deploys.component import Component
+from deploys.component import Component, Exposure
 from deploys.components import control_plane_flags, node_exporter
 from deploys.operations import managed
 from deploys.operations.config_files import ConfigFile, config_files, render_template, shell_script
@@ -90,6 +95,15 @@ DEFAULTS: dict[str, Any] = {
     "firewall_ssh_rate_per_minute": 300,
     "firewall_ssh_burst": 50,
     "firewall_log_dropped": False,  # log dropped packets (rate limited)
+    # Production hosts: those in a group env_<name> for a name listed here (inventories/grouping.py makes
+    # env_<env> from a host's env). On them SSH, the API server, NodePorts or the whole input chain
+    # (firewall_policy "accept") open to anywhere (a /0 among the sources) is refused, by `spectra validate`
+    # and at prepare, unless firewall_exposure_allowed records why
+    "firewall_production_envs": ["prod", "production"],
+    # Exposures allowed on production hosts anyway: {setting: reason}, the setting one of EXPOSURES
+    # ("firewall_admin_cidrs", "firewall_apiserver_cidrs", "firewall_nodeport_cidrs", "firewall_policy"),
+    # the reason non-empty text (printed as a warning by every `spectra validate`)
+    "firewall_exposure_allowed": {},
 }
 
 TYPES: dict[str, type | tuple[type, ...]] = {
@@ -119,6 +133,11 @@ CIDR_KEYS = (
     "firewall_apiserver_cidrs",
     "firewall_nodeport_cidrs",
 )
+# The settings the production rule judges (:func:`exposures`), the keys firewall_exposure_allowed may name.
+# Not gateway_cidrs: the API gateway is the cluster's public entry point, open to anywhere by design.
+EXPOSURES = ("firewall_admin_cidrs", "firewall_apiserver_cidrs", "firewall_nodeport_cidrs", "firewall_policy")
+ALLOWANCE_KEY = "firewall_exposure_allowed"
+_ENV_NAME = re.compile(r"^[a-z0-9][a-z0-9_]*$")
 
 
 def check(settings: Mapping[str, Any]) -> list[str]:
@@ -164,7 +183,93 @@ def check(settings: Mapping[str, Any]) -> list[str]:
             f"firewall_reconnect_seconds={reconnect!r}: must end at least 5 s before firewall_rollback_seconds="
             f"{rollback!r}, or the rollback could fire while the controller is still being let back in"
         )
+    return problems + exposure_setting_problems(settings)
+
+
+def exposure_setting_problems(settings: Mapping[str, Any]) -> list[str]:
+    """The production rule's own settings: env names usable as groups, and allowances that name a setting
+    the rule judges and record a reason."""
+    problems = []
+    envs = settings["firewall_production_envs"]
+    if not isinstance(envs, (list, tuple)):
+        problems.append(f"firewall_production_envs={envs!r}: a list of environment names")
+        envs = []
+    for name in envs:
+        if not isinstance(name, str) or not _ENV_NAME.match(name):
+            problems.append(
+                f"firewall_production_envs: {name!r} is not an environment name as its group has it "
+                "(env_<name>: lower-case letters, digits and _)"
+            )
+    allowed = settings[ALLOWANCE_KEY]
+    if not isinstance(allowed, Mapping):
+        return [*problems, f"{ALLOWANCE_KEY}={allowed!r}: a dict of setting -> reason"]
+    for key, reason in allowed.items():
+        if key not in EXPOSURES:
+            problems.append(
+                f"{ALLOWANCE_KEY}: {key!r} is not a setting the production rule judges (one of {', '.join(EXPOSURES)})"
+            )
+        elif not isinstance(reason, str) or not reason.strip():
+            problems.append(
+                f"{ALLOWANCE_KEY}[{key!r}]={reason!r}: the reason must be non-empty text "
+                "(why it is open to anywhere, and who decided)"
+            )
     return problems
+
+
+def production_group(settings: Mapping[str, Any], groups: Iterable[str]) -> str | None:
+    """The env group that makes this host a production host (``firewall_production_envs``), if any."""
+    envs = settings["firewall_production_envs"]
+    wanted = {f"env_{name}" for name in envs if isinstance(name, str)} if isinstance(envs, (list, tuple)) else set()
+    return next((group for group in sorted(str(group) for group in groups) if group in wanted), None)
+
+
+def _anywhere(cidrs: Any) -> list[str]:
+    """The entries of ``cidrs`` that let in every address of a family (a /0); bad entries are check()'s."""
+    found = []
+    for cidr in cidrs if isinstance(cidrs, (list, tuple)) else []:
+        try:
+            if ipaddress.ip_network(str(cidr), strict=False).prefixlen == 0:
+                found.append(str(cidr))
+        except ValueError:
+            continue
+    return found
+
+
+def exposures(settings: Mapping[str, Any], groups: Iterable[str]) -> list[Exposure]:
+    """What this host's firewall would open to anywhere, when the host is a production host (one of its
+    ``groups`` is ``env_<name>`` for a name of ``firewall_production_envs``): SSH (``firewall_admin_cidrs``),
+    the API server on control-plane hosts (``firewall_apiserver_cidrs``), the NodePorts when they are open
+    (``firewall_nodeport_cidrs``), everything (``firewall_policy`` "accept"). Each carries the reason
+    recorded for it in ``firewall_exposure_allowed``, or None: refused. Pure, like :func:`check`: `spectra
+    validate` and every deploy (``deploys.component.run``) judge with it."""
+    group = production_group(settings, groups)
+    if group is None:
+        return []
+    allowed = settings[ALLOWANCE_KEY]
+    reasons = allowed if isinstance(allowed, Mapping) else {}
+    found: list[tuple[str, str]] = []
+    if settings["firewall_policy"] == "accept":
+        found.append(("firewall_policy", "every port is open to anywhere (the input policy 'accept' drops nothing)"))
+    # ssh_port: None where no connector data sets it (spectra validate's view): pyinfra's default then
+    sources = [("firewall_admin_cidrs", f"SSH (tcp port {settings['ssh_port'] or 22})")]
+    if topology.CONTROL_PLANE in (settings["roles"] or []):
+        sources.append(("firewall_apiserver_cidrs", f"the API server (tcp port {settings['apiserver_port']})"))
+    if settings["firewall_nodeports_enabled"]:
+        sources.append(
+            (
+                "firewall_nodeport_cidrs",
+                f"the Service NodePort range (tcp and udp {settings['cluster_nodeport_range']})",
+            )
+        )
+    for key, what in sources:
+        anywhere = _anywhere(settings[key])
+        if anywhere:
+            found.append((key, f"{what} is open to anywhere ({', '.join(anywhere)})"))
+    return [
+        Exposure(key, what, group, ALLOWANCE_KEY, reason if isinstance(reason, str) and reason.strip() else None)
+        for key, what in found
+        for reason in [reasons.get(key)]
+    ]
 
 
 def admits(cidrs: Iterable[str], address: str) -> bool:
@@ -537,4 +642,5 @@ COMPONENT = Component(
     choices=CHOICES,
     checks=(check,),
     preflight=preflight,
+    exposures=exposures,
 )

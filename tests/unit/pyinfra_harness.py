@@ -35,7 +35,7 @@ fact and noop methods, the prepared operations) go through :mod:`spectra.pyinfra
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from inspect import getcallargs
 from io import BytesIO, StringIO
@@ -171,10 +171,12 @@ def _command_to_text(command: PyinfraCommand, uploads: dict[str, str]) -> str:
 
 
 def _make_state(
-    data: Mapping[str, Any] | None, others: Mapping[str, Mapping[str, Any]] | None = None
+    data: Mapping[str, Any] | None,
+    others: Mapping[str, Mapping[str, Any]] | None = None,
+    groups: Sequence[str] = (),
 ) -> tuple[State, Host]:
     hosts = [(HOSTNAME, dict(data or {})), *((name, dict(values)) for name, values in (others or {}).items())]
-    inventory = Inventory((hosts, {}))
+    inventory = Inventory((hosts, {}), **{group: ([HOSTNAME], {}) for group in groups})
     config = Config()
     config.TEMP_DIR = "/tmp"
     state = State(inventory, config, check_for_changes=False)
@@ -188,14 +190,16 @@ def run_deploy(
     facts: Mapping[Any, Any] | None = None,
     data: Mapping[str, Any] | None = None,
     others: Mapping[str, Mapping[str, Any]] | None = None,
+    groups: Sequence[str] = (),
     **kwargs: Any,
 ) -> Result:
     """Call a @deploy or @operation function for one fake host; return its operations' commands.
 
     ``others``: more inventory hosts (name -> host data) beside the one the deploy runs on, for code that
-    looks at the whole inventory (peer lists, firewall sets, the first control plane).
+    looks at the whole inventory (peer lists, firewall sets, the first control plane). ``groups``: inventory
+    groups the host is in (``env_prod``).
     """
-    state, host = _make_state(data, others)
+    state, host = _make_state(data, others, groups)
     fact_values = {_fact_name(key): value for key, value in (facts or {}).items()}
     fact_reads: list[tuple[str, dict[str, Any]]] = []
     noops: dict[str | None, list[str]] = {}
@@ -245,6 +249,7 @@ def run_component(
     facts: Mapping[Any, Any] | None = None,
     data: Mapping[str, Any] | None = None,
     others: Mapping[str, Mapping[str, Any]] | None = None,
+    groups: Sequence[str] = (),
 ) -> Result:
     """Run one component the way an entry file does (``deploys.component.run``): its settings checked, its
     gate, its facts read in one command, then its deploy. Bad settings raise ``DeployError``."""
@@ -253,7 +258,7 @@ def run_component(
     def entry() -> None:
         run([component])
 
-    return run_deploy(entry, facts=facts, data=data, others=others)
+    return run_deploy(entry, facts=facts, data=data, others=others, groups=groups)
 
 
 def run_op(
