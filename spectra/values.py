@@ -1,4 +1,5 @@
-"""Predicates the settings checks share (pure): is this value a whole number, a port, a URL of a kind, a CIDR."""
+"""Predicates the settings checks share (pure): is this value a whole number, a port, a URL of a kind, a CIDR,
+a Kubernetes quantity, a DNS label."""
 
 from __future__ import annotations
 
@@ -45,3 +46,17 @@ def is_cidr(value: Any) -> bool:
     except ValueError:
         return False
     return "/" in str(value)
+
+
+_QUANTITY = re.compile(r"^[0-9]+(\.[0-9]+)?(m|k|M|G|Ki|Mi|Gi)?$")
+_DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
+
+
+def is_quantity(value: Any) -> bool:
+    """A Kubernetes resource quantity as the addons write them (``100m``, ``1``, ``64Mi``)."""
+    return isinstance(value, str) and bool(_QUANTITY.match(value))
+
+
+def is_dns_label(value: Any) -> bool:
+    """An RFC 1123 label: a namespace, a Service, a route's name."""
+    return isinstance(value, str) and bool(_DNS_LABEL.match(value))

@@ -76,10 +76,8 @@ TRAEFIK_TAG = re.compile(r":(v3\.\d+\.\d+)(@sha256:[0-9a-f]{64})?$")
 ANY = ["0.0.0.0/0", "::/0"]
 ROUTE_KEYS = {"hostnames", "to", "port", "path", "rate_limit"}
 RATE_KEYS = {"average", "burst"}
-_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
 _HOSTNAME = re.compile(r"^(\*\.)?([a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?\.)+[a-z]([-a-z0-9]{0,61}[a-z0-9])?$")
 _HEADER = re.compile(r"^[A-Za-z0-9-]{1,64}$")
-_QUANTITY = re.compile(r"^[0-9]+(\.[0-9]+)?(m|k|M|G|Ki|Mi|Gi)?$")
 _LOADER: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml: the CRDs are 1.2 MB of YAML
 RESOURCE_KEYS = ("gateway_cpu_request", "gateway_memory_request", "gateway_cpu_limit", "gateway_memory_limit")
 
@@ -140,7 +138,7 @@ def _check_routes(settings: Mapping[str, Any]) -> list[str]:
     seen: dict[tuple[str, str], str] = {}
     for name, route in routes.items():
         key = f"gateway_routes[{name!r}]"
-        if not isinstance(name, str) or not _LABEL.match(name) or len(name) > 40:
+        if not values.is_dns_label(name) or len(name) > 40:
             problems.append(f"{key}: a route name is a DNS label of at most 40 characters")
             continue
         if not isinstance(route, Mapping) or set(route) - ROUTE_KEYS or not {"hostnames", "to", "port"} <= set(route):
@@ -180,7 +178,7 @@ def _pem_certificates(text: str) -> list[x509.Certificate]:
 def user_certificate(name: str, entry: Any, now: dt.datetime | None = None) -> tuple[list[str], list[str]]:
     """(problems, the DNS names it covers) of one ``gateway_certificates`` entry."""
     key = f"gateway_certificates[{name!r}]"
-    if not isinstance(name, str) or not _LABEL.match(name) or len(name) > 40:
+    if not values.is_dns_label(name) or len(name) > 40:
         return [f"{key}: a certificate name is a DNS label of at most 40 characters"], []
     if not isinstance(entry, Mapping) or set(entry) != {"cert", "key"}:
         return [f"{key}: a mapping with 'cert' and 'key' (PEM text, such as from_file('~/tls/shop.pem'))"], []
@@ -264,7 +262,7 @@ def check(settings: Mapping[str, Any]) -> list[str]:
            and v and "\n" not in v for k, v in headers.items()), "gateway_security_headers",
            "a mapping of response header name to its value")  # fmt: skip
     for key in RESOURCE_KEYS:
-        expect(isinstance(settings[key], str) and bool(_QUANTITY.match(settings[key])), key,
+        expect(values.is_quantity(settings[key]), key,
                "a Kubernetes quantity such as 100m, 1 or 64Mi")  # fmt: skip
     certificates = settings["gateway_certificates"]
     if not isinstance(certificates, Mapping):

@@ -29,7 +29,7 @@ from typing import Any
 from pyinfra import host
 
 from deploys import addon
-from spectra import topology
+from spectra import topology, values
 
 NAMESPACE = "kube-system"
 TEMPLATES = tuple(
@@ -54,7 +54,6 @@ DEFAULTS: dict[str, Any] = {
 }
 
 _IMAGE = re.compile(r"^[a-z0-9][a-z0-9._:/-]*[a-z0-9](:[A-Za-z0-9_][A-Za-z0-9_.-]{0,127})?(@sha256:[0-9a-f]{64})?$")
-_QUANTITY = re.compile(r"^[0-9]+(\.[0-9]+)?(m|k|M|G|Ki|Mi|Gi)?$")
 _DURATION = re.compile(r"^(?:([0-9]+)h)?(?:([0-9]+)m)?(?:([0-9]+)s)?$")
 _NODE = re.compile(r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$")
 RESOURCE_KEYS = (
@@ -96,7 +95,7 @@ def check(settings: Mapping[str, Any]) -> list[str]:
            "timeout is 10 s)")  # fmt: skip
     for key in RESOURCE_KEYS:
         value = settings[key]
-        expect(isinstance(value, str) and bool(_QUANTITY.match(value)), key,
+        expect(values.is_quantity(value), key,
                "a Kubernetes quantity such as 100m, 1 or 200Mi")  # fmt: skip
     nodes = settings["metrics_server_nodes"]
     expect(nodes is None or (isinstance(nodes, list | tuple) and bool(nodes)

@@ -36,7 +36,6 @@ NAMESPACE_LABEL = "kubernetes.io/metadata.name"  # set by the apiserver on every
 DNS_PORT = 53  # CoreDNS' container port (templates/addons/coredns)
 PROMETHEUS_POD_LABELS = {"app.kubernetes.io/name": "prometheus"}  # templates/addons/prometheus
 COREDNS_POD_LABELS = {"k8s-app": "kube-dns"}  # templates/addons/coredns
-_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
 _LABEL_KEY = re.compile(r"^([a-z0-9.-]{1,253}/)?[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$")
 _LABEL_VALUE = re.compile(r"^([A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?)?$")
 SERVICE_KEYS = {"selector", "ports", "metrics_port"}
@@ -70,7 +69,7 @@ def application_namespaces(settings: Mapping[str, Any]) -> list[str]:
 def _split(reference: Any) -> tuple[str, str] | None:
     """``"shop/api"`` -> ``("shop", "api")``; None when it is not two DNS labels."""
     namespace, sep, name = str(reference).partition("/")
-    if sep and _LABEL.match(namespace) and _LABEL.match(name):
+    if sep and values.is_dns_label(namespace) and values.is_dns_label(name):
         return namespace, name
     return None
 
@@ -105,7 +104,7 @@ def _check_services(services: Any, namespaces: list[str]) -> list[str]:
             not isinstance(ports, Mapping)
             or not ports
             or not all(
-                _LABEL.match(str(name)) and len(str(name)) <= 15 and values.is_port(number)
+                values.is_dns_label(str(name)) and len(str(name)) <= 15 and values.is_port(number)
                 for name, number in ports.items()
             )
         ):
@@ -153,9 +152,7 @@ def check(settings: Mapping[str, Any]) -> list[str]:
     """Problems with the settings, each naming its key (pure: ``spectra validate`` runs it too)."""
     problems: list[str] = []
     explicit = settings["network_policies_namespaces"]
-    if explicit is not None and not (
-        isinstance(explicit, list) and all(isinstance(n, str) and _LABEL.match(n) for n in explicit)
-    ):
+    if explicit is not None and not (isinstance(explicit, list) and all(values.is_dns_label(n) for n in explicit)):
         return [f"network_policies_namespaces={explicit!r}: None (the teams' namespaces) or a list of namespaces"]
     if settings["network_policies_enabled"] and not settings["kube_router_enabled"]:
         problems.append("network_policies_enabled: needs kube_router_enabled (nothing else enforces the policies "

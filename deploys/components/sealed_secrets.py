@@ -55,6 +55,7 @@ import yaml
 from pyinfra import host, logger
 
 from deploys import addon
+from spectra import values
 from spectra.pki import sealing
 from spectra.pki.x509 import PKIError
 
@@ -92,8 +93,6 @@ RESOURCE_KEYS = (
 )
 
 _IMAGE = re.compile(r"^[a-z0-9][a-z0-9._:/-]*[a-z0-9](:[A-Za-z0-9_][A-Za-z0-9_.-]{0,127})?(@sha256:[0-9a-f]{64})?$")
-_QUANTITY = re.compile(r"^[0-9]+(\.[0-9]+)?(m|k|M|G|Ki|Mi|Gi)?$")
-_DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
 _DNS_NAME = re.compile(r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$")
 
 # Seam for tests: how the sealing key is made (RSA 4096 takes a second or more).
@@ -125,7 +124,7 @@ def check(settings: Mapping[str, Any]) -> list[str]:
            "an image reference such as docker.io/bitnami/sealed-secrets-controller:0.40.0")  # fmt: skip
     for key in RESOURCE_KEYS:
         value = settings[key]
-        expect(isinstance(value, str) and bool(_QUANTITY.match(value)), key,
+        expect(values.is_quantity(value), key,
                "a Kubernetes quantity such as 50m, 1 or 64Mi")  # fmt: skip
     expect(file_list(settings["sealed_secrets_files"]) is not None, "sealed_secrets_files",
            "a list of SealedSecret files or directories (relative to the repository root)")  # fmt: skip
@@ -263,7 +262,7 @@ def sealed_secret(document: Any, where: str) -> dict[str, Any]:
     name, namespace = metadata.get("name"), metadata.get("namespace")
     if not isinstance(name, str) or not _DNS_NAME.match(name):
         raise addon.AddonError(f"{where}: metadata.name {name!r} is not a Secret name")
-    if not isinstance(namespace, str) or not _DNS_LABEL.match(namespace):
+    if not values.is_dns_label(namespace):
         # strict scope seals for namespace/name: without a namespace it would land in "default"
         raise addon.AddonError(f"{where}: metadata.namespace {namespace!r}: the namespace it was sealed for")
     encrypted = (document.get("spec") or {}).get("encryptedData")

@@ -107,7 +107,6 @@ LIMIT_SECTIONS = {"min": "min", "default_request": "defaultRequest", "default": 
 LIMIT_RESOURCES = ("cpu", "memory", "ephemeral-storage")
 # made by the apiserver; "kube-" names are Kubernetes' own
 SYSTEM_NAMESPACES = ("default", "kube-node-lease", "kube-public", "kube-system")
-_DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
 _QUOTA_KEY = re.compile(r"^[a-z0-9]([-a-z0-9./]*[a-z0-9])?$")  # pods, requests.cpu, count/deployments.apps
 _SUBJECT = re.compile(r"^(user|group):(\S+)$")
 _AMOUNT = re.compile(r"^([0-9.]+)([A-Za-z]*)$")
@@ -237,7 +236,7 @@ def check(settings: Mapping[str, Any]) -> list[str]:
     owner: dict[str, str] = {}  # namespace -> the team that listed it first
     for name, team in teams.items():
         key = f"teams[{name!r}]"
-        if not isinstance(name, str) or not _DNS_LABEL.match(name):
+        if not values.is_dns_label(name):
             problems.append(f"{key}: a team name is a DNS-1123 label (a-z, 0-9 and -, at most 63)")
         if not _is_mapping(team):
             problems.append(f"{key}={team!r}: a mapping with namespaces (and admins, developers, viewers, ...)")
@@ -251,7 +250,7 @@ def check(settings: Mapping[str, Any]) -> list[str]:
             namespaces = []
         for index, namespace in enumerate(namespaces):
             where = f"{key}.namespaces[{index}]={namespace!r}"
-            if not isinstance(namespace, str) or not _DNS_LABEL.match(namespace):
+            if not values.is_dns_label(namespace):
                 problems.append(f"{where}: a namespace name is a DNS-1123 label (a-z, 0-9 and -, at most 63)")
             elif namespace in reserved or namespace.startswith("kube-"):
                 problems.append(f"{where}: taken by {reserved.get(namespace, 'Kubernetes (kube-*)')}")

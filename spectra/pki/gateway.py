@@ -44,13 +44,9 @@ class GatewayPki:
     changes: tuple[str, ...]
 
 
-def _read(path: Path) -> bytes | None:
-    return path.read_bytes() if path.is_file() else None
-
-
 def _authority(directory: Path, algorithm: str, days: int, now: dt.datetime, changes: list[str]):
     crt_path, key_path = directory / "ca.crt", directory / "ca.key"
-    crt, key = _read(crt_path), _read(key_path)
+    crt, key = store._read(crt_path), store._read(key_path)
     if crt is None and key is None:
         private = new_key(algorithm)
         cert = make_ca(CA_NAME, private, now, days)
@@ -92,7 +88,7 @@ def ensure(
         dns, ips = split_sans(names)
         spec = LeafSpec(f"{DIRECTORY}/server", "gateway-ca", dns[0] if dns else ips[0], (), dns, ips, server=True)
         crt_path, key_path = directory / "server.crt", directory / "server.key"
-        crt, key = _read(crt_path), _read(key_path)
+        crt, key = store._read(crt_path), store._read(key_path)
         reason: str | None = "missing"
         if crt is not None and key is not None:
             try:
