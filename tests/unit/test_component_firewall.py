@@ -432,7 +432,7 @@ class FakeConnector:
 def test_new_connection_uses_the_hosts_connection_data(monkeypatch: pytest.MonkeyPatch, refusals: int) -> None:
     from pyinfra.connectors import sshuserclient
 
-    from deploys.components.firewall import new_connection
+    from deploys.operations.firewall_rollback import new_connection
 
     monkeypatch.setattr(sshuserclient, "SSHClient", FakeClient)
     monkeypatch.setattr(FakeClient, "refusals", refusals)
@@ -453,7 +453,7 @@ def test_new_connection_uses_the_hosts_connection_data(monkeypatch: pytest.Monke
 def test_new_connection_fails_clearly_when_nothing_gets_in(monkeypatch: pytest.MonkeyPatch) -> None:
     from pyinfra.connectors import sshuserclient
 
-    from deploys.components import firewall
+    from deploys.operations import firewall_rollback
 
     monkeypatch.setattr(sshuserclient, "SSHClient", FakeClient)
     monkeypatch.setattr(FakeClient, "refusals", 1000)
@@ -463,5 +463,5 @@ def test_new_connection_fails_clearly_when_nothing_gets_in(monkeypatch: pytest.M
     monkeypatch.setattr("time.monotonic", lambda: next(clock))
     fake_host = type("Host", (), {"name": "node3", "connector": FakeConnector()})()
     with pytest.raises(DeployError, match=r"node3: the new firewall refuses new SSH connections .*TimeoutError"):
-        firewall.new_connection(None, fake_host, seconds=5)
+        firewall_rollback.new_connection(None, fake_host, seconds=5)
     assert 2 <= len(FakeClient.connects) <= 4
